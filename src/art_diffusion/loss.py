@@ -1,0 +1,88 @@
+"""The article's hybrid loss: pixel MSE plus a perceptual MSE on frozen VGG16 features, in ImageNet space."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from art_diffusion.vgg_weights import VGG16Features, load_vgg16_state
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ImageNetNormalize(nn.Module):
+    """[0, 1] pixels -> the ImageNet-standardised space the VGG was trained in."""
+
+    def __init__(self, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.mean) / self.std
+
+
+class PerceptualLoss(nn.Module):
+    """MSE between frozen VGG16 ``features[:num_layers]`` of two normalised images (16 = through relu3_3).
+
+    The VGG is resolved and built by :meth:`build` (called from the LightningModule's ``setup``, so DDP ranks
+    read the per-node cache that ``prepare_data`` filled) or lazily on first use outside Lightning.
+    Its weights are non-persistent buffers: never trained, never in a checkpoint.
+    """
+
+    def __init__(self, weights: str = "imagenet", num_layers: int = 16) -> None:
+        super().__init__()
+        self.weights = weights
+        self.num_layers = num_layers
+        self.vgg: VGG16Features | None = None
+
+    def prepare(self) -> None:
+        """Fetch the weights into the on-disk cache without building anything (rank zero of each node)."""
+        load_vgg16_state(self.weights, self.num_layers)
+
+    def build(self, device: torch.device | str | None = None) -> None:
+        if self.vgg is None:
+            self.vgg = VGG16Features.from_weights(self.weights, self.num_layers)
+        if device is not None:
+            self.vgg.to(device)
+
+    def forward(self, output: Tensor, target: Tensor) -> Tensor:
+        if self.vgg is None:
+            self.build(output.device)
+        with torch.no_grad():
+            target_features = self.vgg(target)
+        return F.mse_loss(self.vgg(output), target_features)
+
+
+class HybridLoss(nn.Module):
+    """``mse_weight * MSE(n(out), n(x)) + perceptual_weight * MSE(vgg(n(out)), vgg(n(x)))``, n = ImageNet normalisation.
+
+    Inputs are [0, 1] images. Comparing both sides in ImageNet space keeps the article's balance between the two
+    terms, while (unlike the article) output and target now live in the same space. With ``perceptual_weight=0``
+    the VGG is never built or run.
+    """
+
+    def __init__(
+        self,
+        mse_weight: float = 1.0,
+        perceptual_weight: float = 1.0,
+        vgg_weights: str = "imagenet",
+        vgg_layers: int = 16,
+    ) -> None:
+        super().__init__()
+        self.mse_weight = mse_weight
+        self.perceptual_weight = perceptual_weight
+        self.normalize = ImageNetNormalize()
+        self.perceptual = PerceptualLoss(vgg_weights, vgg_layers) if perceptual_weight > 0 else None
+
+    def forward(self, output: Tensor, target: Tensor) -> dict[str, Tensor]:
+        """Returns ``{"loss", "mse"[, "perceptual"]}``: the weighted total and each unweighted part."""
+        out_n, target_n = self.normalize(output), self.normalize(target)
+        parts = {"mse": F.mse_loss(out_n, target_n)}
+        total = self.mse_weight * parts["mse"]
+        if self.perceptual is not None:
+            parts["perceptual"] = self.perceptual(out_n, target_n)
+            total = total + self.perceptual_weight * parts["perceptual"]
+        return {"loss": total, **parts}

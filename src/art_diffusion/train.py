@@ -1,0 +1,59 @@
+"""train(cfg): build everything from the composed Hydra config, fit, test the best checkpoint, write metrics.json."""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from pathlib import Path
+
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+import art_diffusion.resolvers  # noqa: F401  (registers the resolvers the configs use)
+
+log = logging.getLogger(__name__)
+
+# The frozen VGG of the perceptual loss stays in eval mode on purpose; Lightning would warn about it every fit.
+warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
+
+
+def _best_checkpoint(trainer: L.Trainer) -> str | None:
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.monitor and callback.best_model_path:
+            return callback.best_model_path
+    return None
+
+
+def _scalars(metrics: dict, prefixes: tuple[str, ...]) -> dict[str, float]:
+    return {k: float(v) for k, v in sorted(metrics.items()) if k.startswith(prefixes)}
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit the configured module on the configured data; returns the final ``val/*`` and ``test/*`` metrics."""
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+
+    datamodule: L.LightningDataModule = instantiate(cfg.data)
+    module: L.LightningModule = instantiate(cfg.module)
+    module.run_config = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "hydra"}
+    callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
+    loggers = [instantiate(c) for c in cfg.get("logger", {}).values() if c is not None]
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metrics = _scalars(trainer.callback_metrics, ("val/",))
+
+    if cfg.get("test"):
+        best = _best_checkpoint(trainer)
+        log.info("Testing %s", best or "the final weights (no best checkpoint was saved)")
+        trainer.test(module, datamodule=datamodule, ckpt_path=best)
+        metrics |= _scalars(trainer.callback_metrics, ("test/",))
+
+    if trainer.is_global_zero:
+        path = Path(cfg.paths.output_dir) / "metrics.json"
+        path.write_text(json.dumps(metrics, indent=2) + "\n")
+        log.info("Metrics written to %s: %s", path, metrics)
+    return metrics
