@@ -1,0 +1,3 @@
+from art_diffusion.data.datamodule import ArtDataModule, DemoDataModule
+
+__all__ = ["ArtDataModule", "DemoDataModule"]
