@@ -97,10 +97,11 @@ def _number(text: str) -> float | None:
 
 
 def plot(rows: list[dict[str, Any]], key: str, metric: str, path: Path) -> bool:
-    """``metric`` against the numeric swept ``key``; False (nothing drawn) when the key is not numeric."""
-    points = sorted((_number(r[key]), r[metric]) for r in rows if r.get(metric) is not None and _number(r[key]) is not None)
-    if not points or any(_number(r[key]) is None for r in rows):
+    """``metric`` against the swept ``key`` over the jobs that have it; False (nothing drawn) unless all are numbers."""
+    measured = [(_number(r[key]), r[metric]) for r in rows if r.get(metric) is not None and not math.isnan(r[metric])]
+    if not measured or any(x is None for x, _ in measured):
         return False
+    points = sorted(measured)
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display needed
