@@ -3,14 +3,12 @@
 import csv
 import json
 import math
-import os
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from omegaconf import read_write
 from tensorboard import context
@@ -18,28 +16,8 @@ from tensorboard.backend.event_processing import data_provider, plugin_event_mul
 from tensorboard.plugins import base_plugin
 from tensorboard.plugins.hparams import api_pb2, backend_context, list_session_groups
 
-from art_diffusion.hydra_ddp import RUN_DIR_ENV
 from art_diffusion.job import run_job
-from tests.conftest import REPO, TINY
-
-# One epoch of two batches, one validation and one test batch: enough for every metric to exist.
-SHORT = ["trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1",
-         "+trainer.limit_test_batches=1"]
-# The common overrides stay out of the job directory names, which then read e.g. "loss.perceptual_weight=0.25".
-EXCLUDE = ("hydra.job.config.override_dirname.exclude_keys=[" + ",".join(
-    o.split("=")[0].lstrip("+") for o in [*TINY, *SHORT, "data.root", "test", "hydra.sweep.dir"]) + "]")
-
-
-def train_script(*args: str, cwd: Path, timeout: int = 400) -> subprocess.CompletedProcess:
-    """Run scripts/train.py in a subprocess, importing this checkout's package (and tests.* for test callbacks)."""
-    env = {k: v for k, v in os.environ.items() if k != RUN_DIR_ENV}
-    env["PYTHONPATH"] = f"{REPO / 'src'}:{REPO}"
-    return subprocess.run([sys.executable, str(REPO / "scripts" / "train.py"), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def tiny(demo_root: Path) -> list[str]:
-    return [o for o in TINY if not o.startswith("trainer.max_epochs")] + [f"data.root={demo_root}", EXCLUDE]
+from tests.train_script import SHORT, tiny, train_script
 
 
 def hparams_session_groups(logdir: Path) -> dict[str, tuple[dict, dict]]:
@@ -103,7 +81,7 @@ def test_grid_sweep_writes_summaries_hparams_and_survives_a_failing_job(tmp_path
 
 def test_a_failing_job_raises_in_a_single_run_and_is_recorded_in_a_multirun(compose_cfg, tmp_path):
     cfg = compose_cfg("loss.perceptual_weight=oops")
-    with pytest.raises(TypeError):  # a single run fails loudly: Hydra exits non-zero
+    with pytest.raises(InstantiationException, match="TypeError"):  # a single run fails loudly: non-zero exit
         run_job(cfg)
     assert not (tmp_path / "run" / "job.json").exists()
 
@@ -112,7 +90,7 @@ def test_a_failing_job_raises_in_a_single_run_and_is_recorded_in_a_multirun(comp
     HydraConfig().set_config(cfg)
     assert math.isnan(run_job(cfg))  # NaN: Optuna records a failed trial
     record = json.loads((tmp_path / "run" / "job.json").read_text())
-    assert record["status"] == "failed" and record["error"].startswith("TypeError")
+    assert record["status"] == "failed" and "TypeError" in record["error"]
     assert "Traceback" in (tmp_path / "run" / "error.txt").read_text()
 
 
