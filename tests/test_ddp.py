@@ -46,6 +46,9 @@ def test_ddp_cpu_inside_a_multirun(tmp_path, demo_root):
                           "loss.perceptual_weight=0,1", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert not (tmp_path / "outputs").exists()  # no rank fell back to a single-run dir
+    # rank 1 ran its job only: re-run with the sweep's argv it would launch (and summarise) the sweep again
+    output = result.stdout + result.stderr
+    assert output.count("Launching 2 jobs") == 1 and output.count("Sweep summary") == 1
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
     assert [p.name for p in jobs] == ["loss.perceptual_weight=0", "loss.perceptual_weight=1"]
     for job in jobs:  # the second job got a fresh process group, not the first job's dead one

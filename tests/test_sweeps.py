@@ -124,3 +124,19 @@ def test_optuna_search_runs_and_resumes_its_study(tmp_path, demo_root):
     assert len(rows) == 4 and all(row["status"] == "completed" for row in rows)
     assert {"optim.lr", "loss.perceptual_weight"} <= set(rows[0])
     assert all(1e-5 <= float(row["optim.lr"]) <= 1e-2 and not math.isnan(float(row["val/psnr"])) for row in rows)
+
+
+def test_submitit_local_launcher_runs_a_sweep_job(tmp_path, demo_root):
+    sweep = tmp_path / "submitit"
+    result = train_script("-m", *tiny(demo_root), "+trainer.fast_dev_run=true", "test=false",
+                          "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",
+                          "loss.perceptual_weight=0.5", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    job = sweep / "loss.perceptual_weight=0.5"
+    record = json.loads((job / "job.json").read_text())
+    assert record["status"] == "completed"
+    assert record["value"] == pytest.approx(json.loads((job / "metrics.json").read_text())["val/psnr"])
+    # the job ran in a process submitit started, which logged there
+    logs = list((sweep / ".submitit").rglob("*_log.out"))
+    assert logs and "Metrics written to" in "".join(p.read_text() for p in logs + list((sweep / ".submitit").rglob("*_log.err")))
+    assert "completed" in (sweep / "summary.csv").read_text()
