@@ -29,6 +29,7 @@ class ReconstructionModule(L.LightningModule):
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         channels_last: bool = False,
         compile: bool = False,
+        compile_options: dict | None = None,
     ) -> None:
         super().__init__()
         # Nothing but tensors and plain data goes into a checkpoint, so it loads with torch.load(weights_only=True):
@@ -39,7 +40,7 @@ class ReconstructionModule(L.LightningModule):
         if compile:
             # Module.compile() compiles in place: the state dict keeps its plain keys (no "_orig_mod."), so the
             # checkpoints load into an uncompiled network.
-            self.net.compile()
+            self.net.compile(**(compile_options or {}))
         self.loss = loss
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
