@@ -140,3 +140,12 @@ def test_submitit_local_launcher_runs_a_sweep_job(tmp_path, demo_root):
     logs = list((sweep / ".submitit").rglob("*_log.out"))
     assert logs and "Metrics written to" in "".join(p.read_text() for p in logs + list((sweep / ".submitit").rglob("*_log.err")))
     assert "completed" in (sweep / "summary.csv").read_text()
+
+
+def test_slurm_launcher_is_sized_from_the_trainer(compose_cfg):
+    cfg = compose_cfg("hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2",
+                      "hydra.launcher.partition=gpu")
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert (launcher.nodes, launcher.gpus_per_node, launcher.tasks_per_node) == (2, 4, 4)
+    assert launcher.partition == "gpu"
