@@ -3,17 +3,19 @@
     python scripts/train.py experiment=demo
     python scripts/train.py data.root=/data/art/training_set loss.perceptual_weight=0.5
     python scripts/train.py -m loss.perceptual_weight=0,0.5,1
+    python scripts/train.py hparams_search=optuna
 """
 
 import hydra
 from omegaconf import DictConfig
 
-from art_diffusion.train import train
+from art_diffusion.job import run_job
 
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    train(cfg)
+def main(cfg: DictConfig) -> float:
+    """Returns the final value of ``cfg.optimized_metric`` (what Optuna and other sweepers optimise)."""
+    return run_job(cfg)
 
 
 if __name__ == "__main__":

@@ -27,12 +27,20 @@ class ReconstructionModule(L.LightningModule):
         loss: HybridLoss,
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
+        compile_options: dict | None = None,
     ) -> None:
         super().__init__()
         # Nothing but tensors and plain data goes into a checkpoint, so it loads with torch.load(weights_only=True):
         # the network and loss keep their state as modules, and the run's resolved config (set by train(), see
         # on_save_checkpoint) says how to rebuild them.
-        self.net = net
+        self.channels_last = channels_last
+        self.net = net.to(memory_format=torch.channels_last) if channels_last else net
+        if compile:
+            # Module.compile() compiles in place: the state dict keeps its plain keys (no "_orig_mod."), so the
+            # checkpoints load into an uncompiled network.
+            self.net.compile(**(compile_options or {}))
         self.loss = loss
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -54,6 +62,8 @@ class ReconstructionModule(L.LightningModule):
             checkpoint[CONFIG_KEY] = self.run_config
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
 
     def prepare_data(self) -> None:

@@ -1,6 +1,7 @@
 """OmegaConf resolvers the configs use; registered when art_diffusion.train is imported."""
 
 import hashlib
+from pathlib import Path
 
 from omegaconf import OmegaConf
 
@@ -16,8 +17,18 @@ def safe_dirname(name: str) -> str:
     return f"{name[: MAX_DIRNAME - 11]}-{digest}"
 
 
+def sqlite_url(path: str) -> str:
+    """A SQLAlchemy URL for the SQLite file ``path``, whose folder is created here.
+
+    The Optuna sweeper opens its study before Hydra creates the sweep dir, and SQLite cannot create folders.
+    """
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
 def register() -> None:
     OmegaConf.register_new_resolver("safe_dirname", safe_dirname, replace=True)
+    OmegaConf.register_new_resolver("sqlite_url", sqlite_url, replace=True)
 
 
 register()

@@ -8,11 +8,13 @@ import warnings
 from pathlib import Path
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 import art_diffusion.resolvers  # noqa: F401  (registers the resolvers the configs use)
+from art_diffusion.hparams import log_hparams, run_hparams
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +29,20 @@ def _best_checkpoint(trainer: L.Trainer) -> str | None:
     return None
 
 
+def _checkpoint_epoch(path: str) -> int:
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)["epoch"]
+
+
 def _scalars(metrics: dict, prefixes: tuple[str, ...]) -> dict[str, float]:
     return {k: float(v) for k, v in sorted(metrics.items()) if k.startswith(prefixes)}
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit the configured module on the configured data; returns the final ``val/*`` and ``test/*`` metrics."""
+    """Fit the configured module on the configured data; returns the final ``val/*`` and ``test/*`` metrics.
+
+    Also ``best_epoch``, the epoch of the best checkpoint. The metrics are logged with the run's hyperparameters
+    (TensorBoard's HPARAMS tab); scripts/train.py returns the one named by ``cfg.optimized_metric`` to sweepers.
+    """
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
 
@@ -45,12 +55,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics = _scalars(trainer.callback_metrics, ("val/",))
+    best = _best_checkpoint(trainer)
+    if best:
+        metrics["best_epoch"] = _checkpoint_epoch(best)
 
     if cfg.get("test"):
-        best = _best_checkpoint(trainer)
         log.info("Testing %s", best or "the final weights (no best checkpoint was saved)")
         trainer.test(module, datamodule=datamodule, ckpt_path=best)
         metrics |= _scalars(trainer.callback_metrics, ("test/",))
+    log_hparams(trainer.loggers, run_hparams(cfg), metrics, step=trainer.global_step)
 
     if trainer.is_global_zero:
         path = Path(cfg.paths.output_dir) / "metrics.json"

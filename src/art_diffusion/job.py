@@ -1,0 +1,68 @@
+"""One Hydra job of scripts/train.py: train, record how it went in the run dir, return the metric sweepers optimise.
+
+A single run fails loudly (the exception propagates, non-zero exit). In a multirun a failing job must not stop the
+sweep: its error goes to ``error.txt`` and ``job.json`` in its run dir, the sweep summary lists it, and the job
+returns NaN, which Optuna records as a failed trial.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import traceback
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig
+
+from art_diffusion.hydra_ddp import job_scope
+from art_diffusion.train import train
+
+log = logging.getLogger(__name__)
+
+JOB_FILE = "job.json"      # status, optimized metric and its value, wall time, error
+ERROR_FILE = "error.txt"   # the traceback of a failed job
+
+
+def optimized_value(cfg: DictConfig, metrics: dict[str, float]) -> float:
+    name = cfg.get("optimized_metric")
+    if name is None:
+        return math.nan
+    if name not in metrics:
+        raise KeyError(f"optimized_metric={name!r} is not among this run's final metrics {sorted(metrics)}; "
+                       f"set optimized_metric to one of them (e.g. optimized_metric=val/loss).")
+    return metrics[name]
+
+
+def _in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def _record(output_dir: Path, **fields) -> None:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / JOB_FILE).write_text(json.dumps(fields, indent=2) + "\n")
+
+
+def run_job(cfg: DictConfig) -> float:
+    """Train with ``cfg``; returns the final value of ``cfg.optimized_metric`` (NaN for a failed job of a sweep)."""
+    output_dir = Path(cfg.paths.output_dir)
+    start = time.monotonic()
+    try:
+        with job_scope(output_dir):
+            value = optimized_value(cfg, train(cfg))
+    except Exception as error:
+        if not (_in_multirun() and rank_zero_only.rank == 0):
+            raise
+        log.exception("This job failed; the sweep goes on. Error saved in %s", output_dir / ERROR_FILE)
+        (output_dir / ERROR_FILE).write_text(traceback.format_exc())
+        _record(output_dir, status="failed", error=f"{type(error).__name__}: {error}",
+                optimized_metric=cfg.get("optimized_metric"), value=None, wall_time_s=time.monotonic() - start)
+        return math.nan
+    if rank_zero_only.rank == 0:
+        _record(output_dir, status="completed", error=None, optimized_metric=cfg.get("optimized_metric"),
+                value=value, wall_time_s=time.monotonic() - start)
+    return value

@@ -1,0 +1,24 @@
+"""A test-only Lightning callback: each rank saves what it ends training with, so a test can compare the ranks."""
+
+from pathlib import Path
+
+import lightning as L
+import torch
+
+
+class RankProbe(L.Callback):
+    """At the end of fit, every rank writes ``rank_<global rank>.pt``: world size, its batches, its network state."""
+
+    def __init__(self, dirpath: str) -> None:
+        self.dirpath = Path(dirpath)
+        self.first_batch: torch.Tensor | None = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.first_batch is None:
+            self.first_batch = batch[0].detach().cpu().clone()
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().clone() for k, v in pl_module.net.state_dict().items()}
+        torch.save({"world_size": trainer.world_size, "global_rank": trainer.global_rank,
+                    "first_batch": self.first_batch, "net": state}, self.dirpath / f"rank_{trainer.global_rank}.pt")

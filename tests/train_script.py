@@ -1,0 +1,29 @@
+"""Run scripts/train.py as a user would, in a subprocess, with the tiny offline settings of the tests."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from art_diffusion.hydra_ddp import RUN_DIR_ENV
+from tests.conftest import REPO, TINY
+
+# One epoch of two batches, one validation and one test batch: enough for every metric to exist.
+SHORT = ["trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1",
+         "+trainer.limit_test_batches=1"]
+# The common overrides stay out of the job directory names, which then read e.g. "loss.perceptual_weight=0.25".
+EXCLUDE = ("hydra.job.config.override_dirname.exclude_keys=[" + ",".join(
+    o.split("=")[0].lstrip("+") for o in [*TINY, *SHORT, "data.root", "test", "callbacks.rank_probe._target_",
+                                          "callbacks.rank_probe.dirpath", "trainer.fast_dev_run"]) + "]")
+
+
+def train_script(*args: str, cwd: Path, timeout: int = 400) -> subprocess.CompletedProcess:
+    """Run scripts/train.py in a subprocess, importing this checkout's package (and tests.* for test callbacks)."""
+    env = {k: v for k, v in os.environ.items() if k != RUN_DIR_ENV}
+    env["PYTHONPATH"] = f"{REPO / 'src'}:{REPO}"
+    return subprocess.run([sys.executable, str(REPO / "scripts" / "train.py"), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def tiny(demo_root: Path) -> list[str]:
+    return [o for o in TINY if not o.startswith("trainer.max_epochs")] + [f"data.root={demo_root}", EXCLUDE]
