@@ -32,7 +32,7 @@ def test_datamodule_split_does_not_depend_on_listing_order(tmp_path):
     second = ArtDataModule(str(root), image_size=32, batch_size=4, num_workers=0, seed=3)
     second.setup()
     for split in ("train", "val", "test"):
-        assert first.datasets[split].samples == second.datasets[split].samples
+        assert first.datasets[split].files == second.datasets[split].files
     assert first.classes == ["drawings", "painting"]
 
 
@@ -44,7 +44,7 @@ def test_broken_file_is_skipped_with_one_warning_and_batches_stay_full(tmp_path,
     dm.setup()
     with caplog.at_level(logging.WARNING):
         for _ in range(2):  # two epochs: still one warning
-            images, labels = next(iter(dm.train_dataloader()))
+            images, labels, _ = next(iter(dm.train_dataloader()))
             assert images.shape == (9, 3, 32, 32)
             assert 0 <= images.min() and images.max() <= 1
     warnings = [r for r in caplog.records if "error_page.jpg" in r.getMessage()]
@@ -73,5 +73,5 @@ def test_demo_datamodule_generates_once_then_loads_like_any_image_folder(tmp_pat
     dm.setup()
     assert len(dm.classes) >= 5
     assert [p.stat().st_mtime_ns for p in files] == mtimes
-    images, _ = next(iter(dm.train_dataloader()))
+    images, _, _ = next(iter(dm.train_dataloader()))
     assert images.shape == (2, 3, 32, 32)
