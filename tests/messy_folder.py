@@ -65,7 +65,7 @@ def make_messy_folder(root: Path, good_per_class: int = 4) -> tuple[set[str], di
 
     for i in range(good_per_class):
         save(drawings / f"good_{i}.jpg", pattern(64, 48, i))
-        save(sculpture / f"good_{i}.jpg", pattern(48, 64, 10 + i))
+        save(sculpture / f"statue_{i}.jpg", pattern(48, 64, 10 + i))
     # usable, but unusual: extensions, modes, orientation, size
     save(drawings / "UPPER.JPG", pattern(40, 40, 1))
     save(drawings / "photo.jpeg", pattern(40, 40, 2))
