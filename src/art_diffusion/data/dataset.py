@@ -61,7 +61,8 @@ class DecodedImages(Dataset):
                 self._bad.add(file.path)
                 events["skipped"].append((file.path, exc.reason, exc.detail))
                 continue
-            return _maybe_flip(torch.from_numpy(pixels).permute(2, 0, 1), self.hflip), file.label, events
+            pixels = torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
+            return _maybe_flip(pixels, self.hflip), file.label, events
         raise RuntimeError(
             f"None of the {len(self.files)} files of this split could be decoded (e.g. {self.files[0].path}: "
             f"{events['skipped'][:1]}). Check the files, or run once with data.cache=true for a full report."
@@ -86,5 +87,5 @@ class CachedImages(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, Events]:
         if self._pixels is None:
             self._pixels = np.load(self.store, mmap_mode="r")
-        pixels = torch.from_numpy(np.array(self._pixels[self.rows[index]])).permute(2, 0, 1)
+        pixels = torch.from_numpy(np.array(self._pixels[self.rows[index]]))  # a copy out of the map, CHW
         return _maybe_flip(pixels, self.hflip), self.labels[index], {"decoded": 0, "skipped": []}

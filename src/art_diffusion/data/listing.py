@@ -27,12 +27,28 @@ class Listing:
     empty_classes: list[str] = field(default_factory=list)
 
 
-def _stat(path: str) -> tuple[int, int]:
+def _stat(entry: os.DirEntry) -> tuple[int, int]:
     try:
-        st = os.stat(path)
+        st = entry.stat()  # follows links, like the decoder will
         return st.st_size, st.st_mtime_ns
     except OSError:  # a dangling link: listed anyway, so decoding reports it as unreadable
         return -1, 0
+
+
+def _walk(folder: str, label: int, listing: Listing) -> int:
+    """Add the image files under ``folder`` (recursively, hidden entries skipped); returns how many."""
+    found = 0
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            found += _walk(entry.path, label, listing)
+        elif not entry.name.lower().endswith(IMAGE_EXTENSIONS):
+            listing.ignored.append(entry.path)
+        else:
+            listing.files.append(SourceFile(entry.path, label, *_stat(entry)))
+            found += 1
+    return found
 
 
 def list_image_folder(root: str | Path) -> Listing:
@@ -45,19 +61,6 @@ def list_image_folder(root: str | Path) -> Listing:
     classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith("."))
     listing = Listing(files=[], classes=classes)
     for label, name in enumerate(classes):
-        found = 0
-        for dirpath, dirnames, filenames in os.walk(root / name, followlinks=True):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for filename in sorted(filenames):
-                path = os.path.join(dirpath, filename)
-                if filename.startswith("."):
-                    continue
-                if not filename.lower().endswith(IMAGE_EXTENSIONS):
-                    listing.ignored.append(path)
-                    continue
-                listing.files.append(SourceFile(path, label, *_stat(path)))
-                found += 1
-        if not found:
+        if not _walk(str(root / name), label, listing):
             listing.empty_classes.append(name)
-    listing.files.sort(key=lambda f: (f.label, f.path))
     return listing

@@ -1,7 +1,7 @@
 """``data.cache: true``: every image decoded and resized once into a uint8 array on disk, memory-mapped by the loaders.
 
 A GPU step on this model is far shorter than a JPEG decode, so 150 epochs of decoding would leave the GPU waiting.
-The store is ``<cache_dir>/pixels/<slot>-<content>.npy`` (N x size x size x 3 uint8, row i = file i; rows of bad
+The store is ``<cache_dir>/pixels/<slot>-<content>.npy`` (N x 3 x size x size uint8, row i = file i; rows of bad
 files stay black and are never served) plus a ``.json`` that lists the bad files and marks the store complete.
 ``content`` hashes every path, size and mtime with the decode settings, so any change to the folder builds a new
 store; ``slot`` hashes the roots and settings only, so the new store replaces the stale one of the same slot.
@@ -30,7 +30,7 @@ from art_diffusion.data.pool import parallel_map
 
 log = logging.getLogger(__name__)
 
-_VERSION = 1  # bump when load_rgb changes the pixels it produces
+_VERSION = 2  # bump when load_rgb changes the pixels it produces or the layout changes
 _DISK_MARGIN = 1.1  # refuse to start a build that would fill the disk
 
 
@@ -61,7 +61,8 @@ def store_path(cache_dir: Path, roots: list[str], files: list[SourceFile], size:
 def _decode(job: tuple[str, int, int, int]) -> tuple[bytes | None, tuple[str, str] | None]:
     path, size, max_pixels, min_size = job
     try:
-        return load_rgb(path, size, max_pixels, min_size).tobytes(), None
+        # stored channels-first, as the model takes it: a batch is then one contiguous copy, no permute
+        return load_rgb(path, size, max_pixels, min_size).transpose(2, 0, 1).tobytes(), None
     except BadImage as exc:
         return None, (exc.reason, exc.detail)
 
@@ -89,14 +90,14 @@ def _build(path: Path, files: list[SourceFile], size: int, max_pixels: int, min_
     _check_disk(path.parent, len(files) * size * size * 3)
     tmp = path.with_name(f"{path.stem}.tmp-{os.getpid()}.npy")
     try:
-        pixels = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(files), size, size, 3))
+        pixels = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(files), 3, size, size))
         bad = {}
         jobs = [(f.path, size, max_pixels, min_size) for f in files]
         for row, (data, verdict) in enumerate(parallel_map(_decode, jobs, workers, f"Building the pixel cache {path}")):
             if data is None:
                 bad[row] = verdict
             else:
-                pixels[row] = np.frombuffer(data, np.uint8).reshape(size, size, 3)
+                pixels[row] = np.frombuffer(data, np.uint8).reshape(3, size, size)
         pixels.flush()
         del pixels
         os.replace(tmp, path)
