@@ -115,6 +115,7 @@ def test_all_bad_folder_stops_before_training_with_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match=r"None of the 3 image files .* can be used \(0 of 3 image files used, "
                                          r"3 skipped \(3 not an image\)"):
         _dm(root, tmp_path).setup()
+    assert _report(tmp_path / "run") == {f"{i}.jpg": "not an image" for i in range(3)}  # written all the same
 
 
 def test_too_many_bad_files_stop_before_training_unless_allowed(tmp_path):

@@ -73,6 +73,7 @@ class ArtDataModule(L.LightningDataModule):
         self.datasets: dict[str, Dataset] = {}
         self.classes: list[str] = []
         self.report = BadFileReport(report_dir)
+        self.store: pixel_cache.PixelStore | None = None  # with cache=True, after setup
         # files decoded by the loaders, per stage and epoch: all zeros with the pixel cache
         self.decoded: dict[str, dict[int, int]] = {}
 
@@ -139,10 +140,11 @@ class ArtDataModule(L.LightningDataModule):
         bad, how = self._find_bad(files, roots)
         for path, (reason, detail) in bad.items():
             self.report.add(path, reason, detail)
-        self._check_usable(len(files), roots)
-        if self._is_global_zero:
+        if self._is_global_zero:  # written before the checks below, so a refused run still shows what was wrong
             self.report.write()
             self.report.log_files()
+        self._check_usable(len(files), roots)
+        if self._is_global_zero:
             log.info("Data: %s; %s%s", self.report.summary(len(files)), how, _oddities(listings))
 
         # The split is over the full listing, so a file's split does not change when files turn out bad.
