@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from art_diffusion.data.images import IMAGE_EXTENSIONS
 
 
-@dataclass(frozen=True)
-class SourceFile:
+class SourceFile(NamedTuple):  # a tuple, not a dataclass: a million of them are made at start-up
     """One image file; ``size`` and ``mtime_ns`` key every cache, so an edited file is decoded again."""
 
     path: str

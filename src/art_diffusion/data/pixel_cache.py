@@ -54,8 +54,10 @@ def store_path(cache_dir: Path, roots: list[str], files: list[SourceFile], size:
                min_size: int) -> Path:
     settings = [_VERSION, size, max_pixels, min_size]
     slot = _digest([sorted(os.path.abspath(r) for r in roots), settings])
-    content = _digest([settings, [(f.path, f.size, f.mtime_ns) for f in files]])
-    return cache_dir / "pixels" / f"{slot}-{content}.npy"
+    content = hashlib.sha256(json.dumps(settings).encode())  # then every file, without building one big string
+    for f in files:
+        content.update(f"{f.path}\0{f.size}\0{f.mtime_ns}\n".encode())
+    return cache_dir / "pixels" / f"{slot}-{content.hexdigest()[:20]}.npy"
 
 
 def _decode(job: tuple[str, int, int, int]) -> tuple[bytes | None, tuple[str, str] | None]:
