@@ -27,28 +27,25 @@ class Listing:
     empty_classes: list[str] = field(default_factory=list)
 
 
-def _stat(entry: os.DirEntry) -> tuple[int, int]:
-    try:
-        st = entry.stat()  # follows links, like the decoder will
-        return st.st_size, st.st_mtime_ns
-    except OSError:  # a dangling link: listed anyway, so decoding reports it as unreadable
-        return -1, 0
+def _walk(folder: str, label: int, listing: Listing) -> None:
+    """Add the image files under ``folder`` (recursively, hidden entries skipped), in file-system order.
 
-
-def _walk(folder: str, label: int, listing: Listing) -> int:
-    """Add the image files under ``folder`` (recursively, hidden entries skipped); returns how many."""
-    found = 0
-    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-        if entry.name.startswith("."):
+    Written for speed (it is most of a second run's start-up): one scandir per folder, one stat per file.
+    """
+    for entry in os.scandir(folder):
+        name = entry.name
+        if name.startswith("."):
             continue
         if entry.is_dir():
-            found += _walk(entry.path, label, listing)
-        elif not entry.name.lower().endswith(IMAGE_EXTENSIONS):
+            _walk(entry.path, label, listing)
+        elif not name.lower().endswith(IMAGE_EXTENSIONS):
             listing.ignored.append(entry.path)
         else:
-            listing.files.append(SourceFile(entry.path, label, *_stat(entry)))
-            found += 1
-    return found
+            try:
+                st = entry.stat()  # follows links, like the decoder will
+                listing.files.append(SourceFile(entry.path, label, st.st_size, st.st_mtime_ns))
+            except OSError:  # a dangling link: listed anyway, so decoding reports it as unreadable
+                listing.files.append(SourceFile(entry.path, label, -1, 0))
 
 
 def list_image_folder(root: str | Path) -> Listing:
@@ -61,6 +58,10 @@ def list_image_folder(root: str | Path) -> Listing:
     classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith("."))
     listing = Listing(files=[], classes=classes)
     for label, name in enumerate(classes):
-        if not _walk(str(root / name), label, listing):
+        before = len(listing.files)
+        _walk(str(root / name), label, listing)
+        if len(listing.files) == before:
             listing.empty_classes.append(name)
+        listing.files[before:] = sorted(listing.files[before:])  # by path (unique): the same order on any file system
+    listing.ignored.sort()
     return listing

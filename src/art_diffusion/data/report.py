@@ -8,8 +8,6 @@ import io
 from collections import Counter
 from pathlib import Path
 
-from art_diffusion.data.atomic import atomic_write_text
-
 log = logging.getLogger(__name__)
 
 REPORT_NAME = "bad_files.csv"
@@ -47,11 +45,12 @@ class BadFileReport:
         return f"{listed - len(self.rows)} of {listed} image files used, {skipped}{where}"
 
     def write(self) -> None:
-        """(Re)write the CSV atomically, sorted by path: columns path, reason, detail."""
+        """(Re)write the CSV, sorted by path: columns path, reason, detail. Only rank 0 writes it, so no lock."""
         if self.path is None:
             return
         text = io.StringIO()
         writer = csv.writer(text, lineterminator="\n")
         writer.writerow(["path", "reason", "detail"])
         writer.writerows([path, reason, detail] for path, (reason, detail) in sorted(self.rows.items()))
-        atomic_write_text(self.path, text.getvalue())
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(text.getvalue())
