@@ -110,7 +110,7 @@ def _rgb_or_rgba(img: Image.Image) -> Image.Image:
         raise BadImage("unsupported", "32-bit float pixels have no defined range")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
         return img.convert("RGBA")
-    return img.convert("RGB")  # L, 1, P, CMYK (Adobe-inverted handled by Pillow), YCbCr, RGB
+    return img if img.mode == "RGB" else img.convert("RGB")  # convert() would copy even an RGB image  # L, 1, P, CMYK (Adobe-inverted handled by Pillow), YCbCr, RGB
 
 
 def _on_white(img: Image.Image) -> Image.Image:
