@@ -43,7 +43,9 @@ def compose_cfg(tmp_path, demo_root):
     def _compose(*overrides: str, output_dir: Path | None = None) -> DictConfig:
         GlobalHydra.instance().clear()
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose("train", overrides=[*TINY, f"data.root={demo_root}", *overrides], return_hydra_config=True)
+            cache = f"data.cache_dir={tmp_path / 'cache'}"  # header checks and pixel caches stay out of ~/.cache
+            cfg = compose("train", overrides=[*TINY, f"data.root={demo_root}", cache, *overrides],
+                          return_hydra_config=True)
         out = output_dir or tmp_path / "run"
         out.mkdir(parents=True, exist_ok=True)
         with open_dict(cfg):

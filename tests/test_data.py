@@ -1,11 +1,18 @@
+"""ArtDataModule: deterministic splits, the bad-file report (cached and lazy, across workers), the pixel cache."""
+
+import csv
 import logging
+import os
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from art_diffusion.data import ArtDataModule, DemoDataModule
 from art_diffusion.data.datamodule import split_indices
+from art_diffusion.data.images import load_rgb
+from tests.messy_folder import LAZY_BAD, jpeg_bytes, make_messy_folder, pattern
 
 
 def _image_folder(root, per_class=6, classes=("drawings", "painting")):
@@ -17,6 +24,26 @@ def _image_folder(root, per_class=6, classes=("drawings", "painting")):
     return root
 
 
+def _dm(root, tmp_path, **kwargs) -> ArtDataModule:
+    defaults = dict(image_size=32, batch_size=4, num_workers=0, cache_dir=str(tmp_path / "cache"),
+                    report_dir=str(tmp_path / "run"))
+    return ArtDataModule(str(root), **{**defaults, **kwargs})
+
+
+def _report(run_dir) -> dict[str, str]:
+    with open(run_dir / "bad_files.csv", newline="") as handle:
+        return {os.path.basename(row["path"]): row["reason"] for row in csv.DictReader(handle)}
+
+
+def _drain(dm, split="train"):
+    """One epoch through a loader as the Trainer would (events handed to the DataModule); returns batch sizes."""
+    sizes = []
+    for batch in getattr(dm, f"{split}_dataloader")():
+        images, _ = dm.on_before_batch_transfer(batch, 0)
+        sizes.append(len(images))
+    return sizes
+
+
 def test_split_is_deterministic_disjoint_and_complete():
     a = split_indices(100, 0.1, 0.2, seed=7)
     assert a == split_indices(100, 0.1, 0.2, seed=7)
@@ -25,30 +52,126 @@ def test_split_is_deterministic_disjoint_and_complete():
     assert sorted(a["test"] + a["val"] + a["train"]) == list(range(100))
 
 
-def test_datamodule_split_does_not_depend_on_listing_order(tmp_path):
+def test_datamodule_split_is_deterministic_and_bad_files_do_not_move_good_ones(tmp_path):
     root = _image_folder(tmp_path / "art")
-    first = ArtDataModule(str(root), image_size=32, batch_size=4, num_workers=0, seed=3)
-    first.setup()
-    second = ArtDataModule(str(root), image_size=32, batch_size=4, num_workers=0, seed=3)
-    second.setup()
-    for split in ("train", "val", "test"):
-        assert first.datasets[split].samples == second.datasets[split].samples
+    first, second = _dm(root, tmp_path, seed=3), _dm(root, tmp_path, seed=3)
+    first.setup(), second.setup()
+    splits = {s: [f.path for f in first.datasets[s].files] for s in ("train", "val", "test")}
+    assert splits == {s: [f.path for f in second.datasets[s].files] for s in ("train", "val", "test")}
     assert first.classes == ["drawings", "painting"]
+    # a file turning bad drops out of its split; every other file keeps its split
+    victim = splits["train"][0]
+    with open(victim, "r+b") as handle:
+        handle.write(b"<html>")
+    third = _dm(root, tmp_path, seed=3)
+    third.setup()
+    assert {s: [f.path for f in third.datasets[s].files] for s in splits} == {
+        s: [p for p in paths if p != victim] for s, paths in splits.items()}
 
 
-def test_broken_file_is_skipped_with_one_warning_and_batches_stay_full(tmp_path, caplog):
-    root = _image_folder(tmp_path / "art", per_class=4)
-    broken = root / "painting" / "error_page.jpg"
-    broken.write_text("<html><body>404 Not Found</body></html>")
-    dm = ArtDataModule(str(root), image_size=32, batch_size=9, num_workers=0, val_fraction=0, test_fraction=0)
+@pytest.mark.parametrize("cache", [True, False])
+def test_every_bad_file_is_reported_once_with_its_reason(tmp_path, caplog, cache):
+    root = tmp_path / "art"
+    good, bad = make_messy_folder(root)
+    dm = _dm(root, tmp_path, cache=cache, val_fraction=0, test_fraction=0, batch_size=5)
+    with caplog.at_level(logging.INFO):
+        dm.setup()
+    summary = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Data: ")]
+    assert len(summary) == 1
+    upfront = bad if cache else {name: reason for name, reason in bad.items() if name not in LAZY_BAD}
+    assert _report(tmp_path / "run") == upfront
+    listed = len(good) + len(bad)
+    assert f"{listed - len(upfront)} of {listed} image files used, {len(upfront)} skipped (" in summary[0]
+    assert "ignored 2 non-image files (Thumbs.db, readme.txt)" in summary[0]
+    assert "empty class folders: empty_class" in summary[0]
+
+    for _ in range(2):  # two epochs: the lazily found files are reported in the first, and only once
+        sizes = _drain(dm)
+        assert sizes == [5] * (len(sizes) - 1) + [sizes[-1]] and sum(sizes) == len(dm.datasets["train"])
+    assert _report(tmp_path / "run") == bad
+    lazy_warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "Skipping" in r.getMessage()]
+    assert len(lazy_warnings) == (0 if cache else len(LAZY_BAD))
+
+
+def test_failures_inside_worker_processes_are_reported_once_and_batches_stay_full(tmp_path):
+    root = _image_folder(tmp_path / "art", per_class=6)
+    whole = jpeg_bytes(pattern(200, 150))
+    for i in range(3):
+        (root / "painting" / f"truncated_{i}.jpg").write_bytes(whole[: len(whole) // 2])
+    dm = _dm(root, tmp_path, num_workers=2, batch_size=5, val_fraction=0, test_fraction=0)
     dm.setup()
-    with caplog.at_level(logging.WARNING):
-        for _ in range(2):  # two epochs: still one warning
-            images, labels = next(iter(dm.train_dataloader()))
-            assert images.shape == (9, 3, 32, 32)
-            assert 0 <= images.min() and images.max() <= 1
-    warnings = [r for r in caplog.records if "error_page.jpg" in r.getMessage()]
-    assert len(warnings) == 1
+    assert _report(tmp_path / "run") == {}  # headers are fine: found by the workers
+    for _ in range(2):
+        sizes = _drain(dm)
+        assert sizes == [5, 5, 5]
+    assert _report(tmp_path / "run") == {f"truncated_{i}.jpg": "truncated" for i in range(3)}
+
+
+def test_all_bad_folder_stops_before_training_with_a_clear_error(tmp_path):
+    root = tmp_path / "art"
+    (root / "painting").mkdir(parents=True)
+    for i in range(3):
+        (root / "painting" / f"{i}.jpg").write_text("<html>404</html>")
+    with pytest.raises(ValueError, match=r"None of the 3 image files .* can be used \(0 of 3 image files used, "
+                                         r"3 skipped \(3 not an image\)"):
+        _dm(root, tmp_path).setup()
+    assert _report(tmp_path / "run") == {f"{i}.jpg": "not an image" for i in range(3)}  # written all the same
+
+
+def test_too_many_bad_files_stop_before_training_unless_allowed(tmp_path):
+    root = _image_folder(tmp_path / "art", per_class=2)
+    for i in range(5):
+        (root / "painting" / f"empty_{i}.jpg").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"5 of the 9 image files .* data.max_bad_fraction=0.5"):
+        _dm(root, tmp_path, val_fraction=0, test_fraction=0).setup()
+    dm = _dm(root, tmp_path, val_fraction=0, test_fraction=0, max_bad_fraction=0.6)
+    dm.setup()
+    assert len(dm.datasets["train"]) == 4
+
+
+def test_pixel_cache_is_reused_when_nothing_changed_and_rebuilt_when_a_file_did(tmp_path):
+    root = _image_folder(tmp_path / "art")
+    first = _dm(root, tmp_path, cache=True)
+    first.setup()
+    assert first.store.built_s is not None
+    again = _dm(root, tmp_path, cache=True)
+    again.setup()
+    assert again.store.path == first.store.path and again.store.built_s is None
+
+    changed = root / "drawings" / "0.jpg"
+    pattern(40, 40, seed=9).save(changed)
+    os.utime(changed, ns=(changed.stat().st_atime_ns, changed.stat().st_mtime_ns + 10**9))
+    rebuilt = _dm(root, tmp_path, cache=True)
+    rebuilt.setup()
+    assert rebuilt.store.path != first.store.path and rebuilt.store.built_s is not None
+    assert not first.store.path.exists()  # the stale store of the same folder is removed
+    expected = load_rgb(changed, 32, max_pixels=50_000_000, min_size=32)
+    assert np.array_equal(np.load(rebuilt.store.path)[0], expected.transpose(2, 0, 1))  # row 0: drawings/0.jpg, the new content
+
+    other_size = _dm(root, tmp_path, cache=True, image_size=40)
+    other_size.setup()
+    assert other_size.store.path != rebuilt.store.path and rebuilt.store.path.exists()
+
+
+def test_cached_loader_serves_the_same_pixels_as_decoding(tmp_path):
+    root = _image_folder(tmp_path / "art")
+    cached, decoded = _dm(root, tmp_path, cache=True), _dm(root, tmp_path)
+    cached.setup(), decoded.setup()
+    a, _, events = next(iter(cached.val_dataloader()))
+    b, _, _ = next(iter(decoded.val_dataloader()))
+    assert events == {"decoded": 0, "skipped": []}
+    assert torch.equal(a, b)
+
+
+def test_hflip_flips_some_training_images_and_no_validation_image(tmp_path):
+    root = _image_folder(tmp_path / "art", per_class=10)
+    plain, flipped = _dm(root, tmp_path, cache=True), _dm(root, tmp_path, cache=True, hflip=True)
+    plain.setup(), flipped.setup()
+    torch.manual_seed(0)
+    train = [torch.equal(plain.datasets["train"][i][0], flipped.datasets["train"][i][0]) for i in range(16)]
+    assert 0 < sum(train) < 16
+    val = [torch.equal(plain.datasets["val"][i][0], flipped.datasets["val"][i][0]) for i in range(2)]
+    assert all(val)
 
 
 def test_missing_root_explains_the_layout_and_the_demo(tmp_path):
@@ -66,12 +189,13 @@ def test_empty_root_is_refused(tmp_path):
 
 def test_demo_datamodule_generates_once_then_loads_like_any_image_folder(tmp_path):
     root = tmp_path / "demo"
-    dm = DemoDataModule(str(root), images_per_class=3, source_size=32, image_size=32, batch_size=2, num_workers=0)
+    dm = DemoDataModule(str(root), images_per_class=3, source_size=32, image_size=32, batch_size=2, num_workers=0,
+                        cache_dir=str(tmp_path / "cache"))
     dm.prepare_data()
     files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
     mtimes = [p.stat().st_mtime_ns for p in files]
     dm.setup()
     assert len(dm.classes) >= 5
     assert [p.stat().st_mtime_ns for p in files] == mtimes
-    images, _ = next(iter(dm.train_dataloader()))
+    images, _, _ = next(iter(dm.train_dataloader()))
     assert images.shape == (2, 3, 32, 32)

@@ -1,16 +1,30 @@
-"""ArtDataModule: an art ImageFolder split deterministically into train/val/test; DemoDataModule generates one."""
+"""ArtDataModule: an art ImageFolder split deterministically into train/val/test; DemoDataModule generates one.
+
+Start-up lists the folder (names and stat only), then either checks every header in parallel (remembered by path,
+size and mtime, so a second run starts at once) or, with ``cache=True``, decodes every image once into the pixel
+cache. Files refused there are in the report before training starts; with too many of them (``max_bad_fraction``)
+setup stops with an error. Without the cache, damage deep inside a file is found by the DataLoader worker that
+decodes it: it serves the next file and sends the finding back inside the batch, where ``on_before_batch_transfer``
+adds it to the report. Batches from the loaders are therefore ``(images, labels, events)``; the LightningModule
+receives ``(images, labels)``.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
-from art_diffusion.data.dataset import ImageFiles, list_image_folder
+from art_diffusion.data import header_check, pixel_cache
+from art_diffusion.data.dataset import CachedImages, DecodedImages, collate
+from art_diffusion.data.listing import Listing, SourceFile, list_image_folder
+from art_diffusion.data.report import BadFileReport
 
+log = logging.getLogger(__name__)
 EXPECTED_LAYOUT = """\
 Expected an ImageFolder, one sub-folder per class, e.g. the Kaggle "Art Images" training_set:
     {root}/
@@ -45,56 +59,131 @@ class ArtDataModule(L.LightningDataModule):
         val_root: str | None = None,
         seed: int = 42,
         pin_memory: bool | None = None,
+        persistent_workers: bool = True,
+        cache: bool = False,
+        cache_dir: str | None = None,
+        report_dir: str | None = None,
+        max_pixels: int = 50_000_000,
+        min_size: int = 32,
+        max_bad_fraction: float = 0.5,
+        hflip: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
-        self.datasets: dict[str, ImageFiles] = {}
+        self.datasets: dict[str, Dataset] = {}
         self.classes: list[str] = []
+        self.report = BadFileReport(report_dir)
+        self.store: pixel_cache.PixelStore | None = None  # with cache=True, after setup
+        # files decoded by the loaders, per stage and epoch: all zeros with the pixel cache
+        self.decoded: dict[str, dict[int, int]] = {}
 
-    def _list(self, root: str) -> list[tuple[str, int]]:
+    def _list(self, root: str) -> Listing:
         path = Path(root).expanduser()
         if not path.is_dir():
             raise FileNotFoundError(f"data.root {str(path)!r} does not exist.\n" + EXPECTED_LAYOUT.format(root=path))
-        samples, classes = list_image_folder(path)
-        if not samples:
+        listing = list_image_folder(path)
+        if not listing.files:
             raise FileNotFoundError(f"No image files under {str(path)!r}.\n" + EXPECTED_LAYOUT.format(root=path))
-        self.classes = self.classes or classes
-        return samples
+        self.classes = self.classes or listing.classes
+        return listing
+
+    @property
+    def _workers(self) -> int:
+        return default_num_workers() if self.hparams.num_workers is None else self.hparams.num_workers
+
+    @property
+    def _is_global_zero(self) -> bool:
+        return self.trainer.is_global_zero if self.trainer is not None else True
+
+    def _cache_dir(self) -> Path:
+        if self.hparams.cache_dir:
+            return Path(self.hparams.cache_dir).expanduser()
+        from art_diffusion.vgg_weights import cache_dir  # the project's one per-user cache directory
+
+        return cache_dir()
+
+    def _find_bad(self, files: list[SourceFile], roots: list[str]) -> tuple[dict[str, tuple[str, str]], str]:
+        """Bad files known before training, and how they were found (for the summary line)."""
+        hp = self.hparams
+        if hp.cache:
+            path = pixel_cache.store_path(self._cache_dir(), roots, files, hp.image_size, hp.max_pixels, hp.min_size)
+            self.store = pixel_cache.open_or_build(path, files, hp.image_size, hp.max_pixels, hp.min_size,
+                                                   self._workers)
+            how = f"built in {self.store.built_s:.1f} s" if self.store.built_s is not None else "reused"
+            return {files[row].path: verdict for row, verdict in self.store.bad.items()}, f"pixel cache {how}: {path}"
+        cache = header_check.cache_file(self._cache_dir(), roots, hp.max_pixels, hp.min_size)
+        verdicts = header_check.check_headers(files, hp.max_pixels, hp.min_size, cache, self._workers)
+        return {path: v for path, v in verdicts.items() if v}, "headers checked; pixel damage is reported when met"
+
+    def _check_usable(self, listed: int, roots: list[str]) -> None:
+        bad, hp = len(self.report.rows), self.hparams
+        where = " and ".join(repr(r) for r in roots)
+        if bad == listed:
+            raise ValueError(
+                f"None of the {listed} image files under {where} can be used ({self.report.summary(listed)}). "
+                f"Examples: {sorted(self.report.rows.items())[:3]}. Point data.root at a folder of images."
+            )
+        if bad > hp.max_bad_fraction * listed:
+            raise ValueError(
+                f"{bad} of the {listed} image files under {where} are unusable, more than "
+                f"data.max_bad_fraction={hp.max_bad_fraction} ({self.report.summary(listed)}). Is data.root the "
+                "right folder? If so, raise data.max_bad_fraction to train on the rest."
+            )
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
         hp = self.hparams
-        samples = self._list(hp.root)
+        listings = [self._list(hp.root)] + ([self._list(hp.val_root)] if hp.val_root else [])
+        roots = [hp.root] + ([hp.val_root] if hp.val_root else [])
+        files = [f for listing in listings for f in listing.files]
+        bad, how = self._find_bad(files, roots)
+        for path, (reason, detail) in bad.items():
+            self.report.add(path, reason, detail)
+        if self._is_global_zero:  # written before the checks below, so a refused run still shows what was wrong
+            self.report.write()
+            self.report.log_files()
+        self._check_usable(len(files), roots)
+        if self._is_global_zero:
+            log.info("Data: %s; %s%s", self.report.summary(len(files)), how, _oddities(listings))
+
+        # The split is over the full listing, so a file's split does not change when files turn out bad.
+        n_root = len(listings[0].files)
         val_fraction = 0.0 if hp.val_root else hp.val_fraction
-        split = split_indices(len(samples), val_fraction, hp.test_fraction, hp.seed)
-        subsets = {name: [samples[i] for i in idx] for name, idx in split.items()}
+        split = split_indices(n_root, val_fraction, hp.test_fraction, hp.seed)
         if hp.val_root:
-            subsets["val"] = self._list(hp.val_root)
+            split["val"] = list(range(n_root, len(files)))
         wanted = {"train": True, "val": bool(hp.val_root) or hp.val_fraction > 0, "test": hp.test_fraction > 0}
-        for name, subset in subsets.items():
-            if subset:
-                self.datasets[name] = ImageFiles(subset, hp.image_size)
+        for name, indices in split.items():
+            usable = [i for i in indices if files[i].path not in bad]
+            if usable:
+                self.datasets[name] = self._dataset(files, usable, hflip=hp.hflip and name == "train")
             elif wanted[name]:
                 raise ValueError(
-                    f"The {name} split of {hp.root!r} is empty ({len(samples)} images, val_fraction={hp.val_fraction},"
-                    f" test_fraction={hp.test_fraction}): add images or change the fractions (data.val_fraction,"
-                    f" data.test_fraction)."
+                    f"The {name} split of {hp.root!r} has no usable image ({len(indices)} files, {len(files)} in"
+                    f" all, val_fraction={hp.val_fraction}, test_fraction={hp.test_fraction}): add images or"
+                    f" change the fractions (data.val_fraction, data.test_fraction)."
                 )
+
+    def _dataset(self, files: list[SourceFile], indices: list[int], hflip: bool) -> Dataset:
+        hp = self.hparams
+        if hp.cache:
+            return CachedImages(self.store.path, indices, [files[i].label for i in indices], hflip=hflip)
+        return DecodedImages([files[i] for i in indices], hp.image_size, hp.max_pixels, hp.min_size, hflip=hflip)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         hp = self.hparams
         if split not in self.datasets:
             raise ValueError(f"There is no {split} split: data.{split}_fraction is 0.")
-        workers = default_num_workers() if hp.num_workers is None else hp.num_workers
         pin = torch.cuda.is_available() if hp.pin_memory is None else hp.pin_memory
         return DataLoader(
             self.datasets[split],
             batch_size=hp.batch_size,
             shuffle=shuffle,
-            num_workers=workers,
+            num_workers=self._workers,
+            collate_fn=collate,
             pin_memory=pin,
-            persistent_workers=workers > 0,
+            persistent_workers=hp.persistent_workers and self._workers > 0,
             drop_last=False,
         )
 
@@ -106,6 +195,39 @@ class ArtDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
+
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        images, labels, events = batch
+        self.record(events)
+        return images, labels
+
+    def record(self, events: dict) -> None:
+        """Take in a batch's events: count decodes, report files a worker found bad (each once)."""
+        if self.trainer is not None and self.trainer.state.stage is not None:
+            epochs = self.decoded.setdefault(self.trainer.state.stage.value, {})
+            epochs[self.trainer.current_epoch] = epochs.get(self.trainer.current_epoch, 0) + events["decoded"]
+        new = [s for s in events["skipped"] if self.report.add(*s)]
+        for path, reason, detail in new:
+            log.warning("Skipping %s: %s (%s); a neighbouring image is served in its place", path, reason, detail)
+        if new and self._is_global_zero:
+            self.report.write()
+
+    def teardown(self, stage: str) -> None:
+        if self.decoded and self._is_global_zero:
+            counts = ", ".join(f"{s} {[n for _, n in sorted(e.items())]}" for s, e in self.decoded.items())
+            log.info("Files decoded by the DataLoaders, per epoch: %s", counts)
+
+
+def _oddities(listings: list[Listing]) -> str:
+    ignored = [p for listing in listings for p in listing.ignored]
+    empty = [c for listing in listings for c in listing.empty_classes]
+    text = ""
+    if ignored:
+        names = sorted({os.path.basename(p) for p in ignored})
+        text += f"; ignored {len(ignored)} non-image files ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
+    if empty:
+        text += f"; empty class folders: {', '.join(empty)}"
+    return text
 
 
 class DemoDataModule(ArtDataModule):

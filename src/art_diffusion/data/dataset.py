@@ -1,61 +1,91 @@
-"""An ImageFolder-style dataset that survives broken files: each is reported once and replaced by another sample."""
+"""The two datasets: files decoded on demand (a bad one is reported and replaced), or rows of the pixel cache.
+
+A sample is ``(pixels, label, events)``: pixels a uint8 CHW tensor, events what producing it cost, as a dict
+``{"decoded": files decoded, "skipped": [(path, reason, detail), ...]}``. :func:`collate` turns samples into the
+batch ``(images, labels, events)`` with images float in [0, 1]. Events travel inside the batch because that is
+the one channel from a DataLoader worker process back to the trainer; ArtDataModule takes them out again in
+``on_before_batch_transfer``, so the LightningModule sees ``(images, labels)``.
+"""
 
 from __future__ import annotations
 
-import logging
-import os
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from art_diffusion.data.images import IMAGE_EXTENSIONS, BadImage, load_rgb
+from art_diffusion.data.images import BadImage, load_rgb
+from art_diffusion.data.listing import SourceFile
 
-log = logging.getLogger(__name__)
-
-
-def list_image_folder(root: str | Path) -> tuple[list[tuple[str, int]], list[str]]:
-    """(path, class index) for every image file under ``root/<class>/``, sorted, and the class names.
-
-    Only names are listed (no file is opened), so start-up costs one directory walk.
-    """
-    root = Path(root)
-    classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith("."))
-    samples = []
-    for index, name in enumerate(classes):
-        for dirpath, _, filenames in sorted(os.walk(root / name, followlinks=True)):
-            for filename in sorted(filenames):
-                if filename.lower().endswith(IMAGE_EXTENSIONS) and not filename.startswith("."):
-                    samples.append((os.path.join(dirpath, filename), index))
-    return samples, classes
+Events = dict
 
 
-class ImageFiles(Dataset):
-    """``(image, label)`` with image a float CHW tensor in [0, 1] of side ``image_size``."""
+def collate(samples: list[tuple[torch.Tensor, int, Events]]) -> tuple[torch.Tensor, torch.Tensor, Events]:
+    pixels, labels, events = zip(*samples)
+    images = torch.stack(pixels).float().div_(255)  # one conversion per batch instead of one per image
+    merged = {"decoded": sum(e["decoded"] for e in events), "skipped": [s for e in events for s in e["skipped"]]}
+    return images, torch.tensor(labels), merged
 
-    def __init__(self, samples: list[tuple[str, int]], image_size: int) -> None:
-        if not samples:
-            raise ValueError("ImageFiles needs at least one sample")
-        self.samples = samples
-        self.image_size = image_size
-        self._reported: set[str] = set()
+
+def _maybe_flip(pixels: torch.Tensor, hflip: bool) -> torch.Tensor:
+    # torch's RNG: seeded per DataLoader worker by Lightning (seed_everything(workers=True)), so runs repeat.
+    return pixels.flip(-1) if hflip and torch.rand(()) < 0.5 else pixels
+
+
+class DecodedImages(Dataset):
+    """Decodes each file when asked. A file that fails is reported in the sample's events and the next file is
+    served instead, so batches keep their size; this worker then skips it without decoding again."""
+
+    def __init__(self, files: list[SourceFile], image_size: int, max_pixels: int, min_size: int,
+                 hflip: bool = False) -> None:
+        if not files:
+            raise ValueError("DecodedImages needs at least one file")
+        self.files, self.image_size, self.hflip = files, image_size, hflip
+        self.max_pixels, self.min_size = max_pixels, min_size
+        self._bad: set[str] = set()  # per worker process
 
     def __len__(self) -> int:
-        return len(self.samples)
+        return len(self.files)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        # A bad file must not crash a long run nor shrink the batch: serve the next usable sample instead.
-        for offset in range(len(self.samples)):
-            path, label = self.samples[(index + offset) % len(self.samples)]
-            try:
-                pixels = load_rgb(path, self.image_size)
-            except BadImage as exc:
-                self._report(path, str(exc))
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, Events]:
+        events: Events = {"decoded": 0, "skipped": []}
+        for offset in range(len(self.files)):
+            file = self.files[(index + offset) % len(self.files)]
+            if file.path in self._bad:
                 continue
-            return torch.from_numpy(pixels).permute(2, 0, 1).float().div_(255), label
-        raise RuntimeError(f"None of the {len(self.samples)} images could be decoded; see the warnings above.")
+            events["decoded"] += 1
+            try:
+                pixels = load_rgb(file.path, self.image_size, self.max_pixels, self.min_size)
+            except BadImage as exc:
+                self._bad.add(file.path)
+                events["skipped"].append((file.path, exc.reason, exc.detail))
+                continue
+            pixels = torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
+            return _maybe_flip(pixels, self.hflip), file.label, events
+        raise RuntimeError(
+            f"None of the {len(self.files)} files of this split could be decoded (e.g. {self.files[0].path}: "
+            f"{events['skipped'][:1]}). Check the files, or run once with data.cache=true for a full report."
+        )
 
-    def _report(self, path: str, reason: str) -> None:
-        if path not in self._reported:
-            self._reported.add(path)
-            log.warning("Skipping unreadable image %s (%s)", path, reason)
+
+class CachedImages(Dataset):
+    """Rows of the pixel cache (see pixel_cache.py): a memory-mapped read, no decoding, no source file opened."""
+
+    def __init__(self, store: str | Path, rows: list[int], labels: list[int], hflip: bool = False) -> None:
+        if not rows:
+            raise ValueError("CachedImages needs at least one row")
+        self.store, self.rows, self.labels, self.hflip = str(store), rows, labels, hflip
+        self._pixels: np.ndarray | None = None  # opened lazily in each worker process
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_pixels": None}  # pickling a memory map would copy the whole array
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, Events]:
+        if self._pixels is None:
+            self._pixels = np.load(self.store, mmap_mode="r")
+        pixels = torch.from_numpy(np.array(self._pixels[self.rows[index]]))  # a copy out of the map, CHW
+        return _maybe_flip(pixels, self.hflip), self.labels[index], {"decoded": 0, "skipped": []}

@@ -1,0 +1,133 @@
+"""``data.cache: true``: every image decoded and resized once into a uint8 array on disk, memory-mapped by the loaders.
+
+A GPU step on this model is far shorter than a JPEG decode, so 150 epochs of decoding would leave the GPU waiting.
+The store is ``<cache_dir>/pixels/<slot>-<content>.npy`` (N x 3 x size x size uint8, row i = file i; rows of bad
+files stay black and are never served) plus a ``.json`` that lists the bad files and marks the store complete.
+``content`` hashes every path, size and mtime with the decode settings, so any change to the folder builds a new
+store; ``slot`` hashes the roots and settings only, so the new store replaces the stale one of the same slot.
+The build runs in a process pool, under a file lock (DDP ranks and concurrent runs wait for one builder) and
+writes to temporary names renamed into place, so a killed build never looks complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import filelock
+import numpy as np
+
+from art_diffusion.data.atomic import atomic_write_text
+from art_diffusion.data.images import BadImage, load_rgb
+from art_diffusion.data.listing import SourceFile
+from art_diffusion.data.pool import parallel_map
+
+log = logging.getLogger(__name__)
+
+_VERSION = 2  # bump when load_rgb changes the pixels it produces or the layout changes
+_HASH_CHUNK = 10_000  # files per json chunk of the cache key
+_DISK_MARGIN = 1.1  # refuse to start a build that would fill the disk
+
+
+@dataclass(frozen=True)
+class PixelStore:
+    """A complete store: ``pixels`` rows line up with the files it was built from; ``bad`` maps row -> (reason, detail)."""
+
+    path: Path
+    bad: dict[int, tuple[str, str]]
+    built_s: float | None  # seconds this process spent building it; None when an existing store was reused
+
+    def open(self) -> np.ndarray:
+        return np.load(self.path, mmap_mode="r")
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj).encode()).hexdigest()[:20]
+
+
+def store_path(cache_dir: Path, roots: list[str], files: list[SourceFile], size: int, max_pixels: int,
+               min_size: int) -> Path:
+    settings = [_VERSION, size, max_pixels, min_size]
+    slot = _digest([sorted(os.path.abspath(r) for r in roots), settings])
+    content = hashlib.sha256(json.dumps(settings).encode())
+    for start in range(0, len(files), _HASH_CHUNK):  # json's C encoder is fast; chunks keep the strings small
+        content.update(json.dumps(files[start:start + _HASH_CHUNK]).encode())
+    return cache_dir / "pixels" / f"{slot}-{content.hexdigest()[:20]}.npy"
+
+
+def _decode(job: tuple[str, int, int, int]) -> tuple[bytes | None, tuple[str, str] | None]:
+    path, size, max_pixels, min_size = job
+    try:
+        # stored channels-first, as the model takes it: a batch is then one contiguous copy, no permute
+        return load_rgb(path, size, max_pixels, min_size).transpose(2, 0, 1).tobytes(), None
+    except BadImage as exc:
+        return None, (exc.reason, exc.detail)
+
+
+def _read_manifest(path: Path) -> dict[int, tuple[str, str]] | None:
+    try:
+        manifest = json.loads(path.with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        return None
+    return {int(row): tuple(verdict) for row, verdict in manifest["bad"].items()}
+
+
+def _check_disk(directory: Path, needed: int) -> None:
+    free = shutil.disk_usage(directory).free
+    if needed * _DISK_MARGIN > free:
+        raise OSError(
+            f"The pixel cache needs {needed / 1e9:.1f} GB but {directory} has {free / 1e9:.1f} GB free. "
+            "Point data.cache_dir at a larger disk, lower data.image_size, or train with data.cache=false."
+        )
+
+
+def _build(path: Path, files: list[SourceFile], size: int, max_pixels: int, min_size: int, workers: int) -> None:
+    for leftover in path.parent.glob(f"{path.stem}.tmp-*"):  # from a killed builder (we hold the lock)
+        leftover.unlink(missing_ok=True)
+    _check_disk(path.parent, len(files) * size * size * 3)
+    tmp = path.with_name(f"{path.stem}.tmp-{os.getpid()}.npy")
+    try:
+        pixels = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(files), 3, size, size))
+        bad = {}
+        jobs = [(f.path, size, max_pixels, min_size) for f in files]
+        for row, (data, verdict) in enumerate(parallel_map(_decode, jobs, workers, f"Building the pixel cache {path}")):
+            if data is None:
+                bad[row] = verdict
+            else:
+                pixels[row] = np.frombuffer(data, np.uint8).reshape(3, size, size)
+        pixels.flush()
+        del pixels
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    manifest = {"files": [f.path for f in files], "image_size": size, "bad": bad}
+    atomic_write_text(path.with_suffix(".json"), json.dumps(manifest))  # last: its presence marks the store complete
+
+
+def _remove_stale(path: Path) -> None:
+    """Stores of the same slot built from an older state of the folder (open memory maps keep working on Linux)."""
+    slot = path.stem.split("-")[0]
+    for old in path.parent.glob(f"{slot}-*"):
+        if not old.name.startswith(path.stem) and old.suffix != ".lock" and ".tmp-" not in old.name:
+            old.unlink(missing_ok=True)
+
+
+def open_or_build(path: Path, files: list[SourceFile], size: int, max_pixels: int, min_size: int,
+                  workers: int) -> PixelStore:
+    """The complete store at ``path``, built first if needed (once, whoever else asks at the same time)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with filelock.FileLock(str(path.with_suffix(".lock"))):
+        bad = _read_manifest(path)
+        if bad is not None and path.exists():
+            return PixelStore(path, bad, built_s=None)
+        start = time.perf_counter()
+        _build(path, files, size, max_pixels, min_size, workers)
+        built_s = time.perf_counter() - start
+        _remove_stale(path)
+    return PixelStore(path, _read_manifest(path) or {}, built_s)

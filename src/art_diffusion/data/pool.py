@@ -1,0 +1,36 @@
+"""An ordered map over a process pool, for the one-off passes over all files (header checks, the pixel cache)."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import time
+from typing import Callable, Iterable, Iterator, TypeVar
+
+log = logging.getLogger(__name__)
+
+In, Out = TypeVar("In"), TypeVar("Out")
+
+_CHUNKS_PER_WORKER = 16  # small enough to balance slow files across workers, large enough to amortise the IPC
+_PROGRESS_EVERY_S = 30.0  # a long pass says how far it got, a short one stays quiet
+
+
+def parallel_map(fn: Callable[[In], Out], items: list[In], workers: int, what: str) -> Iterator[Out]:
+    """``fn`` over ``items`` in order, in ``workers`` processes (inline when ``workers`` <= 1 or few items)."""
+    if workers <= 1 or len(items) < 2 * workers:
+        results: Iterable[Out] = map(fn, items)
+        yield from _with_progress(results, len(items), what)
+        return
+    chunksize = max(1, len(items) // (workers * _CHUNKS_PER_WORKER))
+    with multiprocessing.get_context().Pool(workers) as pool:
+        yield from _with_progress(pool.imap(fn, items, chunksize=chunksize), len(items), what)
+
+
+def _with_progress(results: Iterable[Out], total: int, what: str) -> Iterator[Out]:
+    start = last = time.monotonic()
+    for done, result in enumerate(results, 1):
+        if time.monotonic() - last > _PROGRESS_EVERY_S:
+            last = time.monotonic()
+            rate = done / (last - start)
+            log.info("%s: %d/%d files (%.0f/s, about %.0f s left)", what, done, total, rate, (total - done) / rate)
+        yield result
