@@ -10,9 +10,12 @@ from pathlib import Path
 import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 import art_diffusion.resolvers  # noqa: F401  (registers the resolvers the configs use)
+from art_diffusion.checkpoints import check_checkpoint_fits
+from art_diffusion.resume import resumed_config
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,8 @@ def _scalars(metrics: dict, prefixes: tuple[str, ...]) -> dict[str, float]:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the configured module on the configured data; returns the final ``val/*`` and ``test/*`` metrics."""
+    if cfg.get("resume"):
+        cfg = resumed_config(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
 
@@ -43,13 +48,19 @@ def train(cfg: DictConfig) -> dict[str, float]:
     loggers = [instantiate(c) for c in cfg.get("logger", {}).values() if c is not None]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    if cfg.get("ckpt_path"):  # fail before training with the file and the mismatching keys named
+        check_checkpoint_fits(module, cfg.ckpt_path)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+    except SIGTERMException:
+        log.warning("Stopped by SIGTERM. Continue with: python scripts/train.py resume=%s", cfg.paths.output_dir)
+        raise SystemExit(143) from None  # 128 + SIGTERM, as if the signal had killed us: the job did not finish
     metrics = _scalars(trainer.callback_metrics, ("val/",))
 
     if cfg.get("test"):
         best = _best_checkpoint(trainer)
         log.info("Testing %s", best or "the final weights (no best checkpoint was saved)")
-        trainer.test(module, datamodule=datamodule, ckpt_path=best)
+        trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True)
         metrics |= _scalars(trainer.callback_metrics, ("test/",))
 
     if trainer.is_global_zero:

@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from art_diffusion.data.dataset import ImageFiles, list_image_folder
+from art_diffusion.data.sampler import EpochShuffleSampler
 
 EXPECTED_LAYOUT = """\
 Expected an ImageFolder, one sub-folder per class, e.g. the Kaggle "Art Images" training_set:
@@ -91,7 +92,8 @@ class ArtDataModule(L.LightningDataModule):
         return DataLoader(
             self.datasets[split],
             batch_size=hp.batch_size,
-            shuffle=shuffle,
+            # shuffled by (seed, epoch), not by the global RNG: a resumed run sees the batches it would have seen
+            sampler=EpochShuffleSampler(self.datasets[split], hp.seed) if shuffle else None,
             num_workers=workers,
             pin_memory=pin,
             persistent_workers=workers > 0,

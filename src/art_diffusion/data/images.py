@@ -14,10 +14,15 @@ class BadImage(Exception):
     """A file that cannot serve as a training image; ``str(exc)`` is the human-readable reason."""
 
 
-def load_rgb(path: str | Path, size: int) -> np.ndarray:
-    """Decode ``path`` and resize it to ``size`` x ``size`` (aspect squashed, as the article does). HWC uint8."""
+def load_rgb(path: str | Path, size: int | None) -> np.ndarray:
+    """Decode ``path`` and resize it to ``size`` x ``size`` (aspect squashed, as the article does). HWC uint8.
+
+    ``size=None`` keeps the native resolution (full-resolution inference).
+    """
     try:
         with Image.open(path) as img:
+            if size is None:
+                return np.array(img.convert("RGB"), dtype=np.uint8)
             # JPEG draft mode decodes at a reduced scale when the target is much smaller: far less work.
             img.draft("RGB", (size, size))
             img = img.convert("RGB").resize((size, size), Image.BILINEAR, reducing_gap=3.0)
