@@ -51,6 +51,9 @@ class ArtDataModule(L.LightningDataModule):
         self.save_hyperparameters(logger=False)
         self.datasets: dict[str, ImageFiles] = {}
         self.classes: list[str] = []
+        # Draws the train loader's worker base seed, so the global RNG is not consumed at a point that differs
+        # between an uninterrupted and a resumed run; saved in checkpoints through state_dict().
+        self.train_generator = torch.Generator().manual_seed(seed)
 
     def _list(self, root: str) -> list[tuple[str, int]]:
         path = Path(root).expanduser()
@@ -94,11 +97,19 @@ class ArtDataModule(L.LightningDataModule):
             batch_size=hp.batch_size,
             # shuffled by (seed, epoch), not by the global RNG: a resumed run sees the batches it would have seen
             sampler=EpochShuffleSampler(self.datasets[split], hp.seed) if shuffle else None,
+            generator=self.train_generator if shuffle else None,
             num_workers=workers,
             pin_memory=pin,
             persistent_workers=workers > 0,
             drop_last=False,
         )
+
+    def state_dict(self) -> dict:
+        return {"train_generator": self.train_generator.get_state()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if "train_generator" in state_dict:
+            self.train_generator.set_state(state_dict["train_generator"])
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
