@@ -69,8 +69,10 @@ def find_inputs(spec: str) -> list[InputFile]:
             f"input={spec}: no such file or directory. Pass an image file, a directory of images, or a quoted glob "
             "such as input='photos/*.jpg'."
         )
+    if not files and path.is_dir():
+        raise FileNotFoundError(f"input={spec}: no image files in this directory ({', '.join(IMAGE_EXTENSIONS)}).")
     if not files:
-        raise FileNotFoundError(f"input={spec}: no image files found (extensions: {', '.join(IMAGE_EXTENSIONS)}).")
+        raise FileNotFoundError(f"input={spec}: the glob matches no files.")
     return [InputFile(p, str(p.relative_to(base).with_suffix(""))) for p in files]
 
 

@@ -19,7 +19,9 @@ from art_diffusion.vgg_weights import VGG16Features, load_vgg16_state
 
 #: VGG16 ``features`` indices of relu1_2, relu2_2, relu3_3, relu4_3, relu5_3: the layers LPIPS compares.
 LPIPS_VGG_LAYERS = (3, 8, 15, 22, 29)
-LPIPS_VGG_NUM_LAYERS = 30
+# All of VGG16's features (the forward pass stops at relu5_3): the same slice the weight cache already holds
+# for the full network, so no second copy is resolved.
+LPIPS_VGG_NUM_LAYERS = 31
 # LPIPS' input scaling for [-1, 1] images (its ScalingLayer): close to, but not exactly, ImageNet normalisation.
 _SHIFT = (-0.030, -0.088, -0.188)
 _SCALE = (0.458, 0.448, 0.450)

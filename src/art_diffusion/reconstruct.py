@@ -92,5 +92,7 @@ def reconstruct(cfg: DictConfig) -> list[dict]:
         writer.writerow({"input": "mean", **mean, "error": ""})
     _print_table(rows, mean)
     skipped = sum(bool(row.get("error")) for row in rows)
+    if skipped == len(rows):
+        raise RuntimeError(f"None of the {len(rows)} input file(s) could be decoded; see {out / 'results.csv'}.")
     log.info("Wrote %d reconstruction(s) and %s (%d skipped)", len(rows) - skipped, out / "results.csv", skipped)
     return rows
