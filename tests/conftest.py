@@ -63,10 +63,10 @@ def compose_train_cfg(output_dir: Path, *overrides: str, tiny: bool = True) -> D
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, demo_root) -> Path:
-    """The run dir of one tiny 2-epoch training (checkpoints, metrics.json), shared by the inference tests."""
+    """The run dir of one tiny 1-epoch training (checkpoints, metrics.json), shared by the inference tests."""
     from art_diffusion.train import train
 
     out = tmp_path_factory.mktemp("tiny-run")
-    train(compose_train_cfg(out, f"data.root={demo_root}", "trainer.max_epochs=2"))
+    train(compose_train_cfg(out, f"data.root={demo_root}"))
     GlobalHydra.instance().clear()
     return out

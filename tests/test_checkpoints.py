@@ -22,7 +22,7 @@ from art_diffusion.checkpoints import (
 )
 from art_diffusion.module import CONFIG_KEY
 from art_diffusion.train import train
-from tests.conftest import REPO, TINY
+from tests.conftest import REPO, TINY, compose_train_cfg
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*random.*", "ignore:.*num_workers.*")
 
@@ -150,10 +150,12 @@ def _scalars(run: Path, tag: str):
     return events.Scalars(tag)
 
 
-def test_resume_refuses_to_change_what_is_trained(tiny_run):
-    result = _train_cli(f"resume={tiny_run}", "model.base_channels=8")
-    assert result.returncode != 0
-    assert "['model.base_channels'] cannot change on resume" in result.stderr
+def test_resume_refuses_to_change_what_is_trained(tiny_run, tmp_path):
+    cfg = compose_train_cfg(tmp_path, f"resume={tiny_run}", "model.base_channels=8", tiny=False)
+    with pytest.raises(ValueError, match=r"\['model.base_channels'\] cannot change on resume"):
+        train(cfg)
+    with pytest.raises(FileNotFoundError, match="resume=.*nowhere: .*checkpoints/last.ckpt does not exist"):
+        train(compose_train_cfg(tmp_path, f"resume={tmp_path / 'nowhere'}", tiny=False))
 
 
 def test_sigterm_saves_a_checkpoint_before_exiting(tmp_path, demo_root):
