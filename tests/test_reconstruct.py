@@ -79,7 +79,8 @@ def test_train_size_is_the_network_on_the_resized_image(tiny_run, tmp_path):
     assert [Path(r["input"]).name for r in rows] == ["odd.png"]  # the glob: PNGs of the top folder only
     net, config = load_net(best)
     image = torch.from_numpy(load_rgb(inputs / "odd.png", config["data"]["image_size"])).permute(2, 0, 1) / 255
-    expected = net(image[None]).clamp(0, 1)[0]
+    with torch.no_grad():
+        expected = net(image[None]).clamp(0, 1)[0]
     saved = torch.from_numpy(np.array(Image.open(out / "reconstructions" / "odd.png"))).permute(2, 0, 1) / 255
     assert saved.shape == (3, 32, 32)
     assert (saved - expected).abs().max() <= 0.5 / 255 + 1e-6  # only the PNG's rounding

@@ -63,7 +63,7 @@ def find_inputs(spec: str) -> list[InputFile]:
         base = path
     elif glob.has_magic(spec):
         files = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
-        base = Path(*[part for part in _takewhile_literal(path.parts)]) if path.parts else Path(".")
+        base = Path(*_takewhile_literal(path.parts))  # output names are relative to the glob's fixed prefix
     else:
         raise FileNotFoundError(
             f"input={spec}: no such file or directory. Pass an image file, a directory of images, or a quoted glob "
