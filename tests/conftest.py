@@ -41,19 +41,33 @@ def compose_cfg(tmp_path, demo_root):
     """compose_cfg(*overrides) -> the real train config with TINY and the given overrides, run dir in tmp_path."""
 
     def _compose(*overrides: str, output_dir: Path | None = None) -> DictConfig:
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cache = f"data.cache_dir={tmp_path / 'cache'}"  # header checks and pixel caches stay out of ~/.cache
-            cfg = compose("train", overrides=[*TINY, f"data.root={demo_root}", cache, *overrides],
-                          return_hydra_config=True)
-        out = output_dir or tmp_path / "run"
-        out.mkdir(parents=True, exist_ok=True)
-        with open_dict(cfg):
-            cfg.paths.root_dir = str(REPO)
-            cfg.paths.output_dir = str(out)
-            cfg.hydra.runtime.output_dir = str(out)
-        HydraConfig().set_config(cfg)
-        return cfg
+        return compose_train_cfg(output_dir or tmp_path / "run", f"data.root={demo_root}", *overrides)
 
     yield _compose
     GlobalHydra.instance().clear()
+
+
+def compose_train_cfg(output_dir: Path, *overrides: str, tiny: bool = True) -> DictConfig:
+    """The real train config with (TINY and) ``overrides``, its run dir set to ``output_dir``."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cache = f"data.cache_dir={output_dir / 'data-cache'}"  # header checks and pixel caches stay out of ~/.cache
+        cfg = compose("train", overrides=[*(TINY if tiny else []), cache, *overrides], return_hydra_config=True)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with open_dict(cfg):
+        cfg.paths.root_dir = str(REPO)
+        cfg.paths.output_dir = str(output_dir)
+        cfg.hydra.runtime.output_dir = str(output_dir)
+    HydraConfig().set_config(cfg)
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, demo_root) -> Path:
+    """The run dir of one tiny 1-epoch training (checkpoints, metrics.json), shared by the inference tests."""
+    from art_diffusion.train import train
+
+    out = tmp_path_factory.mktemp("tiny-run")
+    train(compose_train_cfg(out, f"data.root={demo_root}"))
+    GlobalHydra.instance().clear()
+    return out

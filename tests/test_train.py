@@ -46,13 +46,13 @@ def test_resume_from_last_checkpoint_continues_the_epoch_count(compose_cfg, tmp_
     first = compose_cfg("trainer.max_epochs=1", "test=false", output_dir=tmp_path / "first")
     train(first)
     last = tmp_path / "first" / "checkpoints" / "last.ckpt"
-    assert torch.load(last, weights_only=False)["epoch"] == 0
+    assert torch.load(last, weights_only=True)["epoch"] == 0
 
     resumed = compose_cfg("trainer.max_epochs=2", "test=false", f"ckpt_path={last}", output_dir=tmp_path / "second")
     train(resumed)
-    state = torch.load(tmp_path / "second" / "checkpoints" / "last.ckpt", weights_only=False)
+    state = torch.load(tmp_path / "second" / "checkpoints" / "last.ckpt", weights_only=True)
     assert state["epoch"] == 1
-    assert state["global_step"] == 2 * torch.load(last, weights_only=False)["global_step"]
+    assert state["global_step"] == 2 * torch.load(last, weights_only=True)["global_step"]
 
 
 def test_multirun_gives_one_run_dir_per_job(tmp_path, demo_root):

@@ -26,9 +26,23 @@ def sqlite_url(path: str) -> str:
     return f"sqlite:///{path}"
 
 
+def resume_run_dir(resume, default: str) -> str:
+    from art_diffusion.resume import run_dir  # lazy: keeps config composition free of torch imports
+
+    return run_dir(resume, default)
+
+
+def resume_hydra_subdir(resume, stamp: str) -> str:
+    from art_diffusion.resume import hydra_subdir
+
+    return hydra_subdir(resume, stamp)
+
+
 def register() -> None:
     OmegaConf.register_new_resolver("safe_dirname", safe_dirname, replace=True)
     OmegaConf.register_new_resolver("sqlite_url", sqlite_url, replace=True)
+    OmegaConf.register_new_resolver("resume_run_dir", resume_run_dir, replace=True)
+    OmegaConf.register_new_resolver("resume_hydra_subdir", resume_hydra_subdir, replace=True)
 
 
 register()

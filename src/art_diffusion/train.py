@@ -11,10 +11,13 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 import art_diffusion.resolvers  # noqa: F401  (registers the resolvers the configs use)
+from art_diffusion.checkpoints import check_checkpoint_fits
 from art_diffusion.hparams import log_hparams, run_hparams
+from art_diffusion.resume import resumed_config
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     Also ``best_epoch``, the epoch of the best checkpoint. The metrics are logged with the run's hyperparameters
     (TensorBoard's HPARAMS tab); scripts/train.py returns the one named by ``cfg.optimized_metric`` to sweepers.
     """
+    if cfg.get("resume"):
+        cfg = resumed_config(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
 
@@ -53,7 +58,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
     loggers = [instantiate(c) for c in cfg.get("logger", {}).values() if c is not None]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    if cfg.get("ckpt_path"):  # fail before training with the file and the mismatching keys named
+        check_checkpoint_fits(module, cfg.ckpt_path)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+    except SIGTERMException:
+        log.warning("Stopped by SIGTERM. Continue with: python scripts/train.py resume=%s", cfg.paths.output_dir)
+        raise SystemExit(143) from None  # 128 + SIGTERM, as if the signal had killed us: the job did not finish
     metrics = _scalars(trainer.callback_metrics, ("val/",))
     best = _best_checkpoint(trainer)
     if best:
@@ -61,7 +72,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     if cfg.get("test"):
         log.info("Testing %s", best or "the final weights (no best checkpoint was saved)")
-        trainer.test(module, datamodule=datamodule, ckpt_path=best)
+        trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True)
         metrics |= _scalars(trainer.callback_metrics, ("test/",))
     log_hparams(trainer.loggers, run_hparams(cfg), metrics, step=trainer.global_step)
 

@@ -23,6 +23,7 @@ from art_diffusion.data import header_check, pixel_cache
 from art_diffusion.data.dataset import CachedImages, DecodedImages, collate
 from art_diffusion.data.listing import Listing, SourceFile, list_image_folder
 from art_diffusion.data.report import BadFileReport
+from art_diffusion.data.sampler import EpochShuffleSampler
 
 log = logging.getLogger(__name__)
 EXPECTED_LAYOUT = """\
@@ -76,6 +77,9 @@ class ArtDataModule(L.LightningDataModule):
         self.store: pixel_cache.PixelStore | None = None  # with cache=True, after setup
         # files decoded by the loaders, per stage and epoch: all zeros with the pixel cache
         self.decoded: dict[str, dict[int, int]] = {}
+        # Draws the train loader's worker base seed, so the global RNG is not consumed at a point that differs
+        # between an uninterrupted and a resumed run; saved in checkpoints through state_dict().
+        self.train_generator = torch.Generator().manual_seed(seed)
 
     def _list(self, root: str) -> Listing:
         path = Path(root).expanduser()
@@ -179,13 +183,22 @@ class ArtDataModule(L.LightningDataModule):
         return DataLoader(
             self.datasets[split],
             batch_size=hp.batch_size,
-            shuffle=shuffle,
+            # shuffled by (seed, epoch), not by the global RNG: a resumed run sees the batches it would have seen
+            sampler=EpochShuffleSampler(self.datasets[split], hp.seed) if shuffle else None,
+            generator=self.train_generator if shuffle else None,
             num_workers=self._workers,
             collate_fn=collate,
             pin_memory=pin,
             persistent_workers=hp.persistent_workers and self._workers > 0,
             drop_last=False,
         )
+
+    def state_dict(self) -> dict:
+        return {"train_generator": self.train_generator.get_state()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if "train_generator" in state_dict:
+            self.train_generator.set_state(state_dict["train_generator"])
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

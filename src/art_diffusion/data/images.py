@@ -22,6 +22,7 @@ IMAGE_EXTENSIONS = (
 )
 REASONS = ("empty file", "unreadable", "not an image", "too large", "too small", "truncated", "corrupt", "unsupported")
 
+DEFAULT_MAX_PIXELS = 50_000_000  # data.max_pixels' default, for callers outside a data module (inference)
 _HEADER_BYTES = 64  # enough to tell an HTML page or a text file from binary image data
 _EXIF_ORIENTATION = 0x0112
 
@@ -119,8 +120,12 @@ def _on_white(img: Image.Image) -> Image.Image:
     return Image.alpha_composite(white, img).convert("RGB")
 
 
-def load_rgb(path: str | Path, size: int, max_pixels: int, min_size: int) -> np.ndarray:
+def load_rgb(
+    path: str | Path, size: int | None, max_pixels: int = DEFAULT_MAX_PIXELS, min_size: int = 1
+) -> np.ndarray:
     """Decode ``path`` and resize it to ``size`` x ``size`` (aspect squashed, as the article does): HWC uint8.
+
+    ``size=None`` keeps the native resolution (full-resolution inference).
 
     Raises :class:`BadImage` for every file that cannot be used; nothing else escapes.
     """
@@ -129,11 +134,13 @@ def load_rgb(path: str | Path, size: int, max_pixels: int, min_size: int) -> np.
             with warnings.catch_warnings():
                 warnings.simplefilter("error")  # a warning while decoding pixels means damaged data: refuse
                 # JPEG draft mode decodes at 1/2, 1/4 or 1/8 scale when that still covers `size`: far less work.
-                img.draft("RGB", (size, size))
+                if size is not None:
+                    img.draft("RGB", (size, size))
                 img.load()
             pixels = _rgb_or_rgba(_upright(img))
             # reducing_gap: integer-factor box reduction first, then bilinear; antialiased like torchvision's Resize.
-            pixels = pixels.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
+            if size is not None:
+                pixels = pixels.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
             if pixels.mode == "RGBA":
                 pixels = _on_white(pixels)
             return np.array(pixels, dtype=np.uint8)  # a writable copy: torch.from_numpy needs one

@@ -1,0 +1,167 @@
+"""Loading checkpoints without trusting them: plain data only, clear errors, and a model rebuilt from the stored config.
+
+A checkpoint is untrusted input. ``torch.load(weights_only=True)`` refuses any pickle that names code, and the
+stored config's ``_target_`` entries are instantiated only from trusted packages, so opening a file never runs
+code from it.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from torch import nn
+
+from art_diffusion.module import CONFIG_KEY
+
+#: ``_target_`` prefixes a checkpoint's config may name; anything else could be ``os.system``.
+TRUSTED_TARGETS = ("art_diffusion.",)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used; the message names the file and what to do."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """Refused: the file is not plain data (tensors, numbers, strings, containers), so loading it could run code."""
+
+
+class CorruptCheckpointError(CheckpointError):
+    """The file is truncated, empty or not a PyTorch checkpoint at all."""
+
+
+class IncompatibleCheckpointError(CheckpointError):
+    """The weights do not fit the configured model (missing, unexpected or differently shaped tensors)."""
+
+
+def _torch_detail(exc: Exception) -> str:
+    """The one informative line of torch's long weights-only message (e.g. 'unsupported GLOBAL posix.system')."""
+    for line in str(exc).splitlines():
+        if re.search(r"unsupported GLOBAL|Unsupported operand|WeightsUnpickler error: \S", line):
+            return line.strip()
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` with errors that say which file and why."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"Checkpoint not found: {path}. Pass ckpt_path=<run dir>/checkpoints/best.ckpt or last.ckpt.")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise UnsafeCheckpointError(
+            f"Refusing to load {path}: torch.load(weights_only=True) rejected it ({_torch_detail(exc)}). A checkpoint "
+            "may hold only tensors and plain Python data; this file is corrupt, not a checkpoint, or made to run "
+            "code when opened. Use checkpoints written by this project's training, or re-save the weights as a "
+            "plain state dict from a trusted environment."
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise CorruptCheckpointError(
+            f"Cannot read checkpoint {path} ({path.stat().st_size} bytes): {type(exc).__name__}: "
+            f"{_torch_detail(exc)}. The file is truncated or damaged (an interrupted copy or write?); "
+            "use another checkpoint of the run, e.g. checkpoints/last.ckpt or an epoch_XXX.ckpt."
+        ) from None
+    if not isinstance(checkpoint, dict):
+        raise CorruptCheckpointError(f"{path} holds a {type(checkpoint).__name__}, not a checkpoint dict.")
+    return checkpoint
+
+
+def stored_config(checkpoint: Mapping, path: str | Path) -> dict[str, Any]:
+    """The run's resolved config that training stored in the checkpoint (see ReconstructionModule)."""
+    config = checkpoint.get(CONFIG_KEY)
+    if not isinstance(config, dict):
+        raise CheckpointError(
+            f"{path} has no '{CONFIG_KEY}' entry, so the model cannot be rebuilt from it alone. Only checkpoints "
+            "written by scripts/train.py carry their config; retrain, or load the weights by hand."
+        )
+    return config
+
+
+def check_trusted_targets(node: Any, origin: str, trusted: Sequence[str] = TRUSTED_TARGETS, where: str = "") -> None:
+    """Refuse any ``_target_`` outside ``trusted`` anywhere in a config taken from a file."""
+    if isinstance(node, Mapping):
+        target = node.get("_target_")
+        if target is not None and not (isinstance(target, str) and target.startswith(tuple(trusted))):
+            raise UnsafeCheckpointError(
+                f"Refusing {origin}: its config names _target_ {target!r} at '{where or '<root>'}', outside the "
+                f"trusted packages {list(trusted)}; instantiating it could run arbitrary code."
+            )
+        for key, value in node.items():
+            check_trusted_targets(value, origin, trusted, f"{where}.{key}" if where else str(key))
+    elif isinstance(node, (list, tuple)):
+        for index, value in enumerate(node):
+            check_trusted_targets(value, origin, trusted, f"{where}[{index}]")
+
+
+def _describe_mismatch(expected: Mapping[str, torch.Tensor], found: Mapping[str, Any]) -> list[str]:
+    problems = []
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    wrong = [
+        f"{k}: checkpoint {tuple(found[k].shape) if isinstance(found[k], torch.Tensor) else type(found[k]).__name__}"
+        f" vs model {tuple(expected[k].shape)}"
+        for k in expected
+        if k in found and not (isinstance(found[k], torch.Tensor) and found[k].shape == expected[k].shape)
+    ]
+    if missing:
+        problems.append(f"missing keys {missing}")
+    if unexpected:
+        problems.append(f"unexpected keys {unexpected}")
+    if wrong:
+        problems.append("shape mismatch " + "; ".join(wrong))
+    return problems
+
+
+def check_state_dict(model: nn.Module, state: Mapping[str, Any], path: str | Path, what: str = "the model") -> None:
+    """Raise :class:`IncompatibleCheckpointError` naming every key that does not fit ``model``."""
+    problems = _describe_mismatch(model.state_dict(), state)
+    if problems:
+        raise IncompatibleCheckpointError(
+            f"{path} does not fit {what}: " + "; ".join(problems) + ". Was it trained with a different model "
+            "config (e.g. model.base_channels)? Use the config it was trained with."
+        )
+
+
+def check_checkpoint_fits(module: nn.Module, path: str | Path) -> None:
+    """Before resuming from ``path``: it loads safely and every tensor fits ``module`` (else a clear error)."""
+    state = load_checkpoint(path).get("state_dict")
+    if not isinstance(state, Mapping):
+        raise CorruptCheckpointError(f"{path} has no 'state_dict' entry: not a Lightning checkpoint of this project.")
+    check_state_dict(module, state, path, "the configured model")
+
+
+def net_state_dict(checkpoint: Mapping, path: str | Path, prefix: str = "net.") -> dict[str, torch.Tensor]:
+    """The network's weights inside a Lightning checkpoint (the module keeps the network under ``net``)."""
+    state = checkpoint.get("state_dict")
+    if not isinstance(state, Mapping):
+        raise CorruptCheckpointError(f"{path} has no 'state_dict' entry: not a Lightning checkpoint of this project.")
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def build_net(config: Mapping, origin: str, trusted: Sequence[str] = TRUSTED_TARGETS) -> nn.Module:
+    """Instantiate ``config['model']['net']`` after checking that it names only trusted classes."""
+    try:
+        net_config = config["model"]["net"]
+    except (KeyError, TypeError):
+        raise CheckpointError(f"{origin}: its stored config has no model.net to rebuild the network from.") from None
+    check_trusted_targets(net_config, origin, trusted, "model.net")
+    return instantiate(net_config)
+
+
+def load_net(
+    path: str | Path, device: str | torch.device = "cpu", trusted: Sequence[str] = TRUSTED_TARGETS
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The trained network (eval mode, on ``device``) and the run config, from a checkpoint path alone."""
+    checkpoint = load_checkpoint(path)
+    config = stored_config(checkpoint, path)
+    net = build_net(config, str(path), trusted)
+    state = net_state_dict(checkpoint, path)
+    check_state_dict(net, state, path, f"the network its config describes ({config['model']['net'].get('_target_')})")
+    net.load_state_dict(state)
+    return net.to(device).eval(), config

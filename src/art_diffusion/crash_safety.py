@@ -1,0 +1,76 @@
+"""Callbacks that make an interrupted run resumable exactly: RNG states in every checkpoint, a checkpoint on SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+log = logging.getLogger(__name__)
+
+
+class RNGStateCheckpoint(L.Callback):
+    """Stores the python, numpy, torch (and CUDA) RNG states in each checkpoint and restores them on resume.
+
+    Lightning restores weights, optimizer, scheduler and loop counters but not the global RNGs, so anything
+    random after a restart (dropout, augmentation) would differ from the uninterrupted run. The states are
+    re-applied at ``on_train_start``: after the sanity-check validation, which must not shift them.
+    Only plain data and tensors are stored, so the checkpoint still loads with ``weights_only=True``.
+    Under DDP the checkpoint holds rank 0's states and every rank restores those.
+    """
+
+    def __init__(self) -> None:
+        self._to_restore: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        name, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+        state = {
+            "python": random.getstate(),
+            "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached_gaussian],
+            "torch": torch.get_rng_state(),
+        }
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._to_restore = state_dict
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        state, self._to_restore = self._to_restore, None
+        if state is None:
+            return
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+        name, keys, pos, has_gauss, cached_gaussian = state["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached_gaussian))
+        torch.set_rng_state(state["torch"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        log.info("Restored the python, numpy and torch RNG states from the checkpoint")
+
+
+class CheckpointOnSigterm(L.Callback):
+    """Saves ``dirpath/filename`` when training stops on SIGTERM, the signal batch schedulers send before a kill.
+
+    Lightning already turns SIGTERM into a clean stop after the current batch (``SIGTERMException``); this adds the
+    checkpoint, so ``python scripts/train.py resume=RUN_DIR`` continues from the interrupted step rather than from
+    the last epoch end.
+    """
+
+    def __init__(self, dirpath: str, filename: str = "last.ckpt") -> None:
+        self.path = Path(dirpath) / filename
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if not isinstance(exception, SIGTERMException) or trainer.state.fn != TrainerFn.FITTING:
+            return
+        trainer.save_checkpoint(self.path)
+        log.warning("SIGTERM: saved %s (epoch %d, step %d) before exiting", self.path, trainer.current_epoch,
+                    trainer.global_step)

@@ -1,0 +1,154 @@
+"""evaluate(cfg): score checkpoints on a folder of images or on their own test split; metrics.json and a table.
+
+Metrics are per-image means over the evaluated images, at the training resolution:
+``mse`` and ``psnr`` on [0, 1] pixels, ``ssim``, ``perceptual`` (the loss's VGG16 feature MSE, with the
+checkpoint's ``loss.vgg_weights`` and ``loss.vgg_layers``) and ``lpips`` (VGG variant, lower is better).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from torch import Tensor, nn
+
+from art_diffusion.checkpoints import check_trusted_targets, load_net
+from art_diffusion.data.images import BadImage
+from art_diffusion.inference import Reconstructor, find_inputs, resolve_device
+from art_diffusion.lpips import LPIPS
+from art_diffusion.metrics import PerceptualDistance, mse, psnr, ssim
+
+log = logging.getLogger(__name__)
+
+#: Row order of the printed table, with the direction that is better.
+METRICS = {"mse": "lower", "psnr": "higher", "ssim": "higher", "perceptual": "lower", "lpips": "lower"}
+
+
+def checkpoint_list(ckpt_path) -> list[str]:
+    return [str(p) for p in ckpt_path] if isinstance(ckpt_path, (list, tuple, ListConfig)) else [str(ckpt_path)]
+
+
+def default_output_dir(ckpt_path) -> str:
+    """``<run dir>/evaluation`` of the first checkpoint (the run dir holds ``checkpoints/``)."""
+    first = Path(checkpoint_list(ckpt_path)[0]).expanduser()
+    run_dir = first.parent.parent if first.parent.name == "checkpoints" else first.parent
+    return str(run_dir / "evaluation")
+
+
+def _test_split_batches(run_config: Mapping, cfg: DictConfig, origin: str) -> Iterator[Tensor]:
+    data = dict(run_config["data"])
+    check_trusted_targets(data, origin, cfg.trusted_targets, "data")
+    data.update(batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers)
+    datamodule = instantiate(data)
+    datamodule.setup("test")
+    for images, _ in datamodule.test_dataloader():
+        yield images
+
+
+def _folder_batches(reconstructor: Reconstructor, root: str, batch_size: int, skipped: list[str]) -> Iterator[Tensor]:
+    files = find_inputs(root)
+    for start in range(0, len(files), batch_size):
+        images = []
+        for file in files[start:start + batch_size]:
+            try:
+                images.append(reconstructor.load(file.path))
+            except BadImage as exc:
+                log.warning("Skipping unreadable image %s (%s)", file.path, exc)
+                skipped.append(str(file.path))
+        if images:
+            yield torch.stack(images)
+
+
+class Scorer(nn.Module):
+    """Per-image scores of reconstructions against their inputs; the VGG networks are built once."""
+
+    def __init__(self, vgg_weights: str, vgg_layers: int, lpips_weights: str | None) -> None:
+        super().__init__()
+        self.perceptual = PerceptualDistance(vgg_weights, vgg_layers)
+        self.lpips = LPIPS(lpips_weights) if lpips_weights else None
+
+    @torch.no_grad()
+    def forward(self, reconstructions: Tensor, images: Tensor) -> dict[str, Tensor]:
+        scores = {
+            "mse": mse(reconstructions, images),
+            "psnr": psnr(reconstructions, images),
+            "ssim": ssim(reconstructions, images),
+            "perceptual": self.perceptual(reconstructions, images),
+        }
+        if self.lpips is not None:
+            scores["lpips"] = self.lpips(reconstructions, images)
+        return {name: value.float().cpu() for name, value in scores.items()}
+
+
+def evaluate_checkpoint(ckpt_path: str, cfg: DictConfig, device: torch.device) -> dict[str, float]:
+    net, run_config = load_net(ckpt_path, device, cfg.trusted_targets)
+    loss = run_config.get("loss", {})
+    scorer = Scorer(loss.get("vgg_weights", "imagenet"), loss.get("vgg_layers", 16),
+                    cfg.lpips.vgg_weights if cfg.lpips.enabled else None).to(device)
+    reconstructor = Reconstructor(net, run_config["data"]["image_size"], "train", device=device)
+    skipped: list[str] = []
+    if cfg.data.root:
+        batches = _folder_batches(reconstructor, cfg.data.root, cfg.data.batch_size, skipped)
+    else:
+        batches = _test_split_batches(run_config, cfg, ckpt_path)
+
+    per_image: dict[str, list[Tensor]] = {}
+    for images in batches:
+        reconstructions = reconstructor(images)
+        for name, values in scorer(reconstructions, images.to(device)).items():
+            per_image.setdefault(name, []).append(values)
+    if not per_image:
+        raise RuntimeError(f"No image could be evaluated for {ckpt_path}: all {len(skipped)} inputs were unreadable.")
+    results = {name: float(torch.cat(values).nanmean()) for name, values in per_image.items()}
+    results["images"] = sum(len(v) for v in per_image["mse"])
+    results["skipped"] = len(skipped)
+    return results
+
+
+def format_table(results: dict[str, dict[str, float]]) -> str:
+    labels = {path: _short(path) for path in results}
+    width = max(len("metric"), *(len(f"{m} ({d})") for m, d in METRICS.items()))
+    columns = [max(12, len(label)) for label in labels.values()]
+    lines = [f"{'metric':<{width}}  " + "  ".join(f"{label:>{c}}" for label, c in zip(labels.values(), columns))]
+    for metric, better in METRICS.items():
+        if not any(metric in r for r in results.values()):
+            continue
+        cells = [_fmt(r.get(metric, math.nan)) for r in results.values()]
+        lines.append(f"{f'{metric} ({better})':<{width}}  " + "  ".join(f"{v:>{c}}" for v, c in zip(cells, columns)))
+    for count in ("images", "skipped"):
+        cells = [str(r[count]) for r in results.values()]
+        lines.append(f"{count:<{width}}  " + "  ".join(f"{v:>{c}}" for v, c in zip(cells, columns)))
+    return "\n".join(lines)
+
+
+def _fmt(value: float) -> str:
+    return "nan" if math.isnan(value) else f"{value:.4f}" if abs(value) < 100 else f"{value:.2f}"
+
+
+def _short(path: str) -> str:
+    p = Path(path)
+    return f"{p.parent.parent.name}/{p.name}" if p.parent.name == "checkpoints" else p.name
+
+
+def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
+    """Scores of every checkpoint in ``cfg.ckpt_path``; writes ``output_dir/metrics.json`` and prints a table."""
+    device = resolve_device(cfg.device)
+    results = {path: evaluate_checkpoint(path, cfg, device) for path in checkpoint_list(cfg.ckpt_path)}
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = cfg.data.root or "the test split stored in each checkpoint's config"
+    report = {"data": str(data), "lpips_backbone": cfg.lpips.vgg_weights if cfg.lpips.enabled else None,
+              "checkpoints": results}
+    (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"Evaluated on {data}\n" + format_table(results))
+    log.info("Metrics written to %s", out / "metrics.json")
+    return results
+
+
+OmegaConf.register_new_resolver("evaluation_dir", default_output_dir, replace=True)  # conf/evaluate.yaml's default

@@ -1,0 +1,130 @@
+"""Resume a run in place: ``python scripts/train.py resume=RUN_DIR`` (or ``resume=latest``).
+
+The run continues in its own directory (Hydra's run dir is pointed there, see ``conf/hydra/default.yaml``) from
+``checkpoints/last.ckpt``, with the config stored in that checkpoint: the settings it was trained with, not the
+defaults of today's config files. Only the keys in :data:`RESUME_OVERRIDABLE` may change on the command line.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf
+
+from art_diffusion.checkpoints import load_checkpoint, stored_config
+
+log = logging.getLogger(__name__)
+
+#: Keys a resumed run may change: where and how long it runs, not what it trains.
+RESUME_OVERRIDABLE = (
+    "trainer.max_epochs",
+    "trainer.accelerator",
+    "trainer.devices",
+    "trainer.num_nodes",
+    "trainer.enable_progress_bar",
+    "trainer.log_every_n_steps",
+    "data.root",
+    "data.val_root",
+    "data.num_workers",
+    "data.pin_memory",
+    "test",
+)
+LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+DEFAULT_OUTPUTS = "outputs"
+
+
+def find_run_to_resume(resume: str, outputs: str = DEFAULT_OUTPUTS) -> Path:
+    """The run directory ``resume`` names: a run dir, its last.ckpt, or ``latest`` (newest under ``outputs``)."""
+    if resume == "latest":
+        candidates = sorted(Path(outputs).glob(f"**/{LAST_CHECKPOINT}"), key=lambda p: p.stat().st_mtime)
+        if not candidates:
+            raise FileNotFoundError(
+                f"resume=latest: no run under {Path(outputs).resolve()} has {LAST_CHECKPOINT}. "
+                "Pass the run directory instead: resume=outputs/<date>/<time>"
+            )
+        return candidates[-1].parents[1].resolve()
+    path = Path(resume).expanduser()
+    run_dir = path.parents[1] if path.is_file() and path.parent.name == "checkpoints" else path
+    if not (run_dir / LAST_CHECKPOINT).is_file():
+        raise FileNotFoundError(
+            f"resume={resume}: {run_dir / LAST_CHECKPOINT} does not exist. Pass a run directory made by "
+            "scripts/train.py (it has checkpoints/last.ckpt), or resume=latest."
+        )
+    return run_dir.resolve()
+
+
+def run_dir(resume: str | None, default: str) -> str:
+    """Hydra's run dir: the resumed run's directory when ``resume`` is set, else ``default``."""
+    return default if resume in (None, "", "null") else str(find_run_to_resume(str(resume)))
+
+
+def hydra_subdir(resume: str | None, stamp: str) -> str:
+    """Where Hydra saves this invocation's config: a resumed run keeps its original ``.hydra/`` untouched."""
+    return ".hydra" if resume in (None, "", "null") else f".hydra/resumed_{stamp}"
+
+
+def _rebase(node: Any, old: str, new: str) -> Any:
+    """Every path under the run's old location moved to its new one (a run dir copied to another machine)."""
+    if isinstance(node, dict):
+        return {_rebase(k, old, new): _rebase(v, old, new) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_rebase(v, old, new) for v in node]
+    if isinstance(node, str) and (node == old or node.startswith(old.rstrip("/") + "/")):
+        return new + node[len(old.rstrip("/")):]
+    return node
+
+
+class RebaseCheckpointPaths(L.Callback):
+    """For a run dir that was moved: points the paths in the checkpoint's callback states at the new location.
+
+    Lightning's ModelCheckpoint restores its best score and file names only when its saved ``dirpath`` equals the
+    current one; otherwise it starts afresh and writes ``best-v1.ckpt`` beside the old ``best.ckpt``.
+    """
+
+    def __init__(self, old: str, new: str) -> None:
+        self.old, self.new = old, new
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        if "callbacks" in checkpoint:
+            checkpoint["callbacks"] = _rebase(checkpoint["callbacks"], self.old, self.new)
+
+
+def _command_line_keys() -> list[str]:
+    if not HydraConfig.initialized():
+        return []
+    parsed = OverridesParser.create().parse_overrides(list(HydraConfig.get().overrides.task))
+    return [override.key_or_group for override in parsed]
+
+
+def resumed_config(cfg: DictConfig) -> DictConfig:
+    """The config a resumed run uses: the stored one, plus the allowed command-line overrides, ckpt_path set."""
+    directory = find_run_to_resume(str(cfg.resume))
+    checkpoint = directory / LAST_CHECKPOINT
+    stored = stored_config(load_checkpoint(checkpoint), checkpoint)
+    old_dir = stored.get("paths", {}).get("output_dir")
+    if old_dir and Path(old_dir) != directory:
+        log.info("Run dir moved from %s to %s: rebasing its paths", old_dir, directory)
+        stored = _rebase(stored, old_dir, str(directory))
+        stored.setdefault("callbacks", {})["rebase_checkpoint_paths"] = {
+            "_target_": f"{__name__}.RebaseCheckpointPaths", "old": old_dir, "new": str(directory)}
+
+    keys = [key for key in _command_line_keys() if key not in ("resume", "ckpt_path")]
+    refused = [key for key in keys if key not in RESUME_OVERRIDABLE]
+    if refused:
+        raise ValueError(
+            f"resume={cfg.resume} continues {directory} with the config it was trained with; {refused} cannot "
+            f"change on resume (allowed: {list(RESUME_OVERRIDABLE)}). To train with other settings, start a new "
+            f"run, e.g. with ckpt_path={checkpoint} to start from its weights."
+        )
+    resumed = OmegaConf.create(stored)
+    for key in keys:
+        OmegaConf.update(resumed, key, OmegaConf.select(cfg, key), merge=False)
+    resumed.resume = str(directory)
+    resumed.ckpt_path = str(checkpoint)
+    log.info("Resuming %s from %s (overrides: %s)", directory, checkpoint, keys or "none")
+    return resumed

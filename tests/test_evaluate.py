@@ -1,0 +1,86 @@
+"""scripts/evaluate.py and the offline LPIPS: same numbers as torchmetrics, as the training's test metrics."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from PIL import Image
+
+from art_diffusion.evaluate import evaluate
+from art_diffusion.lpips import LPIPS
+from art_diffusion.vgg_weights import load_vgg16_state
+from tests.conftest import CONF_DIR, REPO
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*random.*", "ignore:.*weights_only.*")
+
+
+def test_lpips_equals_torchmetrics_on_the_same_backbone(monkeypatch):
+    import torchmetrics.functional.image.lpips as tm_lpips
+    from torchmetrics.image import LearnedPerceptualImagePatchSimilarity
+    from torchvision.models.vgg import cfgs, make_layers
+
+    state = load_vgg16_state("random", 31)
+
+    def backbone(net: str, pretrained: bool = False):  # what torchvision's download would give, from our weights
+        features = make_layers(cfgs["D"])
+        features.load_state_dict(state)
+        return features
+
+    monkeypatch.setattr(tm_lpips, "_get_tv_model_features", backbone)
+    reference = LearnedPerceptualImagePatchSimilarity(net_type="vgg", normalize=True, reduction="sum")
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 3, 40, 56, generator=generator)
+    y = (x + 0.2 * torch.randn(x.shape, generator=generator)).clamp(0, 1)
+
+    ours = LPIPS("random")(x, y)
+    assert ours.shape == (3,)
+    for i in range(3):
+        assert float(ours[i]) == pytest.approx(float(reference(x[i:i + 1], y[i:i + 1])), rel=1e-5)
+        reference.reset()
+    assert float(LPIPS("random")(x, x).abs().max()) < 1e-6
+
+
+def test_cli_compares_checkpoints_on_their_test_split(tiny_run, tmp_path):
+    checkpoints = tiny_run / "checkpoints"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "evaluate.py"),
+         f"ckpt_path=[{checkpoints / 'best.ckpt'},{checkpoints / 'last.ckpt'}]",
+         "lpips.vgg_weights=random", "device=cpu"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tiny_run / "evaluation" / "metrics.json").read_text())
+    scores = report["checkpoints"][str(checkpoints / "best.ckpt")]
+    assert set(scores) == {"mse", "psnr", "ssim", "perceptual", "lpips", "images", "skipped"}
+    assert str(checkpoints / "last.ckpt") in report["checkpoints"]
+    header = next(line for line in result.stdout.splitlines() if line.startswith("metric"))
+    assert "best.ckpt" in header and "last.ckpt" in header
+    assert scores["psnr"] >= 10 * np.log10(1 / scores["mse"])  # mean of per-image PSNRs (Jensen)
+    assert 0 <= scores["lpips"] and scores["skipped"] == 0
+    # the same test split and the same distances as trainer.test() at the end of training (mean over images)
+    trained = json.loads((tiny_run / "metrics.json").read_text())
+    assert scores["perceptual"] == pytest.approx(trained["test/perceptual"], rel=1e-4)
+    assert scores["ssim"] == pytest.approx(trained["test/ssim"], rel=1e-4)
+
+
+def test_folder_evaluation_skips_and_counts_broken_files(tiny_run, tmp_path):
+    rng = np.random.default_rng(0)
+    for i, (w, h) in enumerate([(97, 131), (40, 40), (64, 48)]):
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("evaluate", overrides=[f"ckpt_path={tiny_run / 'checkpoints' / 'best.ckpt'}",
+                                             f"data.root={tmp_path}", "data.batch_size=2", "lpips.enabled=false",
+                                             f"output_dir={tmp_path / 'eval'}", "device=cpu"])
+    (scores,) = evaluate(cfg).values()
+    assert (scores["images"], scores["skipped"]) == (3, 1)
+    assert "lpips" not in scores
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["data"] == str(tmp_path)

@@ -1,0 +1,109 @@
+"""scripts/reconstruct.py: from a checkpoint path alone, odd sizes included, broken files reported and skipped."""
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from PIL import Image
+
+from art_diffusion.checkpoints import load_net
+from art_diffusion.data.images import load_rgb
+from art_diffusion.inference import Reconstructor, find_inputs, pad_to_multiple
+from art_diffusion.metrics import psnr
+from art_diffusion.reconstruct import reconstruct
+from tests.conftest import CONF_DIR, REPO
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*random.*")
+
+
+def _write_inputs(root: Path) -> dict[str, tuple[int, int]]:
+    """An odd-sized PNG, a grayscale JPEG in a sub-folder, a broken .jpg and a non-image; returns (w, h) by name."""
+    rng = np.random.default_rng(0)
+    (root / "sub").mkdir(parents=True)
+    Image.fromarray(rng.integers(0, 256, (131, 97, 3), dtype=np.uint8)).save(root / "odd.png")
+    Image.fromarray(rng.integers(0, 256, (40, 56), dtype=np.uint8)).save(root / "sub" / "gray.jpg")
+    (root / "broken.jpg").write_text("<html>404 not found</html>")
+    (root / "notes.txt").write_text("not an image")
+    return {"odd": (97, 131), "sub/gray": (56, 40)}
+
+
+def _read_csv(path: Path) -> list[dict]:
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_cli_native_size_reconstructs_full_resolution(tiny_run, tmp_path):
+    inputs, out = tmp_path / "inputs", tmp_path / "out"
+    sizes = _write_inputs(inputs)
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "reconstruct.py"), f"ckpt_path={tiny_run / 'checkpoints' / 'best.ckpt'}",
+         f"input={inputs}", f"output_dir={out}", "size=native", "device=cpu"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    for name, (w, h) in sizes.items():
+        assert Image.open(out / "reconstructions" / f"{name}.png").size == (w, h)
+        assert Image.open(out / "side_by_side" / f"{name}.png").size == (2 * w + 4, h)
+    rows = _read_csv(out / "results.csv")
+    by_input = {Path(r["input"]).name: r for r in rows}
+    assert set(by_input) == {"broken.jpg", "odd.png", "gray.jpg", "mean"}
+    assert "cannot identify image file" in by_input["broken.jpg"]["error"]
+    assert (by_input["odd.png"]["width"], by_input["odd.png"]["height"]) == ("97", "131")
+    ok = [float(by_input[n]["psnr"]) for n in ("odd.png", "gray.jpg")]
+    assert float(by_input["mean"]["psnr"]) == pytest.approx(sum(ok) / 2)
+    assert "broken.jpg  skipped:" in result.stdout and "mean" in result.stdout
+    # the log lives beside the results; no Hydra run dir or .hydra copy anywhere else
+    assert (out / "reconstruct.log").exists() and not (out / ".hydra").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["inputs", "out"]
+
+
+def test_train_size_is_the_network_on_the_resized_image(tiny_run, tmp_path):
+    inputs, out = tmp_path / "inputs", tmp_path / "out"
+    _write_inputs(inputs)
+    best = tiny_run / "checkpoints" / "best.ckpt"
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("reconstruct", overrides=[f"ckpt_path={best}", f"input={inputs}/*.png", f"output_dir={out}",
+                                                "side_by_side=false", "device=cpu"])
+    rows = reconstruct(cfg)
+
+    assert [Path(r["input"]).name for r in rows] == ["odd.png"]  # the glob: PNGs of the top folder only
+    net, config = load_net(best)
+    image = torch.from_numpy(load_rgb(inputs / "odd.png", config["data"]["image_size"])).permute(2, 0, 1) / 255
+    with torch.no_grad():
+        expected = net(image[None]).clamp(0, 1)[0]
+    saved = torch.from_numpy(np.array(Image.open(out / "reconstructions" / "odd.png"))).permute(2, 0, 1) / 255
+    assert saved.shape == (3, 32, 32)
+    assert (saved - expected).abs().max() <= 0.5 / 255 + 1e-6  # only the PNG's rounding
+    assert rows[0]["psnr"] == pytest.approx(float(psnr(expected[None], image[None])), rel=1e-5)
+    assert not (out / "side_by_side").exists()
+
+
+def test_native_padding_crops_back_exactly(tiny_run):
+    net, _ = load_net(tiny_run / "checkpoints" / "best.ckpt")
+    x = torch.rand(2, 3, 45, 61)
+    padded = pad_to_multiple(x)
+    assert padded.shape[-2:] == (48, 64) and torch.equal(padded[..., :45, :61], x)
+    assert pad_to_multiple(torch.rand(1, 3, 3, 5)).shape[-2:] == (8, 8)  # too small to reflect: replicated
+    reconstructor = Reconstructor(net, 32, size="native")
+    aligned = torch.rand(1, 3, 48, 64)
+    assert torch.equal(reconstructor(aligned), net(aligned).clamp(0, 1))
+    assert reconstructor(x).shape == x.shape
+
+
+def test_missing_input_says_so(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such file or directory"):
+        find_inputs(str(tmp_path / "nope.jpg"))
+    with pytest.raises(FileNotFoundError, match="the glob matches no files"):
+        find_inputs(str(tmp_path / "*.jpg"))
+    with pytest.raises(FileNotFoundError, match="no image files in this directory"):
+        find_inputs(str(tmp_path))
