@@ -51,7 +51,8 @@ def compose_train_cfg(output_dir: Path, *overrides: str, tiny: bool = True) -> D
     """The real train config with (TINY and) ``overrides``, its run dir set to ``output_dir``."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cache = f"data.cache_dir={output_dir / 'data-cache'}"  # header checks and pixel caches stay out of ~/.cache
+        # header checks and pixel caches stay out of ~/.cache, shared by the runs of one test
+        cache = f"data.cache_dir={output_dir.parent / 'data-cache'}"
         cfg = compose("train", overrides=[*(TINY if tiny else []), cache, *overrides], return_hydra_config=True)
     output_dir.mkdir(parents=True, exist_ok=True)
     with open_dict(cfg):

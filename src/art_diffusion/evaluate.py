@@ -41,13 +41,15 @@ def default_output_dir(ckpt_path) -> str:
     return str(run_dir / "evaluation")
 
 
-def _test_split_batches(run_config: Mapping, cfg: DictConfig, origin: str) -> Iterator[Tensor]:
+def _test_split_batches(run_config: Mapping, cfg: DictConfig, origin: str, skipped: list[str]) -> Iterator[Tensor]:
     data = dict(run_config["data"])
     check_trusted_targets(data, origin, cfg.trusted_targets, "data")
-    data.update(batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers)
+    # report_dir None: evaluating must not rewrite the training run's bad_files.csv
+    data.update(batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers, report_dir=None)
     datamodule = instantiate(data)
     datamodule.setup("test")
-    for images, _ in datamodule.test_dataloader():
+    for images, _labels, events in datamodule.test_dataloader():
+        skipped.extend(path for path, _reason, _detail in events["skipped"])
         yield images
 
 
@@ -96,7 +98,7 @@ def evaluate_checkpoint(ckpt_path: str, cfg: DictConfig, device: torch.device) -
     if cfg.data.root:
         batches = _folder_batches(reconstructor, cfg.data.root, cfg.data.batch_size, skipped)
     else:
-        batches = _test_split_batches(run_config, cfg, ckpt_path)
+        batches = _test_split_batches(run_config, cfg, ckpt_path, skipped)
 
     per_image: dict[str, list[Tensor]] = {}
     for images in batches:

@@ -30,6 +30,8 @@ RESUME_OVERRIDABLE = (
     "trainer.log_every_n_steps",
     "data.root",
     "data.val_root",
+    "data.cache",
+    "data.cache_dir",
     "data.num_workers",
     "data.pin_memory",
     "test",
