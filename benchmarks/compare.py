@@ -64,13 +64,13 @@ def vgg_state():
 
 
 def eval_images(eval_root: Path, image_size: int) -> torch.Tensor:
-    from art_diffusion.data.dataset import list_image_folder
     from art_diffusion.data.images import BadImage, load_rgb
+    from art_diffusion.data.listing import list_image_folder
 
     images = []
-    for path, _ in list_image_folder(eval_root)[0]:
+    for file in list_image_folder(eval_root).files:
         try:
-            images.append(torch.from_numpy(load_rgb(path, image_size)).permute(2, 0, 1).float() / 255)
+            images.append(torch.from_numpy(load_rgb(file.path, image_size)).permute(2, 0, 1).float() / 255)
         except BadImage:
             continue
     return torch.stack(images)
@@ -133,7 +133,7 @@ def compose(args, extra: list[str]):
     overrides = [
         f"data.root={args.train_root}", f"data.image_size={args.image_size}", f"data.batch_size={args.batch_size}",
         f"data.num_workers={args.workers}", "data.val_fraction=0", "data.test_fraction=0", f"seed={args.seed}",
-        "paths.root_dir=.", "paths.output_dir=.", *extra,
+        "paths.root_dir=.", "paths.output_dir=.", "data.report_dir=null", *extra,
     ]
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         return hydra_compose("train", overrides=overrides)

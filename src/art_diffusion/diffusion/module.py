@@ -1,0 +1,217 @@
+"""DiffusionModule: trains a noise predictor eps_theta(x_t, t[, y]) on art and samples new images from noise."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from art_diffusion.diffusion.ema import EMA
+from art_diffusion.diffusion.samplers import SAMPLERS, ddim_sample, ddpm_sample, guided
+from art_diffusion.diffusion.schedule import NoiseSchedule
+from art_diffusion.loss import HybridLoss
+from art_diffusion.module import CONFIG_KEY
+
+#: Checkpoint entry with the ImageFolder class names of a conditional model, so samplers can ask for "painting".
+CLASS_NAMES_KEY = "art_diffusion_class_names"
+
+
+def to_model_space(images: Tensor) -> Tensor:
+    """[0, 1] pixels (what the datamodule gives) -> [-1, 1], where the Gaussian noise is scaled to the data."""
+    return images * 2 - 1
+
+
+def to_pixels(x: Tensor) -> Tensor:
+    return ((x + 1) / 2).clamp(0, 1)
+
+
+class DiffusionModule(L.LightningModule):
+    """DDPM training (eps-prediction MSE) with an EMA of the weights, optional class conditioning and CFG.
+
+    The loss config is the project's HybridLoss, reused: ``mse_weight`` weighs the eps MSE and
+    ``perceptual_weight`` an optional VGG16 term on the predicted x0 (its ``perceptual`` part; None when 0).
+    The EMA weights are used for validation, test and sampling, and are saved in checkpoints.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        loss: HybridLoss,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
+        schedule: NoiseSchedule | None = None,
+        image_size: int = 64,
+        ema_decay: float = 0.999,
+        num_classes: int | None = None,
+        cond_drop_prob: float = 0.1,
+        eval_seed: int = 0,
+        channels_last: bool = False,
+        compile: bool = False,
+        compile_options: dict | None = None,
+    ) -> None:
+        super().__init__()
+        if num_classes != getattr(net, "num_classes", None):
+            raise ValueError(
+                f"The denoiser was built for num_classes={getattr(net, 'num_classes', None)} but the module for "
+                f"{num_classes}: set both from diffusion.num_classes (see conf/model/ddpm.yaml)."
+            )
+        if not 0.0 <= cond_drop_prob < 1.0:
+            raise ValueError(f"diffusion.cond_drop_prob must be in [0, 1), got {cond_drop_prob}.")
+        if channels_last:  # conv weights in NHWC: the activations follow them
+            net = net.to(memory_format=torch.channels_last)
+        self.net = net
+        self.ema = EMA(net, ema_decay)
+        if compile:  # in place, after the EMA copy: state dict keys stay plain (no "_orig_mod.")
+            self.net.compile(**(compile_options or {}))
+        self.loss = loss
+        self.schedule = schedule or NoiseSchedule()
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.image_size = image_size
+        self.num_classes = num_classes
+        self.cond_drop_prob = cond_drop_prob
+        self.eval_seed = eval_seed
+        self.run_config: dict | None = None
+        self.class_names: list[str] | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def prepare_data(self) -> None:
+        if self.loss.perceptual is not None:
+            self.loss.perceptual.prepare()
+
+    def setup(self, stage: str) -> None:
+        if self.loss.perceptual is not None:
+            self.loss.perceptual.build()
+        classes = getattr(getattr(self.trainer, "datamodule", None), "classes", None)
+        if self.num_classes and classes:
+            if len(classes) != self.num_classes:
+                raise ValueError(
+                    f"diffusion.num_classes={self.num_classes} but the data has {len(classes)} classes {classes}: "
+                    f"set diffusion.num_classes={len(classes)} (or null for an unconditional model)."
+                )
+            self.class_names = list(classes)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.run_config is not None:
+            checkpoint[CONFIG_KEY] = self.run_config
+        if self.class_names is not None:
+            checkpoint[CLASS_NAMES_KEY] = self.class_names
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.class_names = checkpoint.get(CLASS_NAMES_KEY, self.class_names)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        self.ema.update(self.net)
+
+    # ------------------------------------------------------------------ training
+
+    def _labels(self, batch, drop: bool) -> Tensor | None:
+        if not self.num_classes:
+            return None
+        labels = batch[1].to(self.device)
+        if drop and self.cond_drop_prob > 0:  # the "no class" label teaches the unconditional model too (CFG)
+            dropped = torch.rand(labels.shape, device=self.device) < self.cond_drop_prob
+            labels = labels.masked_fill(dropped, self.num_classes)
+        return labels
+
+    def _losses(self, net: nn.Module, x0: Tensor, t: Tensor, noise: Tensor, labels: Tensor | None) -> dict:
+        x_t = self.schedule.q_sample(x0, t, noise)
+        eps = net(x_t, t, labels)
+        parts = {"mse": F.mse_loss(eps, noise)}
+        total = self.loss.mse_weight * parts["mse"]
+        if self.loss.perceptual is not None:
+            x0_hat = to_pixels(self.schedule.predict_x0(x_t, t, eps))
+            normalize = self.loss.normalize
+            parts["perceptual"] = self.loss.perceptual(normalize(x0_hat), normalize(to_pixels(x0)))
+            total = total + self.loss.perceptual_weight * parts["perceptual"]
+        return {"loss": total, **parts}
+
+    def _log(self, stage: str, parts: dict, batch_size: int) -> None:
+        for name, value in parts.items():
+            self.log(f"{stage}/{name}", value, on_step=stage == "train", on_epoch=True, prog_bar=name == "loss",
+                     batch_size=batch_size, sync_dist=stage != "train")
+
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        x0 = to_model_space(batch[0])
+        t = self.schedule.sample_timesteps(x0.shape[0], self.device)
+        parts = self._losses(self.net, x0, t, torch.randn_like(x0), self._labels(batch, drop=True))
+        self._log("train", parts, x0.shape[0])
+        return parts["loss"]
+
+    def _eval_step(self, batch, batch_idx: int, stage: str) -> None:
+        # The same t and noise for batch i every epoch, so val/loss moves only when the model does.
+        x0 = to_model_space(batch[0])
+        generator = torch.Generator().manual_seed(self.eval_seed + batch_idx)
+        t = self.schedule.sample_timesteps(x0.shape[0], "cpu", generator).to(self.device)
+        noise = torch.randn(x0.shape, generator=generator).to(self.device)
+        self._log(stage, self._losses(self.ema, x0, t, noise, self._labels(batch, drop=False)), x0.shape[0])
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch, batch_idx, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch, batch_idx, "test")
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(params=self.net.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    # ------------------------------------------------------------------ images
+
+    @torch.no_grad()
+    def log_images(self, images: Tensor) -> dict[str, Tensor]:
+        """For the ReconstructionLogger: inputs, the same images half-way noised, and the EMA net's one-step x0."""
+        x0 = to_model_space(images.to(self.device))
+        generator = torch.Generator().manual_seed(self.eval_seed)
+        t = torch.full((x0.shape[0],), self.schedule.timesteps // 2, device=self.device, dtype=torch.long)
+        x_t = self.schedule.q_sample(x0, t, torch.randn(x0.shape, generator=generator).to(self.device))
+        # the logger passes no labels: a conditional model is asked with the "no class" label
+        labels = torch.full_like(t, self.num_classes) if self.num_classes else None
+        x0_hat = self.schedule.predict_x0(x_t, t, self.ema(x_t, t, labels))
+        return {"inputs": images.to(self.device), "noised": to_pixels(x_t), "denoised": to_pixels(x0_hat)}
+
+    def class_index(self, class_name: str) -> int:
+        if not self.num_classes:
+            raise ValueError(f"class_name={class_name!r} given, but this model is unconditional "
+                             "(trained with diffusion.num_classes=null): drop class_name.")
+        names = self.class_names or []
+        if class_name not in names:
+            raise ValueError(f"Unknown class_name={class_name!r}; this model knows {names}.")
+        return names.index(class_name)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        num_images: int,
+        sampler: str = "ddim",
+        steps: int = 50,
+        eta: float = 0.0,
+        generator: torch.Generator | None = None,
+        labels: Tensor | None = None,
+        guidance_scale: float = 1.0,
+        use_ema: bool = True,
+        progress: bool = False,
+    ) -> Tensor:
+        """``num_images`` new images in [0, 1] (one batch) from pure noise; ``labels`` for a conditional model."""
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}.")
+        net = self.ema if use_ema else self.net
+        was_training = net.training
+        net.eval()
+        if labels is not None:
+            labels = labels.to(self.device)
+        eps_fn = guided(net, labels, self.num_classes, guidance_scale)
+        shape = (num_images, 3, self.image_size, self.image_size)
+        if sampler == "ddpm":
+            x = ddpm_sample(eps_fn, self.schedule, shape, self.device, generator, progress=progress)
+        else:
+            x = ddim_sample(eps_fn, self.schedule, shape, self.device, steps, eta, generator, progress=progress)
+        net.train(was_training)
+        return to_pixels(x)

@@ -1,0 +1,86 @@
+"""scripts/generate.py end to end on a tiny model=ddpm checkpoint trained through the real config."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from PIL import Image
+
+from art_diffusion.diffusion.generate import generate
+from art_diffusion.train import train
+from tests.conftest import CONF_DIR, REPO
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*random.*", "ignore:.*num_workers.*")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny convolutions: threads only spin on a shared machine
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def ddpm_checkpoint(compose_cfg, tmp_path):
+    """A conditional demo model (7 classes, 20-step chain) after one epoch: fast, but a real checkpoint."""
+    train(compose_cfg("model=ddpm", "diffusion.timesteps=20", "diffusion.num_classes=7",
+                      "callbacks.samples.num_images=2", "diffusion.sample_steps=2", "test=false",
+                      output_dir=tmp_path / "train"))
+    return tmp_path / "train" / "checkpoints" / "last.ckpt"
+
+
+def generate_cfg(*overrides: str):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("generate", overrides=["progress=false", "device=cpu", *overrides])
+    GlobalHydra.instance().clear()
+    return cfg
+
+
+def pixels(folder):
+    return np.stack([np.asarray(Image.open(p)) for p in sorted((folder / "images").glob("*.png"))])
+
+
+def test_generate_script_writes_pngs_and_a_grid(ddpm_checkpoint, tmp_path):
+    out = tmp_path / "gen"
+    cmd = [sys.executable, str(REPO / "scripts" / "generate.py"), f"ckpt_path={ddpm_checkpoint}", "num_images=5",
+           "batch_size=2", "sampler=ddim", "steps=4", "seed=0", "class_name=landscapes", f"output_dir={out}",
+           "device=cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in (out / "images").iterdir()) == [f"{i:05d}.png" for i in range(5)]
+    assert pixels(out).shape == (5, 32, 32, 3)
+    assert Image.open(out / "grid.png").size == (3 * 34 + 2, 2 * 34 + 2)  # 5 images, 3 per row
+
+
+def test_same_seed_same_images_for_both_samplers(ddpm_checkpoint, tmp_path):
+    def run(name, *overrides):
+        generate(generate_cfg(f"ckpt_path={ddpm_checkpoint}", "num_images=3", "batch_size=2",
+                              f"output_dir={tmp_path / name}", *overrides))
+        return pixels(tmp_path / name)
+
+    ddim = run("a", "steps=3", "seed=0")
+    assert np.array_equal(ddim, run("b", "steps=3", "seed=0"))
+    assert not np.array_equal(ddim, run("c", "steps=3", "seed=1"))
+    ddpm = run("d", "sampler=ddpm", "seed=0", "class_name=geometric")  # the full 20-step chain, guided
+    assert np.array_equal(ddpm, run("e", "sampler=ddpm", "seed=0", "class_name=geometric"))
+    assert not np.array_equal(ddpm, ddim)
+
+
+def test_generate_refuses_what_it_cannot_use(ddpm_checkpoint, compose_cfg, tmp_path):
+    with pytest.raises(ValueError, match="knows"):
+        generate(generate_cfg(f"ckpt_path={ddpm_checkpoint}", "class_name=portraits", f"output_dir={tmp_path}"))
+    with pytest.raises(FileNotFoundError, match="model=ddpm"):
+        generate(generate_cfg(f"ckpt_path={tmp_path / 'missing.ckpt'}", f"output_dir={tmp_path}"))
+    train(compose_cfg("+trainer.limit_train_batches=1", "+trainer.limit_val_batches=1", "test=false",
+                      output_dir=tmp_path / "recon"))  # the default model: a ConvDiffusionModel
+    with pytest.raises(ValueError, match="reconstructs images"):
+        generate(generate_cfg(f"ckpt_path={tmp_path / 'recon' / 'checkpoints' / 'last.ckpt'}",
+                              f"output_dir={tmp_path}"))
