@@ -84,3 +84,18 @@ def test_generate_refuses_what_it_cannot_use(ddpm_checkpoint, compose_cfg, tmp_p
     with pytest.raises(ValueError, match="reconstructs images"):
         generate(generate_cfg(f"ckpt_path={tmp_path / 'recon' / 'checkpoints' / 'last.ckpt'}",
                               f"output_dir={tmp_path}"))
+
+
+def test_evaluate_reports_fd_vgg_for_a_generative_checkpoint(ddpm_checkpoint, tmp_path):
+    from art_diffusion.evaluate import evaluate
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("evaluate", overrides=[f"ckpt_path={ddpm_checkpoint}", f"output_dir={tmp_path / 'eval'}",
+                                             "device=cpu", "generative.num_images=6", "generative.batch_size=3",
+                                             "generative.steps=2", "generative.vgg_weights=random"],
+                      return_hydra_config=False)
+    GlobalHydra.instance().clear()
+    results = evaluate(cfg)[str(ddpm_checkpoint)]
+    assert results["images"] == 6 and results["fd_vgg"] > 0
+    assert "fd_vgg" in (tmp_path / "eval" / "metrics.json").read_text()

@@ -1,8 +1,10 @@
 """evaluate(cfg): score checkpoints on a folder of images or on their own test split; metrics.json and a table.
 
-Metrics are per-image means over the evaluated images, at the training resolution:
+Reconstruction checkpoints: per-image means over the evaluated images, at the training resolution:
 ``mse`` and ``psnr`` on [0, 1] pixels, ``ssim``, ``perceptual`` (the loss's VGG16 feature MSE, with the
 checkpoint's ``loss.vgg_weights`` and ``loss.vgg_layers``) and ``lpips`` (VGG variant, lower is better).
+Generative checkpoints (``model=ddpm``): ``fd_vgg``, the Frechet distance in VGG16 feature space between images
+they generate and real ones (not FID: see art_diffusion.fd_vgg).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor, nn
 
-from art_diffusion.checkpoints import check_trusted_targets, load_net
+from art_diffusion.checkpoints import check_trusted_targets, load_checkpoint, load_net, stored_config
 from art_diffusion.data.images import BadImage
 from art_diffusion.inference import Reconstructor, find_inputs, resolve_device
 from art_diffusion.lpips import LPIPS
@@ -27,7 +29,8 @@ from art_diffusion.metrics import PerceptualDistance, mse, psnr, ssim
 log = logging.getLogger(__name__)
 
 #: Row order of the printed table, with the direction that is better.
-METRICS = {"mse": "lower", "psnr": "higher", "ssim": "higher", "perceptual": "lower", "lpips": "lower"}
+METRICS = {"mse": "lower", "psnr": "higher", "ssim": "higher", "perceptual": "lower", "lpips": "lower",
+           "fd_vgg": "lower"}
 
 
 def checkpoint_list(ckpt_path) -> list[str]:
@@ -88,7 +91,34 @@ class Scorer(nn.Module):
         return {name: value.float().cpu() for name, value in scores.items()}
 
 
+def _is_generative(run_config: Mapping) -> bool:
+    return run_config.get("module", {}).get("_target_", "").startswith("art_diffusion.diffusion.")
+
+
+def evaluate_generator(ckpt_path: str, run_config: Mapping, cfg: DictConfig, device: torch.device) -> dict:
+    """FD-VGG between ``generative.num_images`` generated images and as many real ones, at the model's size."""
+    from art_diffusion.diffusion.generate import load_diffusion_module
+    from art_diffusion.fd_vgg import fd_vgg, load_images
+
+    g = cfg.generative
+    module = load_diffusion_module(ckpt_path, device)
+    generator = torch.Generator().manual_seed(g.seed)
+    fake = torch.cat([
+        module.sample(min(g.batch_size, g.num_images - start), sampler=g.sampler, steps=g.steps,
+                      generator=generator).cpu()
+        for start in range(0, g.num_images, g.batch_size)
+    ])
+    real_root = cfg.data.root or run_config["data"]["root"]
+    real = load_images(real_root, module.image_size, max_images=g.num_images)
+    log.info("FD-VGG of %d generated vs %d real images from %s", len(fake), len(real), real_root)
+    distance = fd_vgg(real, fake, weights=g.vgg_weights, batch_size=cfg.data.batch_size, device=str(device))
+    return {"fd_vgg": distance, "images": len(fake), "skipped": 0}
+
+
 def evaluate_checkpoint(ckpt_path: str, cfg: DictConfig, device: torch.device) -> dict[str, float]:
+    run_config = stored_config(load_checkpoint(ckpt_path), ckpt_path)
+    if _is_generative(run_config):
+        return evaluate_generator(ckpt_path, run_config, cfg, device)
     net, run_config = load_net(ckpt_path, device, cfg.trusted_targets)
     loss = run_config.get("loss", {})
     scorer = Scorer(loss.get("vgg_weights", "imagenet"), loss.get("vgg_layers", 16),

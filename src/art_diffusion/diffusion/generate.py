@@ -11,18 +11,12 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
 from torchvision.utils import make_grid, save_image
 
+from art_diffusion.checkpoints import check_trusted_targets, load_checkpoint, stored_config
 from art_diffusion.diffusion.module import DiffusionModule
-from art_diffusion.module import CONFIG_KEY
+from art_diffusion.inference import resolve_device
 
 log = logging.getLogger(__name__)
 
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device={device!r} but CUDA is not available here: use device=cpu (or auto).")
-    return torch.device(device)
 
 
 def load_diffusion_module(ckpt_path: str | Path, device: torch.device | str = "cpu") -> DiffusionModule:
@@ -33,16 +27,16 @@ def load_diffusion_module(ckpt_path: str | Path, device: torch.device | str = "c
             f"ckpt_path={str(path)!r} is not a file. Pass a checkpoint of a model=ddpm run, e.g. "
             "ckpt_path=outputs/<date>/<time>/checkpoints/best.ckpt"
         )
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    config = checkpoint.get(CONFIG_KEY) if isinstance(checkpoint, dict) else None
-    if config is None:
-        raise ValueError(f"{path} has no '{CONFIG_KEY}' entry: it was not written by scripts/train.py, so the "
-                         "model cannot be rebuilt. Use a checkpoint from `python scripts/train.py model=ddpm ...`.")
-    target = config["module"]["_target_"]
+    checkpoint = load_checkpoint(path)  # weights_only=True, with errors naming the file
+    config = stored_config(checkpoint, path)
+    # Sampling needs no optimizer; everything else the file asks to build must be ours (never os.system & co.).
+    module_config = {k: v for k, v in config["module"].items() if k not in ("optimizer", "scheduler")}
+    check_trusted_targets(module_config, str(path), where="module")
+    target = module_config["_target_"]
     if not issubclass(get_class(target), DiffusionModule):
         raise ValueError(f"{path} holds a {target}, which reconstructs images rather than generating them. "
                          "Train a generative model with `python scripts/train.py model=ddpm ...` and pass its checkpoint.")
-    module: DiffusionModule = instantiate(config["module"])
+    module: DiffusionModule = instantiate(module_config, optimizer=None)
     module.load_state_dict(checkpoint["state_dict"])
     module.on_load_checkpoint(checkpoint)
     return module.to(device).eval()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -13,7 +12,7 @@ from art_diffusion.diffusion.ema import EMA
 from art_diffusion.diffusion.samplers import SAMPLERS, ddim_sample, ddpm_sample, guided
 from art_diffusion.diffusion.schedule import NoiseSchedule
 from art_diffusion.loss import HybridLoss
-from art_diffusion.module import CONFIG_KEY
+from art_diffusion.network_module import NetworkModule
 
 #: Checkpoint entry with the ImageFolder class names of a conditional model, so samplers can ask for "painting".
 CLASS_NAMES_KEY = "art_diffusion_class_names"
@@ -28,7 +27,7 @@ def to_pixels(x: Tensor) -> Tensor:
     return ((x + 1) / 2).clamp(0, 1)
 
 
-class DiffusionModule(L.LightningModule):
+class DiffusionModule(NetworkModule):
     """DDPM training (eps-prediction MSE) with an EMA of the weights, optional class conditioning and CFG.
 
     The loss config is the project's HybridLoss, reused: ``mse_weight`` weighs the eps MSE and
@@ -52,7 +51,7 @@ class DiffusionModule(L.LightningModule):
         compile: bool = False,
         compile_options: dict | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(net, loss, optimizer, scheduler, channels_last, compile, compile_options)
         if num_classes != getattr(net, "num_classes", None):
             raise ValueError(
                 f"The denoiser was built for num_classes={getattr(net, 'num_classes', None)} but the module for "
@@ -60,32 +59,18 @@ class DiffusionModule(L.LightningModule):
             )
         if not 0.0 <= cond_drop_prob < 1.0:
             raise ValueError(f"diffusion.cond_drop_prob must be in [0, 1), got {cond_drop_prob}.")
-        if channels_last:  # conv weights in NHWC: the activations follow them
-            net = net.to(memory_format=torch.channels_last)
-        self.net = net
-        self.ema = EMA(net, ema_decay)
-        if compile:  # in place, after the EMA copy: state dict keys stay plain (no "_orig_mod.")
-            self.net.compile(**(compile_options or {}))
-        self.loss = loss
+        self.ema = EMA(self.net, ema_decay)
         self.schedule = schedule or NoiseSchedule()
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
         self.image_size = image_size
         self.num_classes = num_classes
         self.cond_drop_prob = cond_drop_prob
         self.eval_seed = eval_seed
-        self.run_config: dict | None = None
         self.class_names: list[str] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
-    def prepare_data(self) -> None:
-        if self.loss.perceptual is not None:
-            self.loss.perceptual.prepare()
-
     def setup(self, stage: str) -> None:
-        if self.loss.perceptual is not None:
-            self.loss.perceptual.build()
+        super().setup(stage)
         classes = getattr(getattr(self.trainer, "datamodule", None), "classes", None)
         if self.num_classes and classes:
             if len(classes) != self.num_classes:
@@ -96,8 +81,7 @@ class DiffusionModule(L.LightningModule):
             self.class_names = list(classes)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        if self.run_config is not None:
-            checkpoint[CONFIG_KEY] = self.run_config
+        super().on_save_checkpoint(checkpoint)
         if self.class_names is not None:
             checkpoint[CLASS_NAMES_KEY] = self.class_names
 
@@ -155,13 +139,6 @@ class DiffusionModule(L.LightningModule):
 
     def test_step(self, batch, batch_idx: int) -> None:
         self._eval_step(batch, batch_idx, "test")
-
-    def configure_optimizers(self):
-        optimizer = self.optimizer_factory(params=self.net.parameters())
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
     # ------------------------------------------------------------------ images
 
