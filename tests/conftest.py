@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -72,3 +73,12 @@ def tiny_run(tmp_path_factory, demo_root) -> Path:
     train(compose_train_cfg(out, f"data.root={demo_root}"))
     GlobalHydra.instance().clear()
     return out
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny convolutions on one thread: extra threads only spin, on a shared 2-core machine most of all."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -10,14 +10,7 @@ from art_diffusion.diffusion import ConvDenoiser, NoiseSchedule
 from art_diffusion.diffusion.ema import EMA
 from art_diffusion.diffusion.samplers import ddim_sample, ddim_timesteps, ddpm_sample, guided
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny convolutions gain nothing from threads, and on a shared machine spinning threads cost 10x.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny convolutions: see conftest
 
 
 def _random_denoiser(num_classes=None) -> ConvDenoiser:

@@ -11,17 +11,12 @@ from art_diffusion.diffusion.module import CLASS_NAMES_KEY
 from art_diffusion.module import CONFIG_KEY
 from art_diffusion.train import train
 
-pytestmark = pytest.mark.filterwarnings("ignore:.*random.*", "ignore:.*num_workers.*")
+pytestmark = [
+    pytest.mark.usefixtures("one_thread"),
+    pytest.mark.filterwarnings("ignore:.*random.*", "ignore:.*num_workers.*"),
+]
 
 DDPM = ["model=ddpm", "diffusion.timesteps=50", "callbacks.samples.num_images=4", "diffusion.sample_steps=3"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny convolutions: threads only spin on a shared machine
-    yield
-    torch.set_num_threads(before)
 
 
 def test_model_ddpm_swaps_module_net_and_loss_defaults(compose_cfg):

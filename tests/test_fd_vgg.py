@@ -13,7 +13,10 @@ from art_diffusion.data.demo import DEMO_CLASSES, render_demo_image
 from art_diffusion.fd_vgg import fd_vgg_folders, frechet_distance, frechet_distance_from_stats, load_images
 from tests.conftest import REPO
 
-pytestmark = pytest.mark.filterwarnings("ignore:.*RANDOM.*")
+pytestmark = [
+    pytest.mark.usefixtures("one_thread"),
+    pytest.mark.filterwarnings("ignore:.*RANDOM.*"),
+]
 FAST = {"weights": "random", "layer": 22, "input_size": 32}  # relu4_3 at 32 px: about a second on a CPU
 
 
@@ -34,14 +37,6 @@ def folders(tmp_path_factory):
         Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / "noise" / f"{i:03d}.png")
     (root / "a" / "broken.jpg").write_bytes(b"not a jpeg")  # skipped with a warning, never fatal
     return root
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # small convolutions: threads only spin on a shared machine
-    yield
-    torch.set_num_threads(before)
 
 
 def test_frechet_distance_matches_the_gaussian_closed_form():

@@ -6,7 +6,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
@@ -15,15 +14,10 @@ from art_diffusion.diffusion.generate import generate
 from art_diffusion.train import train
 from tests.conftest import CONF_DIR, REPO
 
-pytestmark = pytest.mark.filterwarnings("ignore:.*random.*", "ignore:.*num_workers.*")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny convolutions: threads only spin on a shared machine
-    yield
-    torch.set_num_threads(before)
+pytestmark = [
+    pytest.mark.usefixtures("one_thread"),
+    pytest.mark.filterwarnings("ignore:.*random.*", "ignore:.*num_workers.*"),
+]
 
 
 @pytest.fixture
