@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import csv
-import logging
 import io
+import logging
 from collections import Counter
 from pathlib import Path
 
