@@ -223,7 +223,8 @@ def run_profile(args, extra: list[str]) -> dict:
 # ------------------------------------------------------------------------------------------------ orchestration
 def worker(args) -> None:
     fast = ["data.cache=true", "model.channels_last=true"]
-    base = ["loss.mse_weight=1", "loss.perceptual_weight=1", "model.base_channels=64", "trainer.precision=32-true"]
+    base = ["loss.mse_weight=1", "loss.perceptual_weight=1", "model.base_channels=64", "trainer.precision=32-true",
+            *args.project_override]
     run = {
         "article": lambda: run_article(args),
         "project": lambda: run_project(args, base),
@@ -237,7 +238,8 @@ def worker(args) -> None:
 def spawn(args, name: str, steps: int, eval_root: Path | None) -> dict:
     cmd = [sys.executable, __file__, "--worker", name, "--train-root", str(args.train_root), "--steps", str(steps),
            "--image-size", str(args.image_size), "--batch-size", str(args.batch_size), "--workers", str(args.workers),
-           "--seed", str(args.seed), "--device", args.device, "--warmup", str(args.warmup)]
+           "--seed", str(args.seed), "--device", args.device, "--warmup", str(args.warmup),
+           *(f"--project-override={o}" for o in args.project_override)]
     if eval_root:
         cmd += ["--eval-root", str(eval_root)]
     print(f"[compare] {name}: {steps} steps ...", file=sys.stderr, flush=True)
@@ -327,6 +329,8 @@ def main() -> None:
     p.add_argument("--window", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--project-override", action="append", default=[],
+                   help="a Hydra override for the project's runs, e.g. loss.perceptual_weight=0 (repeatable)")
     p.add_argument("--write", type=Path, nargs="?", const=REPO / "BENCHMARKS.md", help="update this markdown file")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--train-root", type=Path, help=argparse.SUPPRESS)

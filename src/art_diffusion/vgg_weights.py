@@ -476,7 +476,8 @@ class VGG16Features(torch.nn.Module):
             if kind == "conv":
                 x = F.conv2d(x, getattr(self, f"weight{idx}"), getattr(self, f"bias{idx}"), padding=1)
             elif kind == "relu":
-                x = F.relu(x)  # not inplace: earlier outputs may be returned
+                # in place (as torchvision's VGG) unless the conv output before it is one of the returned layers
+                x = F.relu(x) if wanted is not None and idx - 1 in wanted else F.relu_(x)
             else:
                 x = F.max_pool2d(x, kernel_size=2, stride=2)
             if wanted is not None and idx in wanted:
