@@ -116,7 +116,7 @@ def run_article(args) -> dict:
             trainer.end_epoch()
     result = {"startup_s": startup, "stamps": stamps, "peak_mb": peak_memory_mb(device)}
     if args.eval_root:
-        from art_diffusion.loss import ImageNetNormalize
+        from art_diffusion.losses import ImageNetNormalize
 
         normalize = ImageNetNormalize().to(device)
         trainer.model.eval()
@@ -223,7 +223,7 @@ def run_profile(args, extra: list[str]) -> dict:
 # ------------------------------------------------------------------------------------------------ orchestration
 def worker(args) -> None:
     fast = ["data.cache=true", "model.channels_last=true"]
-    base = ["loss.mse_weight=1", "loss.perceptual_weight=1", "model.base_channels=64", "trainer.precision=32-true",
+    base = ["loss.mse_weight=1", "loss.perceptual_weight=1", "model.net.base_channels=64", "trainer.precision=32-true",
             *args.project_override]
     run = {
         "article": lambda: run_article(args),

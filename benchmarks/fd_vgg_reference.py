@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from art_diffusion.fd_vgg import LAYERS, VGGFeatures, features, frechet_distance, load_images
+from art_diffusion.metrics.fd_vgg import LAYERS, VGGFeatures, features, frechet_distance, load_images
 
 
 def main() -> None:

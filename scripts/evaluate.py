@@ -8,7 +8,8 @@
 import hydra
 from omegaconf import DictConfig
 
-from art_diffusion.evaluate import evaluate
+from art_diffusion.run.cli import prepare_cli
+from art_diffusion.tools.evaluate import evaluate
 
 
 @hydra.main(config_path="../conf", config_name="evaluate", version_base="1.3")
@@ -17,4 +18,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    prepare_cli()
     main()

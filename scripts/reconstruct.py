@@ -7,7 +7,8 @@
 import hydra
 from omegaconf import DictConfig
 
-from art_diffusion.reconstruct import reconstruct
+from art_diffusion.run.cli import prepare_cli
+from art_diffusion.tools.reconstruct import reconstruct
 
 
 @hydra.main(config_path="../conf", config_name="reconstruct", version_base="1.3")
@@ -16,4 +17,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    prepare_cli()
     main()

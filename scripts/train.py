@@ -9,7 +9,8 @@
 import hydra
 from omegaconf import DictConfig
 
-from art_diffusion.job import run_job
+from art_diffusion.run.cli import prepare_cli
+from art_diffusion.run.job import run_job
 
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
@@ -19,4 +20,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    prepare_cli()
     main()

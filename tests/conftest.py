@@ -17,7 +17,7 @@ CONF_DIR = REPO / "conf"
 # Small enough for a 2-core CPU: 4-channel net, 32 px, 20 demo images, random VGG (no weight download).
 TINY = [
     "experiment=demo",
-    "model.base_channels=4",
+    "model.net.base_channels=4",
     "loss.vgg_weights=random",
     "data.images_per_class=4",
     "data.source_size=48",
@@ -67,7 +67,7 @@ def compose_train_cfg(output_dir: Path, *overrides: str, tiny: bool = True) -> D
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, demo_root) -> Path:
     """The run dir of one tiny 1-epoch training (checkpoints, metrics.json), shared by the inference tests."""
-    from art_diffusion.train import train
+    from art_diffusion.run.train import train
 
     out = tmp_path_factory.mktemp("tiny-run")
     train(compose_train_cfg(out, f"data.root={demo_root}"))

@@ -20,8 +20,8 @@ from art_diffusion.checkpoints import (
     load_checkpoint,
     load_net,
 )
-from art_diffusion.module import CONFIG_KEY
-from art_diffusion.train import train
+from art_diffusion.checkpoints import CONFIG_KEY
+from art_diffusion.run.train import train
 from tests.conftest import REPO, TINY, compose_train_cfg
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*random.*", "ignore:.*num_workers.*")
@@ -81,7 +81,7 @@ def test_checkpoint_of_another_model_names_the_mismatching_keys(tiny_run, tmp_pa
     best = tiny_run / "checkpoints" / "best.ckpt"
     with pytest.raises(IncompatibleCheckpointError, match=rf"{best} does not fit the configured model: shape "
                        r"mismatch net\.enc1\.0\.weight: checkpoint \(4, 3, 3, 3\) vs model \(8, 3, 3, 3\)"):
-        train(compose_cfg("model.base_channels=8", f"ckpt_path={best}"))
+        train(compose_cfg("model.net.base_channels=8", f"ckpt_path={best}"))
 
     checkpoint = load_checkpoint(best)
     del checkpoint["state_dict"]["net.dec3.0.bias"]
@@ -151,8 +151,8 @@ def _scalars(run: Path, tag: str):
 
 
 def test_resume_refuses_to_change_what_is_trained(tiny_run, tmp_path):
-    cfg = compose_train_cfg(tmp_path, f"resume={tiny_run}", "model.base_channels=8", tiny=False)
-    with pytest.raises(ValueError, match=r"\['model.base_channels'\] cannot change on resume"):
+    cfg = compose_train_cfg(tmp_path, f"resume={tiny_run}", "model.net.base_channels=8", tiny=False)
+    with pytest.raises(ValueError, match=r"\['model.net.base_channels'\] cannot change on resume"):
         train(cfg)
     with pytest.raises(FileNotFoundError, match="resume=.*nowhere: .*checkpoints/last.ckpt does not exist"):
         train(compose_train_cfg(tmp_path, f"resume={tmp_path / 'nowhere'}", tiny=False))

@@ -4,8 +4,8 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from art_diffusion.model import ConvDiffusionModel
-from art_diffusion.train import train
+from art_diffusion.nets import ConvDiffusionModel
+from art_diffusion.run.train import train
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*random.*", "ignore:.*num_workers.*")
 

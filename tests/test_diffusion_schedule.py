@@ -56,5 +56,5 @@ def test_predict_x0_inverts_q_sample():
 
 
 def test_unknown_schedule_names_the_config_key():
-    with pytest.raises(ValueError, match="diffusion.schedule"):
+    with pytest.raises(ValueError, match="model.schedule.kind"):
         NoiseSchedule("quadratic", 1000)

@@ -6,26 +6,26 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from art_diffusion.diffusion import DiffusionModule
-from art_diffusion.diffusion.module import CLASS_NAMES_KEY
-from art_diffusion.module import CONFIG_KEY
-from art_diffusion.train import train
+from art_diffusion.lightning import DiffusionModule
+from art_diffusion.lightning.diffusion_module import CLASS_NAMES_KEY
+from art_diffusion.checkpoints import CONFIG_KEY
+from art_diffusion.run.train import train
 
 pytestmark = [
     pytest.mark.usefixtures("one_thread"),
     pytest.mark.filterwarnings("ignore:.*random.*", "ignore:.*num_workers.*"),
 ]
 
-DDPM = ["model=ddpm", "diffusion.timesteps=50", "callbacks.samples.num_images=4", "diffusion.sample_steps=3"]
+DDPM = ["model=ddpm", "model.schedule.timesteps=50", "callbacks.samples.num_images=4", "callbacks.samples.steps=3"]
 
 
 def test_model_ddpm_swaps_module_net_and_loss_defaults(compose_cfg):
     cfg = compose_cfg(*DDPM)
-    assert cfg.module._target_ == "art_diffusion.diffusion.DiffusionModule"
-    assert cfg.model.net._target_ == "art_diffusion.diffusion.ConvDenoiser"
+    assert cfg.model._target_ == "art_diffusion.lightning.DiffusionModule"
+    assert cfg.model.net._target_ == "art_diffusion.nets.ConvDenoiser"
     assert cfg.loss.perceptual_weight == 0  # eps-MSE only by default
     assert cfg.callbacks.samples.dirpath.endswith("samples")
-    assert compose_cfg().module._target_ == "art_diffusion.module.ReconstructionModule"  # default unchanged
+    assert compose_cfg().model._target_ == "art_diffusion.lightning.ReconstructionModule"  # default unchanged
 
 
 def test_ddpm_run_logs_losses_samples_and_saves_ema_in_loadable_checkpoints(compose_cfg, tmp_path):
@@ -37,7 +37,7 @@ def test_ddpm_run_logs_losses_samples_and_saves_ema_in_loadable_checkpoints(comp
 
     checkpoint = torch.load(out / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
     state = checkpoint["state_dict"]
-    assert checkpoint[CONFIG_KEY]["module"]["_target_"] == "art_diffusion.diffusion.DiffusionModule"
+    assert checkpoint[CONFIG_KEY]["model"]["_target_"] == "art_diffusion.lightning.DiffusionModule"
     ema_keys = [k for k in state if k.startswith("ema.average.")]
     assert len(ema_keys) == len([k for k in state if k.startswith("net.")]) > 0
     assert state["ema.num_updates"] > 0
@@ -56,10 +56,10 @@ def test_ddpm_run_logs_losses_samples_and_saves_ema_in_loadable_checkpoints(comp
 
 
 def test_conditional_ddpm_checks_the_class_count_and_stores_class_names(compose_cfg, tmp_path):
-    with pytest.raises(ValueError, match=r"diffusion.num_classes=7"):
-        train(compose_cfg(*DDPM, "diffusion.num_classes=3", "+trainer.fast_dev_run=true"))
+    with pytest.raises(ValueError, match=r"model.num_classes=7"):
+        train(compose_cfg(*DDPM, "model.num_classes=3", "+trainer.fast_dev_run=true"))
 
-    train(compose_cfg(*DDPM, "diffusion.num_classes=7", "trainer.max_epochs=1", "test=false"))
+    train(compose_cfg(*DDPM, "model.num_classes=7", "trainer.max_epochs=1", "test=false"))
     checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint[CLASS_NAMES_KEY][:2] == ["brush_strokes", "geometric"]
     assert "net.class_emb.weight" in checkpoint["state_dict"]

@@ -12,8 +12,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
-from art_diffusion.evaluate import evaluate
-from art_diffusion.lpips import LPIPS
+from art_diffusion.tools.evaluate import evaluate
+from art_diffusion.metrics.lpips import LPIPS
 from art_diffusion.vgg_weights import load_vgg16_state
 from tests.conftest import CONF_DIR, REPO
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from art_diffusion.data.demo import DEMO_CLASSES, render_demo_image
-from art_diffusion.fd_vgg import fd_vgg_folders, frechet_distance, frechet_distance_from_stats, load_images
+from art_diffusion.metrics.fd_vgg import fd_vgg_folders, frechet_distance, frechet_distance_from_stats, load_images
 from tests.conftest import REPO
 
 pytestmark = [

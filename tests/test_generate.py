@@ -10,8 +10,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
-from art_diffusion.diffusion.generate import generate
-from art_diffusion.train import train
+from art_diffusion.tools.generate import generate
+from art_diffusion.run.train import train
 from tests.conftest import CONF_DIR, REPO
 
 pytestmark = [
@@ -23,8 +23,8 @@ pytestmark = [
 @pytest.fixture
 def ddpm_checkpoint(compose_cfg, tmp_path):
     """A conditional demo model (7 classes, 20-step chain) after one epoch: fast, but a real checkpoint."""
-    train(compose_cfg("model=ddpm", "diffusion.timesteps=20", "diffusion.num_classes=7",
-                      "callbacks.samples.num_images=2", "diffusion.sample_steps=2", "test=false",
+    train(compose_cfg("model=ddpm", "model.schedule.timesteps=20", "model.num_classes=7",
+                      "callbacks.samples.num_images=2", "callbacks.samples.steps=2", "test=false",
                       output_dir=tmp_path / "train"))
     return tmp_path / "train" / "checkpoints" / "last.ckpt"
 
@@ -81,7 +81,7 @@ def test_generate_refuses_what_it_cannot_use(ddpm_checkpoint, compose_cfg, tmp_p
 
 
 def test_evaluate_reports_fd_vgg_for_a_generative_checkpoint(ddpm_checkpoint, tmp_path):
-    from art_diffusion.evaluate import evaluate
+    from art_diffusion.tools.evaluate import evaluate
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

@@ -2,8 +2,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from art_diffusion.loss import IMAGENET_MEAN, IMAGENET_STD, HybridLoss
-from art_diffusion.model import ConvDiffusionModel
+from art_diffusion.losses import IMAGENET_MEAN, IMAGENET_STD, HybridLoss
+from art_diffusion.nets import ConvDiffusionModel
 from art_diffusion.vgg_weights import VGG16Features, load_vgg16_state
 
 

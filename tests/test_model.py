@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from art_diffusion.model import ConvDiffusionModel
+from art_diffusion.nets import ConvDiffusionModel
 
 
 def test_article_width_has_the_articles_parameter_count():

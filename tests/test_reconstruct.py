@@ -15,9 +15,10 @@ from PIL import Image
 
 from art_diffusion.checkpoints import load_net
 from art_diffusion.data.images import load_rgb
-from art_diffusion.inference import Reconstructor, find_inputs, pad_to_multiple
-from art_diffusion.metrics import psnr
-from art_diffusion.reconstruct import reconstruct
+from art_diffusion.tools.inputs import find_inputs
+from art_diffusion.tools.reconstruct import Reconstructor, pad_to_multiple
+from art_diffusion.metrics.pixel import psnr
+from art_diffusion.tools.reconstruct import reconstruct
 from tests.conftest import CONF_DIR, REPO
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*random.*")

@@ -16,7 +16,7 @@ from tensorboard.backend.event_processing import data_provider, plugin_event_mul
 from tensorboard.plugins import base_plugin
 from tensorboard.plugins.hparams import api_pb2, backend_context, list_session_groups
 
-from art_diffusion.job import run_job
+from art_diffusion.run.job import run_job
 from tests.train_script import SHORT, tiny, train_script
 
 
@@ -74,7 +74,7 @@ def test_grid_sweep_writes_summaries_hparams_and_survives_a_failing_job(tmp_path
     for hparams, metrics in groups.values():
         weight = next(w for w in good if float(w) == hparams["loss.perceptual_weight"])
         expected = json.loads((jobs[weight] / "metrics.json").read_text())
-        assert hparams["optim.lr"] == pytest.approx(1e-3) and hparams["model.base_channels"] == 4
+        assert hparams["optim.lr"] == pytest.approx(1e-3) and hparams["model.net.base_channels"] == 4
         for name in ("val/psnr", "val/ssim", "val/loss"):
             assert metrics[name] == pytest.approx(expected[name]) and metrics[name] != -1
 

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from torch import nn
 
-from art_diffusion.module import CONFIG_KEY
-
+#: Checkpoint entry holding the run's resolved config (plain dicts), enough to rebuild model and data settings.
+CONFIG_KEY = "art_diffusion_config"
 #: ``_target_`` prefixes a checkpoint's config may name; anything else could be ``os.system``.
 TRUSTED_TARGETS = ("art_diffusion.",)
 
@@ -35,6 +35,10 @@ class CorruptCheckpointError(CheckpointError):
     """The file is truncated, empty or not a PyTorch checkpoint at all."""
 
 
+class WrongModelError(CheckpointError, ValueError):
+    """A checkpoint of another kind of model than the command needs (a reconstructor given to generate.py)."""
+
+
 class IncompatibleCheckpointError(CheckpointError):
     """The weights do not fit the configured model (missing, unexpected or differently shaped tensors)."""
 
@@ -47,11 +51,13 @@ def _torch_detail(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
+                    train_command: str = "python scripts/train.py") -> dict[str, Any]:
     """``torch.load(path, weights_only=True)`` with errors that say which file and why."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"Checkpoint not found: {path}. Pass ckpt_path=<run dir>/checkpoints/best.ckpt or last.ckpt.")
+        raise FileNotFoundError(f"Checkpoint not found: {path}. Pass ckpt_path=<run dir>/checkpoints/best.ckpt "
+                                f"(or last.ckpt) of a `{train_command} ...` run.")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -73,7 +79,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def stored_config(checkpoint: Mapping, path: str | Path) -> dict[str, Any]:
-    """The run's resolved config that training stored in the checkpoint (see ReconstructionModule)."""
+    """The run's resolved config that training stored in the checkpoint (see NetworkModule.on_save_checkpoint)."""
     config = checkpoint.get(CONFIG_KEY)
     if not isinstance(config, dict):
         raise CheckpointError(
@@ -124,44 +130,66 @@ def check_state_dict(model: nn.Module, state: Mapping[str, Any], path: str | Pat
     if problems:
         raise IncompatibleCheckpointError(
             f"{path} does not fit {what}: " + "; ".join(problems) + ". Was it trained with a different model "
-            "config (e.g. model.base_channels)? Use the config it was trained with."
+            "config (e.g. model.net.base_channels)? Use the config it was trained with."
         )
 
 
 def check_checkpoint_fits(module: nn.Module, path: str | Path) -> None:
     """Before resuming from ``path``: it loads safely and every tensor fits ``module`` (else a clear error)."""
-    state = load_checkpoint(path).get("state_dict")
-    if not isinstance(state, Mapping):
-        raise CorruptCheckpointError(f"{path} has no 'state_dict' entry: not a Lightning checkpoint of this project.")
-    check_state_dict(module, state, path, "the configured model")
+    check_state_dict(module, _state_dict(load_checkpoint(path), path), path, "the configured model")
 
 
-def net_state_dict(checkpoint: Mapping, path: str | Path, prefix: str = "net.") -> dict[str, torch.Tensor]:
-    """The network's weights inside a Lightning checkpoint (the module keeps the network under ``net``)."""
+def _state_dict(checkpoint: Mapping, path: str | Path) -> Mapping[str, Any]:
     state = checkpoint.get("state_dict")
     if not isinstance(state, Mapping):
         raise CorruptCheckpointError(f"{path} has no 'state_dict' entry: not a Lightning checkpoint of this project.")
-    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    return state
 
 
-def build_net(config: Mapping, origin: str, trusted: Sequence[str] = TRUSTED_TARGETS) -> nn.Module:
-    """Instantiate ``config['model']['net']`` after checking that it names only trusted classes."""
-    try:
-        net_config = config["model"]["net"]
-    except (KeyError, TypeError):
-        raise CheckpointError(f"{origin}: its stored config has no model.net to rebuild the network from.") from None
-    check_trusted_targets(net_config, origin, trusted, "model.net")
-    return instantiate(net_config)
+def _module_class(target: str, path: str | Path, expected: type | None) -> type:
+    """The class ``target`` names (already checked to be trusted), refused when it is not an ``expected``."""
+    cls = get_class(target)
+    if expected is not None and not issubclass(cls, expected):
+        raise WrongModelError(
+            f"{path} holds a {cls.__name__}, which {getattr(cls, 'TASK', 'does something else')}; this needs a model "
+            f"that {getattr(expected, 'TASK', expected.__name__)}. Train one with "
+            f"`{getattr(expected, 'TRAIN_COMMAND', 'python scripts/train.py')} ...` and pass its checkpoint."
+        )
+    return cls
+
+
+def load_module(
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    trusted: Sequence[str] = TRUSTED_TARGETS,
+    expected: type | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The trained LightningModule (eval mode, on ``device``) and its run config, from a checkpoint path alone.
+
+    The project's one checkpoint loader for inference: the module is rebuilt from the ``model`` config the
+    checkpoint stores, without its optimizer and scheduler (inference needs neither), after every ``_target_`` in
+    it is checked against ``trusted``; ``expected`` (a LightningModule class) refuses a checkpoint of another kind.
+    """
+    hint = getattr(expected, "TRAIN_COMMAND", "python scripts/train.py")
+    checkpoint = load_checkpoint(path, train_command=hint)
+    config = stored_config(checkpoint, path)
+    module_config = config.get("model")
+    if not isinstance(module_config, Mapping) or not isinstance(module_config.get("_target_"), str):
+        raise CheckpointError(f"{path}: its stored config has no model (a _target_ with its net) to rebuild from.")
+    module_config = {k: v for k, v in module_config.items() if k not in ("optimizer", "scheduler")}
+    check_trusted_targets(module_config, str(path), trusted, "model")
+    _module_class(module_config["_target_"], path, expected)
+    module = instantiate(module_config, optimizer=None, scheduler=None)
+    state = _state_dict(checkpoint, path)
+    check_state_dict(module, state, path, f"the model its config describes ({module_config['_target_']})")
+    module.load_state_dict(state)
+    module.on_load_checkpoint(checkpoint)
+    return module.to(device).eval(), config
 
 
 def load_net(
     path: str | Path, device: str | torch.device = "cpu", trusted: Sequence[str] = TRUSTED_TARGETS
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """The trained network (eval mode, on ``device``) and the run config, from a checkpoint path alone."""
-    checkpoint = load_checkpoint(path)
-    config = stored_config(checkpoint, path)
-    net = build_net(config, str(path), trusted)
-    state = net_state_dict(checkpoint, path)
-    check_state_dict(net, state, path, f"the network its config describes ({config['model']['net'].get('_target_')})")
-    net.load_state_dict(state)
-    return net.to(device).eval(), config
+    """The trained network alone (eval mode, on ``device``) and the run config: :func:`load_module`'s ``net``."""
+    module, config = load_module(path, device, trusted)
+    return module.net, config

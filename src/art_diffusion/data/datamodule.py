@@ -23,7 +23,8 @@ from art_diffusion.data import header_check, pixel_cache
 from art_diffusion.data.dataset import CachedImages, DecodedImages, collate
 from art_diffusion.data.listing import Listing, SourceFile, list_image_folder
 from art_diffusion.data.report import BadFileReport
-from art_diffusion.data.sampler import EpochShuffleSampler
+from art_diffusion.data.epoch_sampler import EpochShuffleSampler
+from art_diffusion.storage import cache_dir
 
 log = logging.getLogger(__name__)
 EXPECTED_LAYOUT = """\
@@ -102,8 +103,6 @@ class ArtDataModule(L.LightningDataModule):
     def _cache_dir(self) -> Path:
         if self.hparams.cache_dir:
             return Path(self.hparams.cache_dir).expanduser()
-        from art_diffusion.vgg_weights import cache_dir  # the project's one per-user cache directory
-
         return cache_dir()
 
     def _find_bad(self, files: list[SourceFile], roots: list[str]) -> tuple[dict[str, tuple[str, str]], str]:

@@ -13,10 +13,10 @@ import json
 import os
 from pathlib import Path
 
-from art_diffusion.data.atomic import atomic_write_text
 from art_diffusion.data.images import BadImage, check_header
 from art_diffusion.data.listing import SourceFile
 from art_diffusion.data.pool import parallel_map
+from art_diffusion.storage import atomic_write
 
 Verdict = tuple[str, str] | None  # (reason, detail) of a refused file, None for a usable header
 
@@ -62,5 +62,5 @@ def check_headers(
         verdicts[f.path] = verdict
     if cache and (todo or len(known) != len(files)):
         # Concurrent runs (DDP ranks) each write a complete file; the last rename wins.
-        atomic_write_text(cache, json.dumps({f.path: [f.size, f.mtime_ns, verdicts[f.path]] for f in files}))
+        atomic_write(cache, json.dumps({f.path: [f.size, f.mtime_ns, verdicts[f.path]] for f in files}))
     return verdicts

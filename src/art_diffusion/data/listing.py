@@ -1,4 +1,6 @@
-"""Listing an ImageFolder: names and stat() only, no file is opened, so start-up costs one directory walk."""
+"""The project's one image lister: an ImageFolder (class sub-folders) or any folder of images, by names and stat()
+only (no file is opened, so start-up costs one directory walk). Hidden entries are skipped, extensions match in any
+case."""
 
 from __future__ import annotations
 
@@ -65,3 +67,10 @@ def list_image_folder(root: str | Path) -> Listing:
         listing.files[before:] = sorted(listing.files[before:])  # by path (unique): the same order on any file system
     listing.ignored.sort()
     return listing
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Every image file under ``folder``, at any depth and whatever the layout, sorted (the same walk as above)."""
+    listing = Listing(files=[], classes=[])
+    _walk(str(folder), 0, listing)
+    return sorted(Path(f.path) for f in listing.files)

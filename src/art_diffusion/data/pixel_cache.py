@@ -20,13 +20,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import filelock
 import numpy as np
 
-from art_diffusion.data.atomic import atomic_write_text
 from art_diffusion.data.images import BadImage, load_rgb
 from art_diffusion.data.listing import SourceFile
 from art_diffusion.data.pool import parallel_map
+from art_diffusion.storage import atomic_path, atomic_write, file_lock, stale_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +87,10 @@ def _check_disk(directory: Path, needed: int) -> None:
 
 
 def _build(path: Path, files: list[SourceFile], size: int, max_pixels: int, min_size: int, workers: int) -> None:
-    for leftover in path.parent.glob(f"{path.stem}.tmp-*"):  # from a killed builder (we hold the lock)
+    for leftover in stale_temporaries(path):  # from a killed builder (we hold the lock)
         leftover.unlink(missing_ok=True)
     _check_disk(path.parent, len(files) * size * size * 3)
-    tmp = path.with_name(f"{path.stem}.tmp-{os.getpid()}.npy")
-    try:
+    with atomic_path(path) as tmp:
         pixels = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(files), 3, size, size))
         bad = {}
         jobs = [(f.path, size, max_pixels, min_size) for f in files]
@@ -103,18 +101,15 @@ def _build(path: Path, files: list[SourceFile], size: int, max_pixels: int, min_
                 pixels[row] = np.frombuffer(data, np.uint8).reshape(3, size, size)
         pixels.flush()
         del pixels
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     manifest = {"files": [f.path for f in files], "image_size": size, "bad": bad}
-    atomic_write_text(path.with_suffix(".json"), json.dumps(manifest))  # last: its presence marks the store complete
+    atomic_write(path.with_suffix(".json"), json.dumps(manifest))  # last: its presence marks the store complete
 
 
 def _remove_stale(path: Path) -> None:
     """Stores of the same slot built from an older state of the folder (open memory maps keep working on Linux)."""
     slot = path.stem.split("-")[0]
     for old in path.parent.glob(f"{slot}-*"):
-        if not old.name.startswith(path.stem) and old.suffix != ".lock" and ".tmp-" not in old.name:
+        if not old.name.startswith(path.stem) and old.suffix not in (".lock", ".tmp"):
             old.unlink(missing_ok=True)
 
 
@@ -122,7 +117,7 @@ def open_or_build(path: Path, files: list[SourceFile], size: int, max_pixels: in
                   workers: int) -> PixelStore:
     """The complete store at ``path``, built first if needed (once, whoever else asks at the same time)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with filelock.FileLock(str(path.with_suffix(".lock"))):
+    with file_lock(path.with_suffix(".lock")):
         bad = _read_manifest(path)
         if bad is not None and path.exists():
             return PixelStore(path, bad, built_s=None)

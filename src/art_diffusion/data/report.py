@@ -8,6 +8,8 @@ import logging
 from collections import Counter
 from pathlib import Path
 
+from art_diffusion.storage import atomic_write
+
 log = logging.getLogger(__name__)
 
 REPORT_NAME = "bad_files.csv"
@@ -52,5 +54,4 @@ class BadFileReport:
         writer = csv.writer(text, lineterminator="\n")
         writer.writerow(["path", "reason", "detail"])
         writer.writerows([path, reason, detail] for path, (reason, detail) in sorted(self.rows.items()))
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(text.getvalue())
+        atomic_write(self.path, text.getvalue())

@@ -1,8 +1,8 @@
-"""A denoising diffusion model beside the ConvDiffusionModel: it generates new art from noise."""
+"""Diffusion maths, no Lightning: the noise schedule and forward process, the samplers, the weight EMA."""
 
-from art_diffusion.diffusion.denoiser import ConvDenoiser
-from art_diffusion.diffusion.module import DiffusionModule
-from art_diffusion.diffusion.schedule import NoiseSchedule
+from art_diffusion.diffusion.ema import EMA
+from art_diffusion.diffusion.samplers import SAMPLERS, ddim_sample, ddim_timesteps, ddpm_sample, guided
+from art_diffusion.diffusion.schedule import NoiseSchedule, to_model_space, to_pixels
 
-__all__ = ["ConvDenoiser", "DiffusionModule", "NoiseSchedule"]
-
+__all__ = ["EMA", "SAMPLERS", "NoiseSchedule", "ddim_sample", "ddim_timesteps", "ddpm_sample", "guided",
+           "to_model_space", "to_pixels"]

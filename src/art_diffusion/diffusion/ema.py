@@ -18,7 +18,7 @@ class EMA(nn.Module):
     def __init__(self, net: nn.Module, decay: float = 0.999) -> None:
         super().__init__()
         if not 0.0 <= decay < 1.0:
-            raise ValueError(f"diffusion.ema_decay must be in [0, 1), got {decay}.")
+            raise ValueError(f"model.ema_decay must be in [0, 1), got {decay}.")
         self.decay = decay
         self.average = copy.deepcopy(net).requires_grad_(False).eval()
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))

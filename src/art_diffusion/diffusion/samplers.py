@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor
 
-from art_diffusion.diffusion.schedule import NoiseSchedule, _per_sample
+from art_diffusion.diffusion.schedule import NoiseSchedule, per_sample
 
 EpsFn = Callable[[Tensor, Tensor], Tensor]
 SAMPLERS = ("ddim", "ddpm")
@@ -34,7 +34,7 @@ def _x0_and_eps(schedule: NoiseSchedule, eps_fn: EpsFn, x: Tensor, t: Tensor, cl
     x0 = schedule.predict_x0(x, t, eps)
     if clip:  # data lives in [-1, 1]; re-derive eps so x0 and eps stay consistent with x_t
         x0 = x0.clamp(-1, 1)
-        a = _per_sample(schedule.alpha_bar[t], x)
+        a = per_sample(schedule.alpha_bar[t], x)
         eps = (x - a.sqrt() * x0) / (1 - a).sqrt()
     return x0, eps
 
@@ -66,7 +66,7 @@ def ddpm_sample(
 def ddim_timesteps(timesteps: int, steps: int) -> list[int]:
     """``steps`` evenly spaced timesteps from T - 1 down to 0 (both ends included)."""
     if not 1 <= steps <= timesteps:
-        raise ValueError(f"DDIM needs 1 <= steps <= diffusion.timesteps ({timesteps}), got steps={steps}.")
+        raise ValueError(f"DDIM needs 1 <= steps <= model.schedule.timesteps ({timesteps}), got steps={steps}.")
     return torch.linspace(timesteps - 1, 0, steps).round().long().unique_consecutive().tolist()
 
 

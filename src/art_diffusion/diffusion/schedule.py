@@ -39,9 +39,9 @@ class NoiseSchedule(nn.Module):
     def __init__(self, kind: str = "linear", timesteps: int = 1000) -> None:
         super().__init__()
         if kind not in SCHEDULES:
-            raise ValueError(f"diffusion.schedule must be one of {SCHEDULES}, got {kind!r}.")
+            raise ValueError(f"model.schedule.kind must be one of {SCHEDULES}, got {kind!r}.")
         if timesteps < 2:
-            raise ValueError(f"diffusion.timesteps must be >= 2, got {timesteps}.")
+            raise ValueError(f"model.schedule.timesteps must be >= 2, got {timesteps}.")
         self.kind = kind
         self.timesteps = timesteps
         betas = linear_betas(timesteps) if kind == "linear" else cosine_betas(timesteps)
@@ -64,15 +64,25 @@ class NoiseSchedule(nn.Module):
 
     def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
         """x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps: one jump from the data to any noise level."""
-        a = _per_sample(self.alpha_bar[t], x0)
+        a = per_sample(self.alpha_bar[t], x0)
         return a.sqrt() * x0 + (1 - a).sqrt() * noise
 
     def predict_x0(self, x_t: Tensor, t: Tensor, eps: Tensor) -> Tensor:
         """Invert q_sample given a noise estimate."""
-        a = _per_sample(self.alpha_bar[t], x_t)
+        a = per_sample(self.alpha_bar[t], x_t)
         return (x_t - (1 - a).sqrt() * eps) / a.sqrt()
 
 
-def _per_sample(values: Tensor, like: Tensor) -> Tensor:
+def to_model_space(images: Tensor) -> Tensor:
+    """[0, 1] pixels (what the datamodule gives) -> [-1, 1], where the Gaussian noise is scaled to the data."""
+    return images * 2 - 1
+
+
+def to_pixels(x: Tensor) -> Tensor:
+    """[-1, 1] model space -> [0, 1] pixels, clamped."""
+    return ((x + 1) / 2).clamp(0, 1)
+
+
+def per_sample(values: Tensor, like: Tensor) -> Tensor:
     """(B,) -> (B, 1, 1, 1) so per-sample coefficients broadcast over images."""
     return values.view(-1, *([1] * (like.dim() - 1))).to(like.dtype)

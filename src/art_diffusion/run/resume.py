@@ -11,12 +11,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
+from art_diffusion.callbacks.rebase_paths import rebase_paths
 from art_diffusion.checkpoints import load_checkpoint, stored_config
+from art_diffusion.run.run_dir import LAST_CHECKPOINT
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,6 @@ RESUME_OVERRIDABLE = (
     "data.pin_memory",
     "test",
 )
-LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 DEFAULT_OUTPUTS = "outputs"
 
 
@@ -70,32 +70,6 @@ def hydra_subdir(resume: str | None, stamp: str) -> str:
     return ".hydra" if resume in (None, "", "null") else f".hydra/resumed_{stamp}"
 
 
-def _rebase(node: Any, old: str, new: str) -> Any:
-    """Every path under the run's old location moved to its new one (a run dir copied to another machine)."""
-    if isinstance(node, dict):
-        return {_rebase(k, old, new): _rebase(v, old, new) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_rebase(v, old, new) for v in node]
-    if isinstance(node, str) and (node == old or node.startswith(old.rstrip("/") + "/")):
-        return new + node[len(old.rstrip("/")):]
-    return node
-
-
-class RebaseCheckpointPaths(L.Callback):
-    """For a run dir that was moved: points the paths in the checkpoint's callback states at the new location.
-
-    Lightning's ModelCheckpoint restores its best score and file names only when its saved ``dirpath`` equals the
-    current one; otherwise it starts afresh and writes ``best-v1.ckpt`` beside the old ``best.ckpt``.
-    """
-
-    def __init__(self, old: str, new: str) -> None:
-        self.old, self.new = old, new
-
-    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        if "callbacks" in checkpoint:
-            checkpoint["callbacks"] = _rebase(checkpoint["callbacks"], self.old, self.new)
-
-
 def _command_line_keys() -> list[str]:
     if not HydraConfig.initialized():
         return []
@@ -111,9 +85,9 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
     old_dir = stored.get("paths", {}).get("output_dir")
     if old_dir and Path(old_dir) != directory:
         log.info("Run dir moved from %s to %s: rebasing its paths", old_dir, directory)
-        stored = _rebase(stored, old_dir, str(directory))
+        stored = rebase_paths(stored, old_dir, str(directory))
         stored.setdefault("callbacks", {})["rebase_checkpoint_paths"] = {
-            "_target_": f"{__name__}.RebaseCheckpointPaths", "old": old_dir, "new": str(directory)}
+            "_target_": "art_diffusion.callbacks.RebaseCheckpointPaths", "old": old_dir, "new": str(directory)}
 
     keys = [key for key in _command_line_keys() if key not in ("resume", "ckpt_path")]
     refused = [key for key in keys if key not in RESUME_OVERRIDABLE]

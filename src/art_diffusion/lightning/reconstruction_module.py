@@ -6,9 +6,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
-from art_diffusion.network_module import CONFIG_KEY, NetworkModule
-
-__all__ = ["CONFIG_KEY", "ReconstructionModule"]
+from art_diffusion.lightning.base_module import NetworkModule
 
 
 class ReconstructionModule(NetworkModule):
@@ -16,6 +14,9 @@ class ReconstructionModule(NetworkModule):
 
     Pixels are [0, 1] everywhere here; only the loss moves to ImageNet space internally.
     """
+
+    TASK = "reconstructs images"  # what checkpoint loaders say of this kind of model
+    TRAIN_COMMAND = "python scripts/train.py"
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

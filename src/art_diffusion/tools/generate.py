@@ -1,4 +1,4 @@
-"""Rebuild a DiffusionModule from a training checkpoint and write new images as PNGs and a grid."""
+"""generate(cfg): a DiffusionModule rebuilt from its checkpoint writes new images as PNGs and a grid."""
 
 from __future__ import annotations
 
@@ -7,39 +7,15 @@ import math
 from pathlib import Path
 
 import torch
-from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
 from torchvision.utils import make_grid, save_image
 
-from art_diffusion.checkpoints import check_trusted_targets, load_checkpoint, stored_config
-from art_diffusion.diffusion.module import DiffusionModule
-from art_diffusion.inference import resolve_device
+from art_diffusion.checkpoints import load_module
+from art_diffusion.lightning import DiffusionModule
+from art_diffusion.tools.inputs import resolve_device
 
 log = logging.getLogger(__name__)
 
-
-
-def load_diffusion_module(ckpt_path: str | Path, device: torch.device | str = "cpu") -> DiffusionModule:
-    """The checkpoint's module, built from the run config it stores, with its trained (and EMA) weights."""
-    path = Path(ckpt_path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"ckpt_path={str(path)!r} is not a file. Pass a checkpoint of a model=ddpm run, e.g. "
-            "ckpt_path=outputs/<date>/<time>/checkpoints/best.ckpt"
-        )
-    checkpoint = load_checkpoint(path)  # weights_only=True, with errors naming the file
-    config = stored_config(checkpoint, path)
-    # Sampling needs no optimizer; everything else the file asks to build must be ours (never os.system & co.).
-    module_config = {k: v for k, v in config["module"].items() if k not in ("optimizer", "scheduler")}
-    check_trusted_targets(module_config, str(path), where="module")
-    target = module_config["_target_"]
-    if not issubclass(get_class(target), DiffusionModule):
-        raise ValueError(f"{path} holds a {target}, which reconstructs images rather than generating them. "
-                         "Train a generative model with `python scripts/train.py model=ddpm ...` and pass its checkpoint.")
-    module: DiffusionModule = instantiate(module_config, optimizer=None)
-    module.load_state_dict(checkpoint["state_dict"])
-    module.on_load_checkpoint(checkpoint)
-    return module.to(device).eval()
 
 
 def generate(cfg: DictConfig) -> list[Path]:
@@ -47,7 +23,7 @@ def generate(cfg: DictConfig) -> list[Path]:
     if cfg.num_images < 1 or cfg.batch_size < 1:
         raise ValueError(f"num_images and batch_size must be >= 1, got {cfg.num_images} and {cfg.batch_size}.")
     device = resolve_device(cfg.device)
-    module = load_diffusion_module(cfg.ckpt_path, device)
+    module, _ = load_module(cfg.ckpt_path, device, expected=DiffusionModule)
     label = None if cfg.class_name is None else module.class_index(cfg.class_name)
     if label is None and module.num_classes:
         log.info("Conditional model and no class_name: sampling unconditionally (classes: %s).", module.class_names)

@@ -5,40 +5,30 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from art_diffusion.diffusion.ema import EMA
-from art_diffusion.diffusion.samplers import SAMPLERS, ddim_sample, ddpm_sample, guided
-from art_diffusion.diffusion.schedule import NoiseSchedule
-from art_diffusion.loss import HybridLoss
-from art_diffusion.network_module import NetworkModule
+from art_diffusion.diffusion import EMA, SAMPLERS, NoiseSchedule, ddim_sample, ddpm_sample, guided, to_model_space, to_pixels
+from art_diffusion.lightning.base_module import NetworkModule
+from art_diffusion.losses import DiffusionLoss
 
 #: Checkpoint entry with the ImageFolder class names of a conditional model, so samplers can ask for "painting".
 CLASS_NAMES_KEY = "art_diffusion_class_names"
 
 
-def to_model_space(images: Tensor) -> Tensor:
-    """[0, 1] pixels (what the datamodule gives) -> [-1, 1], where the Gaussian noise is scaled to the data."""
-    return images * 2 - 1
-
-
-def to_pixels(x: Tensor) -> Tensor:
-    return ((x + 1) / 2).clamp(0, 1)
-
-
 class DiffusionModule(NetworkModule):
-    """DDPM training (eps-prediction MSE) with an EMA of the weights, optional class conditioning and CFG.
+    """DDPM training with an EMA of the weights, optional class conditioning and classifier-free guidance.
 
-    The loss config is the project's HybridLoss, reused: ``mse_weight`` weighs the eps MSE and
-    ``perceptual_weight`` an optional VGG16 term on the predicted x0 (its ``perceptual`` part; None when 0).
-    The EMA weights are used for validation, test and sampling, and are saved in checkpoints.
+    The objective is a :class:`DiffusionLoss` (eps MSE, optional perceptual term on the predicted x0). The EMA
+    weights are used for validation, test and sampling, and are saved in checkpoints.
     """
+
+    TASK = "generates images from noise"  # what checkpoint loaders say of this kind of model
+    TRAIN_COMMAND = "python scripts/train.py model=ddpm"
 
     def __init__(
         self,
         net: nn.Module,
-        loss: HybridLoss,
+        loss: DiffusionLoss,
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         schedule: NoiseSchedule | None = None,
@@ -55,10 +45,10 @@ class DiffusionModule(NetworkModule):
         if num_classes != getattr(net, "num_classes", None):
             raise ValueError(
                 f"The denoiser was built for num_classes={getattr(net, 'num_classes', None)} but the module for "
-                f"{num_classes}: set both from diffusion.num_classes (see conf/model/ddpm.yaml)."
+                f"{num_classes}: set both from model.num_classes (see conf/model/ddpm.yaml)."
             )
         if not 0.0 <= cond_drop_prob < 1.0:
-            raise ValueError(f"diffusion.cond_drop_prob must be in [0, 1), got {cond_drop_prob}.")
+            raise ValueError(f"model.cond_drop_prob must be in [0, 1), got {cond_drop_prob}.")
         self.ema = EMA(self.net, ema_decay)
         self.schedule = schedule or NoiseSchedule()
         self.image_size = image_size
@@ -75,8 +65,8 @@ class DiffusionModule(NetworkModule):
         if self.num_classes and classes:
             if len(classes) != self.num_classes:
                 raise ValueError(
-                    f"diffusion.num_classes={self.num_classes} but the data has {len(classes)} classes {classes}: "
-                    f"set diffusion.num_classes={len(classes)} (or null for an unconditional model)."
+                    f"model.num_classes={self.num_classes} but the data has {len(classes)} classes {classes}: "
+                    f"set model.num_classes={len(classes)} (or null for an unconditional model)."
                 )
             self.class_names = list(classes)
 
@@ -105,14 +95,9 @@ class DiffusionModule(NetworkModule):
     def _losses(self, net: nn.Module, x0: Tensor, t: Tensor, noise: Tensor, labels: Tensor | None) -> dict:
         x_t = self.schedule.q_sample(x0, t, noise)
         eps = net(x_t, t, labels)
-        parts = {"mse": F.mse_loss(eps, noise)}
-        total = self.loss.mse_weight * parts["mse"]
-        if self.loss.perceptual is not None:
-            x0_hat = to_pixels(self.schedule.predict_x0(x_t, t, eps))
-            normalize = self.loss.normalize
-            parts["perceptual"] = self.loss.perceptual(normalize(x0_hat), normalize(to_pixels(x0)))
-            total = total + self.loss.perceptual_weight * parts["perceptual"]
-        return {"loss": total, **parts}
+        if not self.loss.needs_x0:
+            return self.loss(eps, noise)
+        return self.loss(eps, noise, to_pixels(self.schedule.predict_x0(x_t, t, eps)), to_pixels(x0))
 
     def _log(self, stage: str, parts: dict, batch_size: int) -> None:
         for name, value in parts.items():
@@ -157,7 +142,7 @@ class DiffusionModule(NetworkModule):
     def class_index(self, class_name: str) -> int:
         if not self.num_classes:
             raise ValueError(f"class_name={class_name!r} given, but this model is unconditional "
-                             "(trained with diffusion.num_classes=null): drop class_name.")
+                             "(trained with model.num_classes=null): drop class_name.")
         names = self.class_names or []
         if class_name not in names:
             raise ValueError(f"Unknown class_name={class_name!r}; this model knows {names}.")

@@ -2,7 +2,7 @@
 
 FID's formula (Heusel et al. 2017) on the spatially averaged activations of one VGG16 layer instead of Inception
 pool3 features, because the Inception weights cannot be fetched offline and the VGG16 ones resolve here
-(art_diffusion.vgg_weights). The numbers are NOT FID and do not compare with published FIDs; compare FD-VGG with
+(art_diffusion.vgg). The numbers are NOT FID and do not compare with published FIDs; compare FD-VGG with
 FD-VGG, at the same image_size, input_size, layer and a similar number of images (the estimate is biased upwards
 for small sets).
 """
@@ -10,7 +10,6 @@ for small sets).
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import torch
@@ -18,7 +17,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from art_diffusion.data.images import IMAGE_EXTENSIONS, BadImage, load_rgb
-from art_diffusion.loss import ImageNetNormalize
+from art_diffusion.data.listing import list_images
+from art_diffusion.losses import ImageNetNormalize
 from art_diffusion.vgg_weights import VGG16Features
 
 log = logging.getLogger(__name__)
@@ -27,26 +27,17 @@ log = logging.getLogger(__name__)
 LAYERS = {"relu3_3": 15, "relu4_3": 22, "relu5_3": 29}
 
 
-def list_images(folder: str | Path) -> list[Path]:
-    """Every image file under ``folder`` (recursively, so flat folders and ImageFolders both work), sorted."""
+def load_images(folder: str | Path, image_size: int, max_images: int | None = None) -> Tensor:
+    """(N, 3, image_size, image_size) in [0, 1] from every image under ``folder`` (any layout: flat folders and
+    ImageFolders both work); unreadable files are skipped with a warning, never fatal."""
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"Image folder {str(root)!r} does not exist.")
-    files = sorted(
-        Path(dirpath) / name
-        for dirpath, _, names in os.walk(root, followlinks=True)
-        for name in names
-        if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
-    )
+    files = list_images(root)
     if not files:
         raise FileNotFoundError(f"No image files ({', '.join(IMAGE_EXTENSIONS)}) under {str(root)!r}.")
-    return files
-
-
-def load_images(folder: str | Path, image_size: int, max_images: int | None = None) -> Tensor:
-    """(N, 3, image_size, image_size) in [0, 1]; unreadable files are skipped with a warning, never fatal."""
     images = []
-    for path in list_images(folder):
+    for path in files:
         if max_images is not None and len(images) >= max_images:
             break
         try:
@@ -58,25 +49,21 @@ def load_images(folder: str | Path, image_size: int, max_images: int | None = No
     return torch.stack(images).float().div_(255)
 
 
-class VGGFeatures(torch.nn.Module):
-    """[0, 1] images -> (N, C) spatially averaged activations of VGG16 ``features[layer]`` at ``input_size`` px."""
-
-    def __init__(self, weights: str = "imagenet", layer: int = LAYERS["relu5_3"], input_size: int = 224) -> None:
-        super().__init__()
-        self.input_size = input_size
-        self.normalize = ImageNetNormalize()
-        self.vgg = VGG16Features.from_weights(weights, num_layers=layer + 1, return_layers=[layer])
-
-    @torch.no_grad()
-    def forward(self, images: Tensor) -> Tensor:
-        x = F.interpolate(images, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
-        return self.vgg(self.normalize(x))[0].mean(dim=(2, 3))
+def layer_extractor(weights: str = "imagenet", layer: int = LAYERS["relu5_3"]) -> VGG16Features:
+    """The project's VGG16 feature extractor, stopped at ``features[layer]``."""
+    return VGG16Features.from_weights(weights, num_layers=layer + 1, return_layers=[layer])
 
 
 @torch.no_grad()
-def features(images: Tensor, extractor: VGGFeatures, batch_size: int = 32, device: str | torch.device = "cpu") -> Tensor:
-    extractor = extractor.to(device)
-    chunks = [extractor(images[i:i + batch_size].to(device)).double().cpu() for i in range(0, len(images), batch_size)]
+def features(images: Tensor, vgg: VGG16Features, input_size: int = 224, batch_size: int = 32,
+             device: str | torch.device = "cpu") -> Tensor:
+    """[0, 1] images -> (N, C) float64: the spatially averaged activations of ``vgg``'s layer at ``input_size`` px."""
+    vgg, normalize = vgg.to(device), ImageNetNormalize().to(device)
+    chunks = []
+    for start in range(0, len(images), batch_size):
+        x = F.interpolate(images[start:start + batch_size].to(device), size=(input_size, input_size),
+                          mode="bilinear", align_corners=False)
+        chunks.append(vgg(normalize(x))[0].mean(dim=(2, 3)).double().cpu())
     return torch.cat(chunks)
 
 
@@ -114,8 +101,8 @@ def fd_vgg(
     device: str | torch.device = "cpu",
 ) -> float:
     """FD-VGG between two (N, 3, H, W) batches of [0, 1] images (each set at one size; the sizes may differ)."""
-    extractor = VGGFeatures(weights, layer, input_size)
-    return frechet_distance(*(features(x, extractor, batch_size, device) for x in (images1, images2)))
+    vgg = layer_extractor(weights, layer)
+    return frechet_distance(*(features(x, vgg, input_size, batch_size, device) for x in (images1, images2)))
 
 
 def fd_vgg_folders(

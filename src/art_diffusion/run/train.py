@@ -14,10 +14,11 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-import art_diffusion.resolvers  # noqa: F401  (registers the resolvers the configs use)
 from art_diffusion.checkpoints import check_checkpoint_fits
-from art_diffusion.hparams import log_hparams, run_hparams
-from art_diffusion.resume import resumed_config
+from art_diffusion.run.hparams import log_hparams, run_hparams
+from art_diffusion.run.resume import resumed_config
+from art_diffusion.run.run_dir import METRICS_FILE
+from art_diffusion.storage import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         L.seed_everything(cfg.seed, workers=True)
 
     datamodule: L.LightningDataModule = instantiate(cfg.data)
-    module: L.LightningModule = instantiate(cfg.module)
+    module: L.LightningModule = instantiate(cfg.model)
     module.run_config = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "hydra"}
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
     loggers = [instantiate(c) for c in cfg.get("logger", {}).values() if c is not None]
@@ -77,7 +78,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     log_hparams(trainer.loggers, run_hparams(cfg), metrics, step=trainer.global_step)
 
     if trainer.is_global_zero:
-        path = Path(cfg.paths.output_dir) / "metrics.json"
-        path.write_text(json.dumps(metrics, indent=2) + "\n")
+        path = Path(cfg.paths.output_dir) / METRICS_FILE
+        atomic_write(path, json.dumps(metrics, indent=2) + "\n")
         log.info("Metrics written to %s: %s", path, metrics)
     return metrics

@@ -19,13 +19,13 @@ from hydra.types import RunMode
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
-from art_diffusion.hydra_ddp import job_scope
-from art_diffusion.train import train
+from art_diffusion.run import resolvers  # noqa: F401  (a submitit worker resolves the job's config after unpickling this)
+from art_diffusion.run.hydra_ddp import job_scope
+from art_diffusion.run.run_dir import ERROR_FILE, JOB_FILE
+from art_diffusion.run.train import train
+from art_diffusion.storage import atomic_write
 
 log = logging.getLogger(__name__)
-
-JOB_FILE = "job.json"      # status, optimized metric and its value, wall time, error
-ERROR_FILE = "error.txt"   # the traceback of a failed job
 
 
 def optimized_value(cfg: DictConfig, metrics: dict[str, float]) -> float:
@@ -43,8 +43,7 @@ def _in_multirun() -> bool:
 
 
 def _record(output_dir: Path, **fields) -> None:
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / JOB_FILE).write_text(json.dumps(fields, indent=2) + "\n")
+    atomic_write(output_dir / JOB_FILE, json.dumps(fields, indent=2) + "\n")
 
 
 def run_job(cfg: DictConfig) -> float:
@@ -58,7 +57,7 @@ def run_job(cfg: DictConfig) -> float:
         if not (_in_multirun() and rank_zero_only.rank == 0):
             raise
         log.exception("This job failed; the sweep goes on. Error saved in %s", output_dir / ERROR_FILE)
-        (output_dir / ERROR_FILE).write_text(traceback.format_exc())
+        atomic_write(output_dir / ERROR_FILE, traceback.format_exc())
         _record(output_dir, status="failed", error=f"{type(error).__name__}: {error}",
                 optimized_metric=cfg.get("optimized_metric"), value=None, wall_time_s=time.monotonic() - start)
         return math.nan

@@ -1,4 +1,5 @@
-"""The article's hybrid loss: pixel MSE plus a perceptual MSE on frozen VGG16 features, in ImageNet space."""
+"""What both objectives share: the perceptual term (MSE between frozen VGG16 features of two ImageNet-normalised
+images) and the weighted sum ``mse_weight * an MSE + perceptual_weight * that term``."""
 
 from __future__ import annotations
 
@@ -48,41 +49,41 @@ class PerceptualLoss(nn.Module):
         if device is not None:
             self.vgg.to(device)
 
-    def forward(self, output: Tensor, target: Tensor) -> Tensor:
+    def _features(self, output: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         if self.vgg is None:
             self.build(output.device)
         with torch.no_grad():
             target_features = self.vgg(target)
-        return F.mse_loss(self.vgg(output), target_features)
+        return self.vgg(output), target_features
+
+    def forward(self, output: Tensor, target: Tensor) -> Tensor:
+        return F.mse_loss(*self._features(output, target))
+
+    def per_image(self, output: Tensor, target: Tensor) -> Tensor:
+        """The same distance for each image of the batch, shape ``(N,)`` (evaluation averages over images)."""
+        out_features, target_features = self._features(output, target)
+        return (out_features - target_features).square().flatten(1).mean(dim=1)
 
 
-class HybridLoss(nn.Module):
-    """``mse_weight * MSE(n(out), n(x)) + perceptual_weight * MSE(vgg(n(out)), vgg(n(x)))``, n = ImageNet normalisation.
+class WeightedLoss(nn.Module):
+    """Base of the objectives: ``mse_weight * <an MSE> + perceptual_weight * PerceptualLoss``.
 
-    Inputs are [0, 1] images. Comparing both sides in ImageNet space keeps the article's balance between the two
-    terms, while (unlike the article) output and target now live in the same space. With ``perceptual_weight=0``
-    the VGG is never built or run.
+    With ``perceptual_weight=0`` the VGG is never built or run. Subclasses compute their MSE and call
+    :meth:`combine`.
     """
 
-    def __init__(
-        self,
-        mse_weight: float = 1.0,
-        perceptual_weight: float = 1.0,
-        vgg_weights: str = "imagenet",
-        vgg_layers: int = 16,
-    ) -> None:
+    def __init__(self, mse_weight: float, perceptual_weight: float, vgg_weights: str, vgg_layers: int) -> None:
         super().__init__()
         self.mse_weight = mse_weight
         self.perceptual_weight = perceptual_weight
         self.normalize = ImageNetNormalize()
         self.perceptual = PerceptualLoss(vgg_weights, vgg_layers) if perceptual_weight > 0 else None
 
-    def forward(self, output: Tensor, target: Tensor) -> dict[str, Tensor]:
-        """Returns ``{"loss", "mse"[, "perceptual"]}``: the weighted total and each unweighted part."""
-        out_n, target_n = self.normalize(output), self.normalize(target)
-        parts = {"mse": F.mse_loss(out_n, target_n)}
-        total = self.mse_weight * parts["mse"]
+    def combine(self, mse: Tensor, output_n: Tensor | None, target_n: Tensor | None) -> dict[str, Tensor]:
+        """``{"loss", "mse"[, "perceptual"]}``: the weighted total and each unweighted part; images normalised."""
+        parts = {"mse": mse}
+        total = self.mse_weight * mse
         if self.perceptual is not None:
-            parts["perceptual"] = self.perceptual(out_n, target_n)
+            parts["perceptual"] = self.perceptual(output_n, target_n)
             total = total + self.perceptual_weight * parts["perceptual"]
         return {"loss": total, **parts}

@@ -1,4 +1,4 @@
-"""NetworkModule: what every LightningModule that train() builds shares, whatever it trains the network to do."""
+"""NetworkModule: the base every LightningModule of the project shares, whatever it trains the network to do."""
 
 from __future__ import annotations
 
@@ -8,10 +8,8 @@ import lightning as L
 import torch
 from torch import nn
 
-from art_diffusion.loss import HybridLoss
-
-#: Checkpoint entry holding the run's resolved config (plain dicts), enough to rebuild model and data settings.
-CONFIG_KEY = "art_diffusion_config"
+from art_diffusion.checkpoints import CONFIG_KEY
+from art_diffusion.losses import WeightedLoss
 
 
 class NetworkModule(L.LightningModule):
@@ -26,7 +24,7 @@ class NetworkModule(L.LightningModule):
     def __init__(
         self,
         net: nn.Module,
-        loss: HybridLoss,
+        loss: WeightedLoss,
         optimizer: Callable[..., torch.optim.Optimizer] | None,
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         channels_last: bool = False,

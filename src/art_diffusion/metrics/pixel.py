@@ -1,4 +1,4 @@
-"""Per-image reconstruction metrics on [0, 1] images: MSE, PSNR, SSIM, the loss's VGG distance, LPIPS.
+"""Per-image reconstruction metrics on [0, 1] images: MSE, PSNR, SSIM.
 
 Every function returns one value per image (shape ``(N,)``), so a dataset's score is the mean over its images
 whatever the batch sizes were.
@@ -11,8 +11,6 @@ import math
 import torch
 from torch import Tensor
 from torchmetrics.functional.image import structural_similarity_index_measure
-
-from art_diffusion.loss import ImageNetNormalize, PerceptualLoss
 
 SSIM_KERNEL = 11  # torchmetrics' default Gaussian window; smaller images have no SSIM
 
@@ -35,17 +33,3 @@ def ssim(reconstructions: Tensor, images: Tensor) -> Tensor:
 def pixel_metrics(reconstructions: Tensor, images: Tensor) -> dict[str, Tensor]:
     return {"psnr": psnr(reconstructions, images), "ssim": ssim(reconstructions, images)}
 
-
-class PerceptualDistance(torch.nn.Module):
-    """The perceptual term of the training loss, per image: MSE of VGG16 ``features[:vgg_layers]`` in ImageNet space."""
-
-    def __init__(self, vgg_weights: str = "imagenet", vgg_layers: int = 16) -> None:
-        super().__init__()
-        self.normalize = ImageNetNormalize()
-        self.perceptual = PerceptualLoss(vgg_weights, vgg_layers)
-        self.perceptual.build()
-
-    @torch.no_grad()
-    def forward(self, reconstructions: Tensor, images: Tensor) -> Tensor:
-        vgg = self.perceptual.vgg
-        return mse(vgg(self.normalize(reconstructions)), vgg(self.normalize(images)))

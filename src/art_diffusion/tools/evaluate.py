@@ -4,7 +4,7 @@ Reconstruction checkpoints: per-image means over the evaluated images, at the tr
 ``mse`` and ``psnr`` on [0, 1] pixels, ``ssim``, ``perceptual`` (the loss's VGG16 feature MSE, with the
 checkpoint's ``loss.vgg_weights`` and ``loss.vgg_layers``) and ``lpips`` (VGG variant, lower is better).
 Generative checkpoints (``model=ddpm``): ``fd_vgg``, the Frechet distance in VGG16 feature space between images
-they generate and real ones (not FID: see art_diffusion.fd_vgg).
+they generate and real ones (not FID: see art_diffusion.metrics.fd_vgg).
 """
 
 from __future__ import annotations
@@ -20,11 +20,16 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor, nn
 
-from art_diffusion.checkpoints import check_trusted_targets, load_checkpoint, load_net, stored_config
+from art_diffusion.checkpoints import check_trusted_targets, load_module
 from art_diffusion.data.images import BadImage
-from art_diffusion.inference import Reconstructor, find_inputs, resolve_device
-from art_diffusion.lpips import LPIPS
-from art_diffusion.metrics import PerceptualDistance, mse, psnr, ssim
+from art_diffusion.lightning import DiffusionModule
+from art_diffusion.losses import ImageNetNormalize, PerceptualLoss
+from art_diffusion.metrics.fd_vgg import fd_vgg, load_images
+from art_diffusion.metrics.lpips import LPIPS
+from art_diffusion.metrics.pixel import mse, psnr, ssim
+from art_diffusion.storage import atomic_write
+from art_diffusion.tools.inputs import find_inputs, resolve_device
+from art_diffusion.tools.reconstruct import Reconstructor
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +80,9 @@ class Scorer(nn.Module):
 
     def __init__(self, vgg_weights: str, vgg_layers: int, lpips_weights: str | None) -> None:
         super().__init__()
-        self.perceptual = PerceptualDistance(vgg_weights, vgg_layers)
+        self.normalize = ImageNetNormalize()
+        self.perceptual = PerceptualLoss(vgg_weights, vgg_layers)
+        self.perceptual.build()
         self.lpips = LPIPS(lpips_weights) if lpips_weights else None
 
     @torch.no_grad()
@@ -84,24 +91,16 @@ class Scorer(nn.Module):
             "mse": mse(reconstructions, images),
             "psnr": psnr(reconstructions, images),
             "ssim": ssim(reconstructions, images),
-            "perceptual": self.perceptual(reconstructions, images),
+            "perceptual": self.perceptual.per_image(self.normalize(reconstructions), self.normalize(images)),
         }
         if self.lpips is not None:
             scores["lpips"] = self.lpips(reconstructions, images)
         return {name: value.float().cpu() for name, value in scores.items()}
 
 
-def _is_generative(run_config: Mapping) -> bool:
-    return run_config.get("module", {}).get("_target_", "").startswith("art_diffusion.diffusion.")
-
-
-def evaluate_generator(ckpt_path: str, run_config: Mapping, cfg: DictConfig, device: torch.device) -> dict:
+def evaluate_generator(module: DiffusionModule, run_config: Mapping, cfg: DictConfig, device: torch.device) -> dict:
     """FD-VGG between ``generative.num_images`` generated images and as many real ones, at the model's size."""
-    from art_diffusion.diffusion.generate import load_diffusion_module
-    from art_diffusion.fd_vgg import fd_vgg, load_images
-
     g = cfg.generative
-    module = load_diffusion_module(ckpt_path, device)
     generator = torch.Generator().manual_seed(g.seed)
     fake = torch.cat([
         module.sample(min(g.batch_size, g.num_images - start), sampler=g.sampler, steps=g.steps,
@@ -116,14 +115,13 @@ def evaluate_generator(ckpt_path: str, run_config: Mapping, cfg: DictConfig, dev
 
 
 def evaluate_checkpoint(ckpt_path: str, cfg: DictConfig, device: torch.device) -> dict[str, float]:
-    run_config = stored_config(load_checkpoint(ckpt_path), ckpt_path)
-    if _is_generative(run_config):
-        return evaluate_generator(ckpt_path, run_config, cfg, device)
-    net, run_config = load_net(ckpt_path, device, cfg.trusted_targets)
+    module, run_config = load_module(ckpt_path, device, cfg.trusted_targets)
+    if isinstance(module, DiffusionModule):
+        return evaluate_generator(module, run_config, cfg, device)
     loss = run_config.get("loss", {})
     scorer = Scorer(loss.get("vgg_weights", "imagenet"), loss.get("vgg_layers", 16),
                     cfg.lpips.vgg_weights if cfg.lpips.enabled else None).to(device)
-    reconstructor = Reconstructor(net, run_config["data"]["image_size"], "train", device=device)
+    reconstructor = Reconstructor(module.net, run_config["data"]["image_size"], "train", device=device)
     skipped: list[str] = []
     if cfg.data.root:
         batches = _folder_batches(reconstructor, cfg.data.root, cfg.data.batch_size, skipped)
@@ -177,10 +175,8 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     data = cfg.data.root or "the test split stored in each checkpoint's config"
     report = {"data": str(data), "lpips_backbone": cfg.lpips.vgg_weights if cfg.lpips.enabled else None,
               "checkpoints": results}
-    (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write(out / "metrics.json", json.dumps(report, indent=2) + "\n")
     print(f"Evaluated on {data}\n" + format_table(results))
     log.info("Metrics written to %s", out / "metrics.json")
     return results
 
-
-OmegaConf.register_new_resolver("evaluation_dir", default_output_dir, replace=True)  # conf/evaluate.yaml's default

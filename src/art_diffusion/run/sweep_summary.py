@@ -1,13 +1,14 @@
 """SweepSummary: when a Hydra multirun ends, one table of all its jobs in the sweep dir (csv, markdown, a plot).
 
 Each job dir of the sweep holds ``.hydra/overrides.yaml`` (what the job changed), ``metrics.json`` (written by
-train()) and ``job.json`` (status, wall time, error; written by art_diffusion.job). Jobs that share the sweep dir
+train()) and ``job.json`` (status, wall time, error; written by art_diffusion.run.job). Jobs that share the sweep dir
 from earlier invocations (a resumed Optuna study) are included too.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
@@ -17,12 +18,10 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from art_diffusion.job import JOB_FILE
+from art_diffusion.run.run_dir import JOB_FILE, METRICS_FILE, OVERRIDES_FILE
+from art_diffusion.storage import atomic_write
 
 log = logging.getLogger(__name__)
-
-OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
-METRICS_FILE = "metrics.json"
 
 
 def _job_dirs(sweep_dir: Path) -> list[Path]:
@@ -133,12 +132,13 @@ class SweepSummary(Callback):
         if not rows:
             log.warning("No sweep summary: no job dirs in %s.", sweep_dir)
             return
-        with (sweep_dir / "summary.csv").open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write(sweep_dir / "summary.csv", text.getvalue())
         table = markdown(rows)
-        (sweep_dir / "summary.md").write_text(table)
+        atomic_write(sweep_dir / "summary.md", table)
         print(f"\nSweep summary ({sweep_dir}):\n\n{table}")
         if len(keys) == 1 and self.plot_metric:
             try:

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from art_diffusion.model import check_input_size
+from art_diffusion.nets.conv_diffusion import check_input_size
 
 #: Upper bound of GroupNorm groups; narrower layers use fewer (every group needs a whole number of channels).
 MAX_NORM_GROUPS = 8

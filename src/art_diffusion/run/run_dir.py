@@ -1,0 +1,10 @@
+"""The files of a run directory, by name: one place, so a reader (the sweep summary, resume) need not import the
+code that writes them (training)."""
+
+from pathlib import Path
+
+METRICS_FILE = "metrics.json"                        # final val/* and test/* metrics, written by train()
+JOB_FILE = "job.json"                                # a job's status, optimized metric and its value, wall time, error
+ERROR_FILE = "error.txt"                             # the traceback of a failed sweep job
+OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"   # what the job changed on the command line (Hydra writes it)
+LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"  # the newest state, where resume=RUN_DIR continues from

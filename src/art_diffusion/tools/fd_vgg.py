@@ -1,0 +1,28 @@
+"""fd_vgg(cfg): FD-VGG between a folder of real images and a folder of generated ones, printed and saved as JSON."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from omegaconf import DictConfig
+
+from art_diffusion.metrics.fd_vgg import fd_vgg_folders
+from art_diffusion.storage import atomic_write
+from art_diffusion.tools.inputs import resolve_device
+
+log = logging.getLogger(__name__)
+
+
+def fd_vgg(cfg: DictConfig) -> dict:
+    """The FD-VGG of ``cfg.fake_dir`` against ``cfg.real_dir`` with the settings it was computed at."""
+    result = fd_vgg_folders(cfg.real_dir, cfg.fake_dir, image_size=cfg.image_size, max_images=cfg.max_images,
+                            weights=cfg.vgg_weights, layer=cfg.layer, input_size=cfg.input_size,
+                            batch_size=cfg.batch_size, device=resolve_device(cfg.device))
+    result |= {k: cfg[k] for k in ("image_size", "input_size", "layer", "vgg_weights")}
+    log.info("FD-VGG %.4f (%d real images from %s, %d generated from %s)", result["fd_vgg"], result["num_real"],
+             cfg.real_dir, result["num_fake"], cfg.fake_dir)
+    if cfg.output_json:
+        atomic_write(cfg.output_json, json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result))
+    return result
