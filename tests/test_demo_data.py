@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from art_diffusion.data.demo import DEMO_CLASSES, generate_demo_dataset
+from art_diffusion.data.demo import DEMO_CLASSES, write_demo_dataset
 
 N, SIZE = 3, 64
 
@@ -25,7 +25,7 @@ def _snapshot(root):
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo") / "data"
-    assert generate_demo_dataset(root, images_per_class=N, image_size=SIZE, seed=0) == root
+    assert write_demo_dataset(root, images_per_class=N, image_size=SIZE, seed=0) == root
     return root
 
 
@@ -70,15 +70,15 @@ def test_classes_are_visually_distinct(demo):
 
 def test_second_call_does_not_rewrite(demo):
     before = _snapshot(demo)
-    assert generate_demo_dataset(demo, images_per_class=N, image_size=SIZE, seed=0) == demo
+    assert write_demo_dataset(demo, images_per_class=N, image_size=SIZE, seed=0) == demo
     assert _snapshot(demo) == before
 
 
 def test_deterministic_and_seed_dependent(demo, tmp_path):
-    again = generate_demo_dataset(tmp_path / "again", images_per_class=N, image_size=SIZE, seed=0)
+    again = write_demo_dataset(tmp_path / "again", images_per_class=N, image_size=SIZE, seed=0)
     assert {k: v[1] for k, v in _snapshot(again).items()} == {k: v[1] for k, v in _snapshot(demo).items()}
 
-    other = generate_demo_dataset(tmp_path / "other", images_per_class=N, image_size=SIZE, seed=1)
+    other = write_demo_dataset(tmp_path / "other", images_per_class=N, image_size=SIZE, seed=1)
     for name in DEMO_CLASSES:
         a = np.asarray(Image.open(demo / name / f"{name}_0000.jpg"), np.float32)
         b = np.asarray(Image.open(other / name / f"{name}_0000.jpg"), np.float32)
@@ -86,8 +86,8 @@ def test_deterministic_and_seed_dependent(demo, tmp_path):
 
 
 def test_changed_parameters_regenerate(tmp_path):
-    root = generate_demo_dataset(tmp_path / "d", images_per_class=2, image_size=32, seed=0)
-    root = generate_demo_dataset(root, images_per_class=1, image_size=40, seed=0)
+    root = write_demo_dataset(tmp_path / "d", images_per_class=2, image_size=32, seed=0)
+    root = write_demo_dataset(root, images_per_class=1, image_size=40, seed=0)
     for name in DEMO_CLASSES:
         files = list((root / name).iterdir())
         assert len(files) == 1 and Image.open(files[0]).size == (40, 40)
@@ -95,25 +95,25 @@ def test_changed_parameters_regenerate(tmp_path):
 
 
 def test_interrupted_run_is_regenerated(tmp_path):
-    root = generate_demo_dataset(tmp_path / "d", images_per_class=2, image_size=32, seed=0)
+    root = write_demo_dataset(tmp_path / "d", images_per_class=2, image_size=32, seed=0)
     reference = {k: v[1] for k, v in _snapshot(root).items()}
     # Simulate a crash half-way: marker missing, one file gone, one truncated.
     (root / ".complete").unlink()
     (root / DEMO_CLASSES[0] / f"{DEMO_CLASSES[0]}_0001.jpg").unlink()
     (root / DEMO_CLASSES[1] / f"{DEMO_CLASSES[1]}_0000.jpg").write_bytes(b"")
-    generate_demo_dataset(root, images_per_class=2, image_size=32, seed=0)
+    write_demo_dataset(root, images_per_class=2, image_size=32, seed=0)
     assert {k: v[1] for k, v in _snapshot(root).items()} == reference
 
 
 def test_empty_existing_root_is_filled_but_foreign_root_is_refused(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    generate_demo_dataset(empty, images_per_class=1, image_size=32)
+    write_demo_dataset(empty, images_per_class=1, image_size=32)
     assert (empty / ".complete").is_file()
 
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
     with pytest.raises(FileExistsError):
-        generate_demo_dataset(foreign, images_per_class=1, image_size=32)
+        write_demo_dataset(foreign, images_per_class=1, image_size=32)
     assert (foreign / "notes.txt").read_text() == "keep me"

@@ -249,9 +249,9 @@ class DemoDataModule(ArtDataModule):
         super().__init__(root, **kwargs)
 
     def prepare_data(self) -> None:
-        from art_diffusion.data.demo import generate_demo_dataset
+        from art_diffusion.data.demo import write_demo_dataset
 
-        generate_demo_dataset(
+        write_demo_dataset(
             self.hparams.root, self.hparams.images_per_class, self.hparams.source_size, seed=self.hparams.seed
         )
 

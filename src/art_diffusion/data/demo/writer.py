@@ -1,0 +1,94 @@
+"""Writing the demo dataset once: ``write_demo_dataset(root)`` builds ``root/<class>/<class>_0000.jpg`` ...
+
+* Written once: a marker ``root/.complete`` holding the parameters as JSON is part of the finished dataset.
+  If it matches, the call returns immediately without touching anything.
+* Crash / concurrency safe: the dataset is built in a temporary directory beside ``root`` (marker written last,
+  atomically) and moved into place with a single ``os.rename``; callers (e.g. DDP ranks) are serialised with
+  :func:`art_diffusion.storage.file_lock` on a lock file beside ``root``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from art_diffusion import storage
+from art_diffusion.data.demo.painters import (
+    DEMO_CLASSES,
+    DEMO_VERSION,
+    render_demo_image,
+)
+
+_MARKER = ".complete"
+_JPEG_QUALITY = 92
+
+
+def _params(images_per_class: int, image_size: int, seed: int) -> dict:
+    return {"images_per_class": images_per_class, "image_size": image_size, "seed": seed,
+            "version": DEMO_VERSION, "classes": list(DEMO_CLASSES)}
+
+
+def _is_complete(root: Path, params: dict) -> bool:
+    try:
+        return json.loads((root / _MARKER).read_text()) == params
+    except (OSError, ValueError):
+        return False
+
+
+def _looks_like_demo(root: Path) -> bool:
+    """True if ``root`` only holds demo-dataset entries, so it is safe to replace."""
+    allowed = set(DEMO_CLASSES) | {_MARKER}
+    try:
+        return all(p.name in allowed for p in root.iterdir())
+    except NotADirectoryError:
+        return False
+
+
+def _write_dataset(dst: Path, params: dict) -> None:
+    n, size, seed = params["images_per_class"], params["image_size"], params["seed"]
+    for name in DEMO_CLASSES:
+        (dst / name).mkdir()
+        for i in range(n):
+            render_demo_image(name, i, size, seed).save(
+                dst / name / f"{name}_{i:04d}.jpg", quality=_JPEG_QUALITY, subsampling=0)
+    storage.atomic_write(dst / _MARKER, json.dumps(params, sort_keys=True))  # marker last
+
+
+def write_demo_dataset(root, images_per_class: int = 48, image_size: int = 128, seed: int = 0) -> Path:
+    """Create (once) the procedural demo ImageFolder at ``root`` and return ``root``.
+
+    Layout: ``root/<class>/<class>_<i:04d>.jpg`` for every class in :data:`DEMO_CLASSES`.
+    Returns immediately if ``root/.complete`` records the same parameters.  Otherwise the
+    dataset is (re)built in a temporary directory beside ``root`` and renamed into place, so an
+    interrupted run never leaves a dataset that looks complete.  An existing ``root`` is only
+    replaced if it contains nothing but demo-dataset entries; otherwise ``FileExistsError``.
+    """
+    root = Path(root).expanduser()
+    images_per_class, image_size, seed = int(images_per_class), int(image_size), int(seed)
+    if images_per_class < 1 or image_size < 16 or seed < 0:
+        raise ValueError("need images_per_class >= 1, image_size >= 16 and seed >= 0")
+    params = _params(images_per_class, image_size, seed)
+    if _is_complete(root, params):
+        return root
+
+    parent = root.absolute().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    with storage.file_lock(parent / f".{root.name}.lock"):
+        if _is_complete(root, params):  # another process finished while we waited
+            return root
+        if root.exists() and not _looks_like_demo(root):
+            raise FileExistsError(f"{root} exists and does not look like a demo dataset; refusing to replace it")
+        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=parent))
+        try:
+            _write_dataset(tmp, params)
+            if root.exists():  # stale / partial / other parameters: move aside, then swap
+                old = Path(tempfile.mkdtemp(prefix=f".{root.name}.old-", dir=parent))
+                os.rename(root, old / "data")
+                shutil.rmtree(old, ignore_errors=True)
+            os.rename(tmp, root)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return root
