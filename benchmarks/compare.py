@@ -58,7 +58,7 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def vgg_state():
-    from art_diffusion.vgg_weights import load_vgg16_state
+    from art_diffusion.vgg import load_vgg16_state
 
     return load_vgg16_state("imagenet", 16)
 
@@ -116,7 +116,7 @@ def run_article(args) -> dict:
             trainer.end_epoch()
     result = {"startup_s": startup, "stamps": stamps, "peak_mb": peak_memory_mb(device)}
     if args.eval_root:
-        from art_diffusion.losses import ImageNetNormalize
+        from art_diffusion.vgg import ImageNetNormalize
 
         normalize = ImageNetNormalize().to(device)
         trainer.model.eval()
@@ -167,7 +167,7 @@ def run_project(args, extra: list[str]) -> dict:
     datamodule.prepare_data()
     datamodule.setup("fit")
     startup = time.perf_counter() - t0
-    module = instantiate(cfg.module)
+    module = instantiate(cfg.model)
     timer = StepTimer()
     with tempfile.TemporaryDirectory() as logdir:
         trainer = L.Trainer(
@@ -193,7 +193,7 @@ def run_profile(args, extra: list[str]) -> dict:
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    module = instantiate(cfg.module)
+    module = instantiate(cfg.model)
     module.setup("fit")
     optimizer = module.configure_optimizers()["optimizer"]
     channels_last = cfg.model.get("channels_last", False)

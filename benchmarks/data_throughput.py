@@ -74,8 +74,8 @@ def machine() -> str:
                platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
-    return (f"{cpu}, {cores} cores (load average {load}), Python {platform.python_version()}, torch {torch.__version__},"
-            f" torchvision {torchvision.__version__}, Pillow {PIL.__version__}")
+    return (f"{cpu}, {cores} cores (load average {load}), Python {platform.python_version()}, "
+            f"torch {torch.__version__}, torchvision {torchvision.__version__}, Pillow {PIL.__version__}")
 
 
 def drop_page_cache() -> None:
@@ -99,7 +99,8 @@ def cold_startup(args) -> None:
             times["article"].append(timed(lambda: article_setup(args.root, args.image_size))[1])
             for name, cache in (("uncached", False), ("cached", True)):
                 drop_page_cache()
-                times[name].append(timed(lambda: ours_setup(args.root, args.image_size, cache, tmp, args.batch_size))[1])
+                setup = timed(lambda: ours_setup(args.root, args.image_size, cache, tmp, args.batch_size))
+                times[name].append(setup[1])
             print(f"pass {p + 1}/{args.passes} done", flush=True)
     med = {k: statistics.median(v) for k, v in times.items()}
     print(f"\nroot={Path(args.root).resolve()}  passes={args.passes} (medians), page cache dropped before each start")

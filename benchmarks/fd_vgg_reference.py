@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from art_diffusion.metrics.fd_vgg import LAYERS, VGGFeatures, features, frechet_distance, load_images
+from art_diffusion.metrics.fd_vgg import LAYERS, features, frechet_distance, layer_extractor, load_images
 
 
 def main() -> None:
@@ -28,17 +28,21 @@ def main() -> None:
     args = parser.parse_args()
 
     start = time.time()
-    extractor = VGGFeatures(args.weights, args.layer, args.input_size)
-    real = features(load_images(args.real_dir, args.image_size), extractor)
+    vgg = layer_extractor(args.weights, args.layer)
+
+    def embed(images: torch.Tensor) -> torch.Tensor:
+        return features(images, vgg, args.input_size)
+
+    real = embed(load_images(args.real_dir, args.image_size))
     shuffled = real[torch.randperm(len(real), generator=torch.Generator().manual_seed(0))]
     noise_images = torch.rand(args.num_noise, 3, args.image_size, args.image_size,
                               generator=torch.Generator().manual_seed(0))
     rows = [
         ("real half vs other real half", len(real) // 2, frechet_distance(shuffled[::2], shuffled[1::2])),
-        ("uniform noise", args.num_noise, frechet_distance(real, features(noise_images, extractor))),
+        ("uniform noise", args.num_noise, frechet_distance(real, embed(noise_images))),
     ]
     for folder in args.fake:
-        fake = features(load_images(folder, args.image_size), extractor)
+        fake = embed(load_images(folder, args.image_size))
         rows.append((folder, len(fake), frechet_distance(real, fake)))
 
     print(f"FD-VGG vs {args.real_dir} ({len(real)} images), image_size={args.image_size}, "

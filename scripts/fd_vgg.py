@@ -1,6 +1,7 @@
 """FD-VGG between real and generated images (Fréchet distance in VGG16 ImageNet feature space; not FID). Example:
 
-    python scripts/fd_vgg.py real_dir=../shared/data/art-dev fake_dir=outputs/generate/<date>/<time>/images image_size=32
+    python scripts/fd_vgg.py real_dir=../shared/data/art-dev image_size=32 \
+        fake_dir=outputs/generate/<date>/<time>/images
 """
 
 import hydra

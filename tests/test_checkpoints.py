@@ -14,13 +14,13 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from art_diffusion.checkpoints import (
+    CONFIG_KEY,
     CorruptCheckpointError,
     IncompatibleCheckpointError,
     UnsafeCheckpointError,
     load_checkpoint,
     load_net,
 )
-from art_diffusion.checkpoints import CONFIG_KEY
 from art_diffusion.run.train import train
 from tests.conftest import REPO, TINY, compose_train_cfg
 
@@ -88,14 +88,15 @@ def test_checkpoint_of_another_model_names_the_mismatching_keys(tiny_run, tmp_pa
     checkpoint["state_dict"]["net.extra"] = torch.zeros(1)
     edited = tmp_path / "edited.ckpt"
     torch.save(checkpoint, edited)
-    with pytest.raises(IncompatibleCheckpointError, match=r"missing keys \['dec3.0.bias'\]; unexpected keys \['extra'\]"):
+    mismatch = r"missing keys \['dec3.0.bias'\]; unexpected keys \['extra'\]"
+    with pytest.raises(IncompatibleCheckpointError, match=mismatch):
         load_net(edited)
 
 
 def test_checkpoints_are_plain_data_with_config_and_rng_state(tiny_run):
     for path in (tiny_run / "checkpoints").iterdir():
         checkpoint = torch.load(path, weights_only=True)
-        assert checkpoint[CONFIG_KEY]["model"]["base_channels"] == 4
+        assert checkpoint[CONFIG_KEY]["model"]["net"]["base_channels"] == 4
         assert set(checkpoint["callbacks"]["RNGStateCheckpoint"]) >= {"python", "numpy", "torch"}
 
 

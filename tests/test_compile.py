@@ -14,8 +14,8 @@ FEW_STEPS = ["trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer
 
 def test_channels_last_converts_the_network_and_keeps_its_outputs(compose_cfg):
     torch.manual_seed(0)
-    plain = instantiate(compose_cfg().module).eval()
-    nhwc = instantiate(compose_cfg("model.channels_last=true").module).eval()
+    plain = instantiate(compose_cfg().model).eval()
+    nhwc = instantiate(compose_cfg("model.channels_last=true").model).eval()
     nhwc.net.load_state_dict(plain.net.state_dict())
     assert nhwc.net.enc1[0].weight.is_contiguous(memory_format=torch.channels_last)
     assert not plain.net.enc1[0].weight.is_contiguous(memory_format=torch.channels_last)

@@ -25,8 +25,8 @@ def _image_folder(root, per_class=6, classes=("drawings", "painting")):
 
 
 def _dm(root, tmp_path, **kwargs) -> ArtDataModule:
-    defaults = dict(image_size=32, batch_size=4, num_workers=0, cache_dir=str(tmp_path / "cache"),
-                    report_dir=str(tmp_path / "run"))
+    defaults = {"image_size": 32, "batch_size": 4, "num_workers": 0, "cache_dir": str(tmp_path / "cache"),
+                "report_dir": str(tmp_path / "run")}
     return ArtDataModule(str(root), **{**defaults, **kwargs})
 
 
@@ -146,7 +146,8 @@ def test_pixel_cache_is_reused_when_nothing_changed_and_rebuilt_when_a_file_did(
     assert rebuilt.store.path != first.store.path and rebuilt.store.built_s is not None
     assert not first.store.path.exists()  # the stale store of the same folder is removed
     expected = load_rgb(changed, 32, max_pixels=50_000_000, min_size=32)
-    assert np.array_equal(np.load(rebuilt.store.path)[0], expected.transpose(2, 0, 1))  # row 0: drawings/0.jpg, the new content
+    # row 0: drawings/0.jpg, the new content
+    assert np.array_equal(np.load(rebuilt.store.path)[0], expected.transpose(2, 0, 1))
 
     other_size = _dm(root, tmp_path, cache=True, image_size=40)
     other_size.setup()

@@ -7,9 +7,9 @@ import torch.nn.functional as F
 
 from art_diffusion.data.demo import render_demo_image
 from art_diffusion.diffusion import NoiseSchedule
-from art_diffusion.nets import ConvDenoiser
 from art_diffusion.diffusion.ema import EMA
 from art_diffusion.diffusion.samplers import ddim_sample, ddim_timesteps, ddpm_sample, guided
+from art_diffusion.nets import ConvDenoiser
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny convolutions: see conftest
 

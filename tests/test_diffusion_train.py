@@ -6,9 +6,9 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from art_diffusion.checkpoints import CONFIG_KEY
 from art_diffusion.lightning import DiffusionModule
 from art_diffusion.lightning.diffusion_module import CLASS_NAMES_KEY
-from art_diffusion.checkpoints import CONFIG_KEY
 from art_diffusion.run.train import train
 
 pytestmark = [
@@ -68,7 +68,7 @@ def test_conditional_ddpm_checks_the_class_count_and_stores_class_names(compose_
 def test_sample_shapes_range_and_seed(compose_cfg):
     from hydra.utils import instantiate
 
-    module: DiffusionModule = instantiate(compose_cfg(*DDPM).module)
+    module: DiffusionModule = instantiate(compose_cfg(*DDPM).model)
     images = module.sample(3, sampler="ddim", steps=4, generator=torch.Generator().manual_seed(0))
     assert images.shape == (3, 3, 32, 32) and images.min() >= 0 and images.max() <= 1
     with pytest.raises(ValueError, match="sampler"):

@@ -75,8 +75,8 @@ def test_load_images_resizes_and_reports_empty_folders(folders, tmp_path):
 def test_fd_vgg_cli_prints_and_writes_json(folders, tmp_path):
     out = tmp_path / "fd.json"
     cmd = [sys.executable, str(REPO / "scripts" / "fd_vgg.py"), f"real_dir={folders / 'a'}",
-           f"fake_dir={folders / 'noise'}", "image_size=32", "vgg_weights=random", "layer=22", "input_size=32", "max_images=8",
-           "device=cpu", f"output_json={out}"]
+           f"fake_dir={folders / 'noise'}", "image_size=32", "vgg_weights=random", "layer=22", "input_size=32",
+           "max_images=8", "device=cpu", f"output_json={out}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -10,8 +10,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
-from art_diffusion.tools.generate import generate
 from art_diffusion.run.train import train
+from art_diffusion.tools.generate import generate
 from tests.conftest import CONF_DIR, REPO
 
 pytestmark = [

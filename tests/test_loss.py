@@ -2,9 +2,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from art_diffusion.losses import IMAGENET_MEAN, IMAGENET_STD, HybridLoss
+from art_diffusion.losses import HybridLoss
 from art_diffusion.nets import ConvDiffusionModel
-from art_diffusion.vgg_weights import VGG16Features, load_vgg16_state
+from art_diffusion.vgg import IMAGENET_MEAN, IMAGENET_STD, VGG16Features, load_vgg16_state
 
 
 def _normalise(x):

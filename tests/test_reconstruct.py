@@ -15,10 +15,9 @@ from PIL import Image
 
 from art_diffusion.checkpoints import load_net
 from art_diffusion.data.images import load_rgb
-from art_diffusion.tools.inputs import find_inputs
-from art_diffusion.tools.reconstruct import Reconstructor, pad_to_multiple
 from art_diffusion.metrics.pixel import psnr
-from art_diffusion.tools.reconstruct import reconstruct
+from art_diffusion.tools.inputs import find_inputs
+from art_diffusion.tools.reconstruct import Reconstructor, pad_to_multiple, reconstruct
 from tests.conftest import CONF_DIR, REPO
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*random.*")
@@ -45,8 +44,9 @@ def test_cli_native_size_reconstructs_full_resolution(tiny_run, tmp_path):
     sizes = _write_inputs(inputs)
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     result = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "reconstruct.py"), f"ckpt_path={tiny_run / 'checkpoints' / 'best.ckpt'}",
-         f"input={inputs}", f"output_dir={out}", "size=native", "device=cpu"],
+        [sys.executable, str(REPO / "scripts" / "reconstruct.py"),
+         f"ckpt_path={tiny_run / 'checkpoints' / 'best.ckpt'}", f"input={inputs}", f"output_dir={out}",
+         "size=native", "device=cpu"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -138,7 +138,8 @@ def test_submitit_local_launcher_runs_a_sweep_job(tmp_path, demo_root):
     assert record["value"] == pytest.approx(json.loads((job / "metrics.json").read_text())["val/psnr"])
     # the job ran in a process submitit started, which logged there
     logs = list((sweep / ".submitit").rglob("*_log.out"))
-    assert logs and "Metrics written to" in "".join(p.read_text() for p in logs + list((sweep / ".submitit").rglob("*_log.err")))
+    errors = list((sweep / ".submitit").rglob("*_log.err"))
+    assert logs and "Metrics written to" in "".join(p.read_text() for p in logs + errors)
     assert "completed" in (sweep / "summary.csv").read_text()
 
 

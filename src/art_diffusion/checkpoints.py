@@ -181,6 +181,9 @@ def load_module(
     _module_class(module_config["_target_"], path, expected)
     module = instantiate(module_config, optimizer=None, scheduler=None)
     state = _state_dict(checkpoint, path)
+    # the network first, its keys named as in the network; then whatever else the module keeps (the EMA)
+    net_state = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
+    check_state_dict(module.net, net_state, path, f"the network its config describes ({type(module.net).__name__})")
     check_state_dict(module, state, path, f"the model its config describes ({module_config['_target_']})")
     module.load_state_dict(state)
     module.on_load_checkpoint(checkpoint)

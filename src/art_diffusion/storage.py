@@ -79,6 +79,6 @@ def atomic_write(path: str | Path, data: str | bytes) -> None:
 
 
 def stale_temporaries(path: str | Path) -> list[Path]:
-    """Temporary files :func:`atomic_path` left beside ``path`` when its writer was killed (remove them under a lock)."""
+    """Temporary files :func:`atomic_path` left beside ``path`` by a killed writer (remove them under a lock)."""
     path = Path(path)
     return sorted(path.parent.glob(f"{path.name}.*.tmp"))

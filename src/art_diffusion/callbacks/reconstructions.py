@@ -12,7 +12,8 @@ class ReconstructionLogger(ImageGridLogger):
     inputs. The module must expose ``log_images(images) -> dict[str, Tensor]`` of [0, 1] image batches; each entry
     becomes a row of the grid (taming-transformers' convention)."""
 
-    def __init__(self, dirpath: str, every_n_epochs: int = 1, num_images: int = 8, tag: str = "reconstructions") -> None:
+    def __init__(self, dirpath: str, every_n_epochs: int = 1, num_images: int = 8,
+                 tag: str = "reconstructions") -> None:
         super().__init__(dirpath, every_n_epochs, tag)
         self.num_images = num_images
         self.images: torch.Tensor | None = None

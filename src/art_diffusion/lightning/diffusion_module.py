@@ -7,7 +7,16 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from art_diffusion.diffusion import EMA, SAMPLERS, NoiseSchedule, ddim_sample, ddpm_sample, guided, to_model_space, to_pixels
+from art_diffusion.diffusion import (
+    EMA,
+    SAMPLERS,
+    NoiseSchedule,
+    ddim_sample,
+    ddpm_sample,
+    guided,
+    to_model_space,
+    to_pixels,
+)
 from art_diffusion.lightning.base_module import NetworkModule
 from art_diffusion.losses import DiffusionLoss
 

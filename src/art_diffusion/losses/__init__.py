@@ -2,7 +2,6 @@
 
 from art_diffusion.losses.diffusion import DiffusionLoss
 from art_diffusion.losses.hybrid import HybridLoss
-from art_diffusion.losses.perceptual import IMAGENET_MEAN, IMAGENET_STD, ImageNetNormalize, PerceptualLoss, WeightedLoss
+from art_diffusion.losses.perceptual import PerceptualLoss, WeightedLoss
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "DiffusionLoss", "HybridLoss", "ImageNetNormalize", "PerceptualLoss",
-           "WeightedLoss"]
+__all__ = ["DiffusionLoss", "HybridLoss", "PerceptualLoss", "WeightedLoss"]

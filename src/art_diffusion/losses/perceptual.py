@@ -7,22 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from art_diffusion.vgg_weights import VGG16Features, load_vgg16_state
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class ImageNetNormalize(nn.Module):
-    """[0, 1] pixels -> the ImageNet-standardised space the VGG was trained in."""
-
-    def __init__(self, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return (x - self.mean) / self.std
+from art_diffusion.vgg import ImageNetNormalize, VGG16Features, load_vgg16_state
 
 
 class PerceptualLoss(nn.Module):

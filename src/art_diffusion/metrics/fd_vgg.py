@@ -18,8 +18,7 @@ from torch import Tensor
 
 from art_diffusion.data.images import IMAGE_EXTENSIONS, BadImage, load_rgb
 from art_diffusion.data.listing import list_images
-from art_diffusion.losses import ImageNetNormalize
-from art_diffusion.vgg_weights import VGG16Features
+from art_diffusion.vgg import ImageNetNormalize, VGG16Features
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """LPIPS (VGG variant) computed offline: torchmetrics' shipped linear heads on this project's resolved VGG16.
 
 torchmetrics' ``LearnedPerceptualImagePatchSimilarity(net_type="vgg")`` downloads its VGG16 backbone through
-torchvision. Here the backbone comes from :func:`art_diffusion.vgg_weights.load_vgg16_state` (the same offline
+torchvision. Here the backbone comes from :func:`art_diffusion.vgg.load_vgg16_state` (the same offline
 resolver as the perceptual loss) and the five linear heads from the ``lpips_models/vgg.pth`` torchmetrics ships,
 loaded with ``weights_only=True``. The arithmetic follows torchmetrics' ``_LPIPS.forward`` (Zhang et al., 2018);
 ``tests/test_evaluate.py`` checks that both give the same numbers on the same backbone weights.
@@ -15,13 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from art_diffusion.vgg_weights import VGG16Features, load_vgg16_state
+from art_diffusion.vgg import VGG16_NUM_LAYERS, VGG16Features, load_vgg16_state
 
 #: VGG16 ``features`` indices of relu1_2, relu2_2, relu3_3, relu4_3, relu5_3: the layers LPIPS compares.
 LPIPS_VGG_LAYERS = (3, 8, 15, 22, 29)
-# All of VGG16's features (the forward pass stops at relu5_3): the same slice the weight cache already holds
-# for the full network, so no second copy is resolved.
-LPIPS_VGG_NUM_LAYERS = 31
 # LPIPS' input scaling for [-1, 1] images (its ScalingLayer): close to, but not exactly, ImageNet normalisation.
 _SHIFT = (-0.030, -0.088, -0.188)
 _SCALE = (0.458, 0.448, 0.450)
@@ -43,8 +40,10 @@ class LPIPS(nn.Module):
 
     def __init__(self, vgg_weights: str = "imagenet", heads_path: str | Path | None = None) -> None:
         super().__init__()
-        state = load_vgg16_state(vgg_weights, LPIPS_VGG_NUM_LAYERS)
-        self.vgg = VGG16Features(state, LPIPS_VGG_NUM_LAYERS, return_layers=LPIPS_VGG_LAYERS)
+        # All of VGG16's features (the forward pass stops at relu5_3): the slice the weight cache already holds
+        # for the full network, so no second copy is resolved.
+        state = load_vgg16_state(vgg_weights, VGG16_NUM_LAYERS)
+        self.vgg = VGG16Features(state, VGG16_NUM_LAYERS, return_layers=LPIPS_VGG_LAYERS)
         path = Path(heads_path) if heads_path is not None else torchmetrics_vgg_heads_path()
         heads = torch.load(path, map_location="cpu", weights_only=True)
         for k in range(len(LPIPS_VGG_LAYERS)):

@@ -1,4 +1,5 @@
-"""Lightning's DDP under Hydra: the extra ranks join the job's run dir instead of starting runs (or sweeps) of their own.
+"""Lightning's DDP under Hydra: the extra ranks join the job's run dir instead of starting runs (or sweeps) of
+their own.
 
 Lightning's ``ddp`` strategy starts ranks 1..N-1 by re-running the script with the same ``sys.argv`` (adding
 ``hydra.run.dir=<HydraConfig run.dir>``). Under Hydra that goes wrong twice: in a multirun the argv still says

