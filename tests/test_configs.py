@@ -41,7 +41,7 @@ def test_the_groups_have_the_options_the_readme_names():
 
 
 def _compose(tmp_path: Path, *overrides: str):
-    # loss.vgg_weights=random: nothing is resolved here anyway (the VGG is built lazily), but never the network
+    # the real defaults (no TINY): building a module resolves no VGG weights, the VGG is built lazily in setup()
     cfg = compose_train_cfg(tmp_path / "run", *overrides, tiny=False)
     GlobalHydra.instance().clear()
     return cfg
