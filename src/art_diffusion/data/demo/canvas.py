@@ -24,11 +24,11 @@ _PALETTES = [
 ]
 
 
-def _hex(c: str) -> tuple[int, int, int]:
+def hex(c: str) -> tuple[int, int, int]:
     return int(c[1:3], 16), int(c[3:5], 16), int(c[5:7], 16)
 
 
-def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
+def hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Vectorised HSV (all in [0, 1]) -> RGB float array in [0, 255], shape (..., 3)."""
     h = (np.asarray(h, dtype=np.float64) % 1.0) * 6.0
     s, v = np.asarray(s, dtype=np.float64), np.asarray(v, dtype=np.float64)
@@ -41,10 +41,10 @@ def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
     return np.stack([r, g, b], axis=-1) * 255.0
 
 
-def _palette(rng: np.random.Generator, n: int = 5) -> np.ndarray:
+def palette(rng: np.random.Generator, n: int = 5) -> np.ndarray:
     """``n`` harmonious colours, float array (n, 3) in [0, 255]."""
     if rng.random() < 0.5:
-        base = np.array([_hex(c) for c in _PALETTES[rng.integers(len(_PALETTES))]], float)
+        base = np.array([hex(c) for c in _PALETTES[rng.integers(len(_PALETTES))]], float)
         base = base[rng.permutation(len(base))]
         cols = base[np.arange(n) % len(base)] + rng.normal(0, 10, (n, 3))
     else:
@@ -55,48 +55,48 @@ def _palette(rng: np.random.Generator, n: int = 5) -> np.ndarray:
         h = h0 + offsets[np.arange(n) % len(offsets)] + rng.normal(0, 0.015, n)
         s = rng.uniform(0.35, 0.95, n)
         v = rng.uniform(0.35, 1.0, n)
-        cols = _hsv_to_rgb(h, s, v)
+        cols = hsv_to_rgb(h, s, v)
     return np.clip(cols, 0, 255)
 
 
-def _ramp(t: np.ndarray, colours: np.ndarray, stops: np.ndarray | None = None) -> np.ndarray:
+def ramp(t: np.ndarray, colours: np.ndarray, stops: np.ndarray | None = None) -> np.ndarray:
     """Map scalar field ``t`` in [0, 1] through a multi-stop colour ramp -> (..., 3) float."""
     if stops is None:
         stops = np.linspace(0.0, 1.0, len(colours))
     return np.stack([np.interp(t, stops, colours[:, c]) for c in range(3)], axis=-1)
 
 
-def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+def grid(size: int) -> tuple[np.ndarray, np.ndarray]:
     """(y, x) coordinate grids in [0, 1], float32, shape (size, size)."""
     a = (np.arange(size, dtype=np.float32) + 0.5) / size
     return np.meshgrid(a, a, indexing="ij")
 
 
-def _to_image(arr: np.ndarray, size: int) -> Image.Image:
+def to_image(arr: np.ndarray, size: int) -> Image.Image:
     img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
     return img if img.size == (size, size) else img.resize((size, size), RESAMPLE)
 
 
-def _value_noise(rng: np.random.Generator, size: int, cells: int,
+def value_noise(rng: np.random.Generator, size: int, cells: int,
                  aspect: tuple[int, int] = (1, 1)) -> np.ndarray:
     """Smooth value noise: a coarse random grid upsampled bicubically (fast, via Pillow)."""
     g = rng.random((cells * aspect[0] + 1, cells * aspect[1] + 1)).astype(np.float32)
     return np.asarray(Image.fromarray(g).resize((size, size), Image.Resampling.BICUBIC))
 
 
-def _fractal_noise(rng: np.random.Generator, size: int, base: int = 2, octaves: int = 5,
+def fractal_noise(rng: np.random.Generator, size: int, base: int = 2, octaves: int = 5,
                    persistence: float = 0.5, aspect: tuple[int, int] = (1, 1)) -> np.ndarray:
     """Fractal (fBm) value noise normalised to [0, 1]."""
     out = np.zeros((size, size), np.float32)
     amp = 1.0
     for o in range(octaves):
-        out += amp * _value_noise(rng, size, min(base * 2 ** o, size // 2), aspect)
+        out += amp * value_noise(rng, size, min(base * 2 ** o, size // 2), aspect)
         amp *= persistence
     out -= out.min()
     return out / max(float(out.max()), 1e-6)
 
 
-def _noise_1d(rng: np.random.Generator, n: int, octaves: int = 6, base: int = 2,
+def noise_1d(rng: np.random.Generator, n: int, octaves: int = 6, base: int = 2,
               persistence: float = 0.5) -> np.ndarray:
     """Piecewise-linear 1-D fractal noise in [0, 1] (sharp, mountain-like ridges)."""
     x = np.linspace(0.0, 1.0, n)
@@ -110,6 +110,6 @@ def _noise_1d(rng: np.random.Generator, n: int, octaves: int = 6, base: int = 2,
     return out / max(out.max(), 1e-9)
 
 
-def _rgb(c: np.ndarray, alpha: int | None = None) -> tuple[int, ...]:
+def rgb(c: np.ndarray, alpha: int | None = None) -> tuple[int, ...]:
     t = tuple(int(v) for v in np.clip(c, 0, 255))
     return t if alpha is None else t + (int(alpha),)

@@ -8,18 +8,18 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from art_diffusion.data.demo.canvas import _grid, _palette, _rgb, _to_image
-from art_diffusion.data.demo.fields import _paint_gradients, _paint_landscapes
+from art_diffusion.data.demo.canvas import grid, palette, rgb, to_image
+from art_diffusion.data.demo.fields import paint_gradients, paint_landscapes
 
 
-def _paint_brush_strokes(rng: np.random.Generator, size: int) -> Image.Image:
+def paint_brush_strokes(rng: np.random.Generator, size: int) -> Image.Image:
     """Thick curved bristle strokes (cubic Bezier paths) alpha-blended on primed canvas."""
     S = 2 * size  # supersample for smooth stroke edges
-    y, x = _grid(S)
+    y, x = grid(S)
     canvas = np.array([236, 226, 206], np.float32) + rng.integers(-25, 15, 3)
     weave = 4 * np.sin(x * S * 1.7) * np.sin(y * S * 1.7)  # linen weave
     img = (canvas + (weave + rng.normal(0, 3, (S, S)))[..., None]).astype(np.float32)
-    pal = _palette(rng, 5)
+    pal = palette(rng, 5)
     t = np.linspace(0.0, 1.0, 24)[:, None]
     n = int(rng.integers(40, 75))
     for k in range(n):
@@ -54,7 +54,7 @@ def _paint_brush_strokes(rng: np.random.Generator, size: int) -> Image.Image:
         col = (pal[k % len(pal)] + rng.normal(0, 12, 3)).astype(np.float32)
         patch = img[u:b, l:r]
         patch += a * (col - patch)  # in-place alpha blend
-    return _to_image(img, size)
+    return to_image(img, size)
 
 
 def _mondrian(rng: np.random.Generator, S: int) -> Image.Image:
@@ -84,10 +84,10 @@ def _mondrian(rng: np.random.Generator, S: int) -> Image.Image:
 
 
 def _kandinsky(rng: np.random.Generator, S: int) -> Image.Image:
-    bg = _palette(rng, 1)[0] * 0.25 + np.array([235, 225, 200]) * 0.75
-    img = Image.new("RGB", (S, S), _rgb(bg))
+    bg = palette(rng, 1)[0] * 0.25 + np.array([235, 225, 200]) * 0.75
+    img = Image.new("RGB", (S, S), rgb(bg))
     draw = ImageDraw.Draw(img, "RGBA")  # RGBA fills are alpha-blended onto the RGB canvas
-    pal = _palette(rng, 6)
+    pal = palette(rng, 6)
     dark = (25, 22, 30)
     for _ in range(int(rng.integers(10, 22))):
         col = pal[rng.integers(len(pal))]
@@ -99,19 +99,19 @@ def _kandinsky(rng: np.random.Generator, S: int) -> Image.Image:
             radii = np.linspace(r, r * rng.uniform(0.2, 0.5), int(rng.integers(2, 5)))
             for i, rr in enumerate(radii):
                 ring = pal[(i + 1) % len(pal)] if i else col
-                draw.ellipse([cx - rr, cy - rr, cx + rr, cy + rr], fill=_rgb(ring, alpha))
+                draw.ellipse([cx - rr, cy - rr, cx + rr, cy + rr], fill=rgb(ring, alpha))
         elif shape == 1:  # triangle
             a0 = rng.uniform(0, 2 * np.pi)
             pts = [(cx + r * np.cos(a0 + i * 2.1 + rng.normal(0, 0.2)),
                     cy + r * np.sin(a0 + i * 2.1 + rng.normal(0, 0.2))) for i in range(3)]
-            draw.polygon(pts, fill=_rgb(col, alpha))
+            draw.polygon(pts, fill=rgb(col, alpha))
         elif shape == 2:  # rotated rectangle (suprematist bar)
             a0 = rng.uniform(0, np.pi)
             w, h = r * rng.uniform(1, 2.5), r * rng.uniform(0.15, 0.6)
             c, s = np.cos(a0), np.sin(a0)
             pts = [(cx + dx * c - dy * s, cy + dx * s + dy * c) for dx, dy in
                    [(-w, -h), (w, -h), (w, h), (-w, h)]]
-            draw.polygon(pts, fill=_rgb(col, alpha))
+            draw.polygon(pts, fill=rgb(col, alpha))
         elif shape == 3:  # bundle of straight lines
             a0 = rng.uniform(0, np.pi)
             for i in range(int(rng.integers(1, 5))):
@@ -128,25 +128,25 @@ def _kandinsky(rng: np.random.Generator, S: int) -> Image.Image:
                 for j in range(n):
                     if (i + j) % 2 == 0:
                         draw.rectangle([cx + i * cell, cy + j * cell, cx + (i + 1) * cell, cy + (j + 1) * cell],
-                                       fill=_rgb(col, alpha))
+                                       fill=rgb(col, alpha))
     return img
 
 
-def _paint_geometric(rng: np.random.Generator, size: int) -> Image.Image:
+def paint_geometric(rng: np.random.Generator, size: int) -> Image.Image:
     """Mondrian grids or Kandinsky / suprematist compositions of circles, bars, lines."""
     S = 2 * size
     img = _mondrian(rng, S) if rng.random() < 0.35 else _kandinsky(rng, S)
     arr = np.asarray(img, np.float32) + rng.normal(0, 3, (S, S, 1))  # printed-paper grain
-    return _to_image(arr, size)
+    return to_image(arr, size)
 
 
-def _paint_pointillism(rng: np.random.Generator, size: int) -> Image.Image:
+def paint_pointillism(rng: np.random.Generator, size: int) -> Image.Image:
     """Seurat-like dots sampled from a blurred under-painting, on a light ground."""
     S = 2 * size
-    under = np.asarray((_paint_landscapes if rng.random() < 0.5 else _paint_gradients)(rng, 32)
+    under = np.asarray((paint_landscapes if rng.random() < 0.5 else paint_gradients)(rng, 32)
                        .resize((S, S), Image.Resampling.BICUBIC), np.float32)
     ground = 0.5 * (np.array([240, 234, 220]) + rng.integers(-15, 10, 3)) + 0.5 * under.mean((0, 1))
-    img = Image.new("RGB", (S, S), _rgb(ground))
+    img = Image.new("RGB", (S, S), rgb(ground))
     draw = ImageDraw.Draw(img)
     r = S * rng.uniform(0.012, 0.022)
     n = int(3.0 * (S / r) ** 2 / np.pi)
@@ -159,4 +159,4 @@ def _paint_pointillism(rng: np.random.Generator, size: int) -> Image.Image:
     cols = np.clip(base * rng.uniform(0.88, 1.12, (n, 1)) + rng.normal(0, 12, (n, 3)), 0, 255).astype(int)
     for px, py, pr, c in zip(cx.tolist(), cy.tolist(), rr.tolist(), cols.tolist()):
         draw.ellipse([px - pr, py - pr, px + pr, py + pr], fill=tuple(c))
-    return _to_image(np.asarray(img, np.float32), size)
+    return to_image(np.asarray(img, np.float32), size)

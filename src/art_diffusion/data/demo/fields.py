@@ -9,20 +9,20 @@ import numpy as np
 from PIL import Image
 
 from art_diffusion.data.demo.canvas import (
-    _fractal_noise,
-    _grid,
-    _hex,
-    _noise_1d,
-    _palette,
-    _ramp,
-    _to_image,
-    _value_noise,
+    fractal_noise,
+    grid,
+    hex,
+    noise_1d,
+    palette,
+    ramp,
+    to_image,
+    value_noise,
 )
 
 
-def _paint_gradients(rng: np.random.Generator, size: int) -> Image.Image:
+def paint_gradients(rng: np.random.Generator, size: int) -> Image.Image:
     """Smooth multi-stop linear / radial / conic gradient with soft colour blobs."""
-    y, x = _grid(size)
+    y, x = grid(size)
     kind = rng.integers(3)
     if kind == 0:  # linear
         a = rng.uniform(0, 2 * np.pi)
@@ -37,20 +37,20 @@ def _paint_gradients(rng: np.random.Generator, size: int) -> Image.Image:
     t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
     n = int(rng.integers(3, 6))
     stops = np.concatenate([[0.0], np.sort(rng.uniform(0.1, 0.9, n - 2)), [1.0]])
-    img = _ramp(t, _palette(rng, n), stops)
+    img = ramp(t, palette(rng, n), stops)
     for _ in range(int(rng.integers(2, 8))):  # soft blobs
         cy, cx = rng.uniform(-0.1, 1.1, 2)
         sy, sx = rng.uniform(0.04, 0.3, 2)
         a = rng.uniform(0.3, 0.85) * np.exp(-((y - cy) ** 2 / (2 * sy ** 2) + (x - cx) ** 2 / (2 * sx ** 2)))
-        img = img * (1 - a[..., None]) + _palette(rng, 1)[0] * a[..., None]
+        img = img * (1 - a[..., None]) + palette(rng, 1)[0] * a[..., None]
     img += rng.normal(0, 2.0, (size, size, 1))  # paper grain
-    return _to_image(img, size)
+    return to_image(img, size)
 
 
-def _paint_textures(rng: np.random.Generator, size: int) -> Image.Image:
+def paint_textures(rng: np.random.Generator, size: int) -> Image.Image:
     """Coloured procedural textures: clouds, marble, wood rings, warped stripes/checkers."""
-    y, x = _grid(size)
-    turb = _fractal_noise(rng, size, base=int(rng.integers(2, 5)), octaves=5, persistence=rng.uniform(0.45, 0.7))
+    y, x = grid(size)
+    turb = fractal_noise(rng, size, base=int(rng.integers(2, 5)), octaves=5, persistence=rng.uniform(0.45, 0.7))
     kind = rng.integers(5)
     if kind == 0:  # fractal clouds / fBm
         t = turb
@@ -69,12 +69,12 @@ def _paint_textures(rng: np.random.Generator, size: int) -> Image.Image:
     else:  # distorted checker
         f = int(rng.integers(4, 10))
         wx = x + 0.15 * (turb - 0.5)
-        wy = y + 0.15 * (_value_noise(rng, size, 3) - 0.5)
+        wy = y + 0.15 * (value_noise(rng, size, 3) - 0.5)
         t = ((np.floor(wx * f) + np.floor(wy * f)) % 2) * 0.7 + 0.3 * turb
-    fine = _fractal_noise(rng, size, base=16, octaves=2)  # fine grain detail
+    fine = fractal_noise(rng, size, base=16, octaves=2)  # fine grain detail
     t = np.clip(0.85 * t + 0.15 * fine, 0, 1)
     n = int(rng.integers(3, 6))
-    return _to_image(_ramp(t, _palette(rng, n)), size)
+    return to_image(ramp(t, palette(rng, n)), size)
 
 
 _SKIES = {  # sky top, sky horizon, sun/moon, far mountain, near mountain
@@ -86,15 +86,15 @@ _SKIES = {  # sky top, sky horizon, sun/moon, far mountain, near mountain
 }
 
 
-def _paint_landscapes(rng: np.random.Generator, size: int) -> Image.Image:
+def paint_landscapes(rng: np.random.Generator, size: int) -> Image.Image:
     """Sky gradient, sun/moon with glow, clouds, layered noise mountains, optional lake."""
     S = size  # edges are anti-aliased analytically, no supersampling needed
-    y, x = _grid(S)
+    y, x = grid(S)
     name = list(_SKIES)[rng.integers(len(_SKIES))]
-    top, hor, sun, far, near = (np.array(_hex(c), float) + rng.normal(0, 12, 3) for c in _SKIES[name])
+    top, hor, sun, far, near = (np.array(hex(c), float) + rng.normal(0, 12, 3) for c in _SKIES[name])
     horizon = rng.uniform(0.55, 0.8)
     t = np.clip(y / horizon, 0, 1) ** rng.uniform(0.7, 1.6)
-    img = _ramp(t, np.stack([top, hor]))
+    img = ramp(t, np.stack([top, hor]))
     if name == "night":  # stars
         stars = (rng.random((S, S)) < 0.004) * rng.uniform(80, 255, (S, S)) * (y < horizon)
         img += stars[..., None]
@@ -107,7 +107,7 @@ def _paint_landscapes(rng: np.random.Generator, size: int) -> Image.Image:
     img = img * (1 - a) + sun * a
     # horizontally stretched clouds
     if name != "night" and rng.random() < 0.8:
-        c = _fractal_noise(rng, S, base=2, octaves=5, aspect=(2, 1))
+        c = fractal_noise(rng, S, base=2, octaves=5, aspect=(2, 1))
         c = np.clip((c - rng.uniform(0.45, 0.65)) * 3, 0, 1) * (y < horizon)
         img = img * (1 - 0.8 * c[..., None]) + (hor * 0.5 + 128) * 0.8 * c[..., None]
     # mountain layers, far (hazy, light) to near (dark)
@@ -118,7 +118,7 @@ def _paint_landscapes(rng: np.random.Generator, size: int) -> Image.Image:
         col = far * (1 - f) + near * f
         base = horizon - (1 - f) * rng.uniform(0.15, 0.3) + (0 if lake else f * 0.15)
         amp = rng.uniform(0.08, 0.25) * (1 - 0.4 * f)
-        ridge = base - amp * _noise_1d(rng, S, octaves=int(rng.integers(4, 8)), persistence=rng.uniform(0.4, 0.6))
+        ridge = base - amp * noise_1d(rng, S, octaves=int(rng.integers(4, 8)), persistence=rng.uniform(0.4, 0.6))
         inside = np.clip((y - ridge[None, :]) * S, 0, 1)  # anti-aliased edge
         if lake:
             inside *= y < horizon
@@ -132,27 +132,27 @@ def _paint_landscapes(rng: np.random.Generator, size: int) -> Image.Image:
         refl = refl * 0.7 + np.array([20, 30, 45]) * 0.3
         img = np.where(below[..., None], refl, img)
     img += rng.normal(0, 2.5, (S, S, 1))
-    return _to_image(img, size)
+    return to_image(img, size)
 
 
-def _paint_stained_glass(rng: np.random.Generator, size: int) -> Image.Image:
+def paint_stained_glass(rng: np.random.Generator, size: int) -> Image.Image:
     """Voronoi glass panes with dark leading, per-pane mottling and back-light."""
     S = size  # lead lines are anti-aliased analytically, no supersampling needed
-    y, x = _grid(S)
+    y, x = grid(S)
     n = int(rng.integers(18, 60))
     pts = rng.random((n, 2)).astype(np.float32)
     d = (y[..., None] - pts[:, 0]) ** 2 + (x[..., None] - pts[:, 1]) ** 2  # (S, S, n)
     order = np.argpartition(d, 1, axis=-1)[..., :2]  # [0] nearest, [1] second nearest
     d1, d2 = np.sqrt(np.take_along_axis(d, order, -1)).transpose(2, 0, 1)
     cell = order[..., 0]
-    pal = _palette(rng, 6)
+    pal = palette(rng, 6)
     cols = pal[rng.integers(len(pal), size=n)] + rng.normal(0, 15, (n, 3))
     img = cols[cell]
-    mottle = _fractal_noise(rng, S, base=8, octaves=3)
+    mottle = fractal_noise(rng, S, base=8, octaves=3)
     ly, lx = rng.uniform(0, 1, 2)
     light = 1.15 - 0.6 * np.hypot(y - ly, x - lx)
     img = img * (light * (0.8 + 0.35 * mottle))[..., None]
     lead = np.clip(((d2 - d1) - rng.uniform(0.004, 0.01)) * S * 0.7, 0, 1)  # 0 on the lead lines
     img = img * lead[..., None] + np.array([28, 26, 30]) * (1 - lead[..., None])
-    return _to_image(img, size)
+    return to_image(img, size)
 

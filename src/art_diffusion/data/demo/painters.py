@@ -13,15 +13,15 @@ import numpy as np
 from PIL import Image
 
 from art_diffusion.data.demo.drawn import (
-    _paint_brush_strokes,
-    _paint_geometric,
-    _paint_pointillism,
+    paint_brush_strokes,
+    paint_geometric,
+    paint_pointillism,
 )
 from art_diffusion.data.demo.fields import (
-    _paint_gradients,
-    _paint_landscapes,
-    _paint_stained_glass,
-    _paint_textures,
+    paint_gradients,
+    paint_landscapes,
+    paint_stained_glass,
+    paint_textures,
 )
 
 #: Bump when painters change so that existing demo datasets are regenerated.
@@ -30,13 +30,13 @@ DEMO_VERSION = 1
 Painter = Callable[[np.random.Generator, int], Image.Image]
 
 _PAINTERS: dict[str, Painter] = {
-    "brush_strokes": _paint_brush_strokes,
-    "gradients": _paint_gradients,
-    "geometric": _paint_geometric,
-    "textures": _paint_textures,
-    "landscapes": _paint_landscapes,
-    "stained_glass": _paint_stained_glass,
-    "pointillism": _paint_pointillism,
+    "brush_strokes": paint_brush_strokes,
+    "gradients": paint_gradients,
+    "geometric": paint_geometric,
+    "textures": paint_textures,
+    "landscapes": paint_landscapes,
+    "stained_glass": paint_stained_glass,
+    "pointillism": paint_pointillism,
 }
 
 #: Class (= folder) names of the demo dataset, in label order.
