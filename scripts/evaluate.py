@@ -8,11 +8,12 @@
 import hydra
 from omegaconf import DictConfig
 
-from art_diffusion.run.cli import prepare_cli
+from art_diffusion.run.cli import prepare_cli, user_errors
 from art_diffusion.tools.evaluate import evaluate
 
 
 @hydra.main(config_path="../conf", config_name="evaluate", version_base="1.3")
+@user_errors
 def main(cfg: DictConfig) -> None:
     evaluate(cfg)
 

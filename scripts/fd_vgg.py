@@ -7,11 +7,12 @@
 import hydra
 from omegaconf import DictConfig
 
-from art_diffusion.run.cli import prepare_cli
+from art_diffusion.run.cli import prepare_cli, user_errors
 from art_diffusion.tools.fd_vgg import fd_vgg
 
 
 @hydra.main(config_path="../conf", config_name="fd_vgg", version_base="1.3")
+@user_errors
 def main(cfg: DictConfig) -> None:
     fd_vgg(cfg)
 

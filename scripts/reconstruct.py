@@ -7,11 +7,12 @@
 import hydra
 from omegaconf import DictConfig
 
-from art_diffusion.run.cli import prepare_cli
+from art_diffusion.run.cli import prepare_cli, user_errors
 from art_diffusion.tools.reconstruct import reconstruct
 
 
 @hydra.main(config_path="../conf", config_name="reconstruct", version_base="1.3")
+@user_errors
 def main(cfg: DictConfig) -> None:
     reconstruct(cfg)
 

@@ -9,11 +9,12 @@
 import hydra
 from omegaconf import DictConfig
 
-from art_diffusion.run.cli import prepare_cli
+from art_diffusion.run.cli import prepare_cli, user_errors
 from art_diffusion.run.job import run_job
 
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
+@user_errors
 def main(cfg: DictConfig) -> float:
     """Returns the final value of ``cfg.optimized_metric`` (what Optuna and other sweepers optimise)."""
     return run_job(cfg)

@@ -17,13 +17,15 @@ import torch
 from hydra.utils import get_class, instantiate
 from torch import nn
 
+from art_diffusion.errors import UserError
+
 #: Checkpoint entry holding the run's resolved config (plain dicts), enough to rebuild model and data settings.
 CONFIG_KEY = "art_diffusion_config"
 #: ``_target_`` prefixes a checkpoint's config may name; anything else could be ``os.system``.
 TRUSTED_TARGETS = ("art_diffusion.",)
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint that cannot be used; the message names the file and what to do."""
 
 
@@ -67,7 +69,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
             "code when opened. Use checkpoints written by this project's training, or re-save the weights as a "
             "plain state dict from a trusted environment."
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+    except Exception as exc:  # garbage bytes fail anywhere in the unpickler (KeyError, IndexError, ...)
         raise CorruptCheckpointError(
             f"Cannot read checkpoint {path} ({path.stat().st_size} bytes): {type(exc).__name__}: "
             f"{_torch_detail(exc)}. The file is truncated or damaged (an interrupted copy or write?); "

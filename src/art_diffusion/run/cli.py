@@ -3,10 +3,17 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import logging
 import sys
+from collections.abc import Callable
+from typing import TypeVar
 
+from art_diffusion.errors import UserError
 from art_diffusion.run import resolvers  # noqa: F401  (registers the config resolvers before Hydra composes)
+
+T = TypeVar("T")
 
 #: Command-line choices that need an optional extra: (override, module the plugin installs, extra that brings it).
 OPTIONAL_PLUGINS = (
@@ -30,3 +37,19 @@ def prepare_cli(argv: list[str] | None = None) -> None:
     if message:
         print(f"error: {message}", file=sys.stderr)
         raise SystemExit(2)
+
+
+def user_errors(task: Callable[..., T]) -> Callable[..., T]:
+    """Decorate a script's task function (under ``@hydra.main``): a ``UserError`` ends the process with its message
+    alone on stderr and exit status 2, instead of Hydra's traceback; any other exception is a bug and keeps it."""
+
+    @functools.wraps(task)
+    def wrapper(*args, **kwargs):
+        try:
+            return task(*args, **kwargs)
+        except UserError as error:
+            logging.getLogger(task.__module__).debug("User error", exc_info=True)  # the traceback, in the log file
+            print(f"error: {error}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    return wrapper
