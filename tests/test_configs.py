@@ -1,8 +1,9 @@
 """Every config option composes with the real Hydra, and every object it describes can be built from it.
 
-Options of the groups a user picks (experiment, model, data, trainer, loss, callbacks, logger) are composed one at a
-time and together where they interact (experiment x model); what they describe is instantiated: the LightningModule
-with its net and loss, the data module, the callbacks, the loggers and, where this machine can run it, the Trainer.
+Options of the groups a user picks (experiment, model, data, trainer, loss, callbacks, logger, debug) are composed one
+at a time and together where they interact (experiment x model, debug x model); what they describe is instantiated:
+the LightningModule with its net and loss, the data module, the callbacks, the loggers and, where this machine can run
+it, the Trainer.
 GPU trainers are composed only (instantiating them needs a GPU).
 """
 
@@ -42,6 +43,7 @@ def test_the_groups_have_the_options_the_readme_names():
     assert options("data") == ["art", "demo"]
     assert set(options("trainer")) == {"default", "cpu", "gpu", "ddp", "ddp_cpu"}
     assert options("logger") == ["csv", "many", "mlflow", "tensorboard", "wandb"]
+    assert options("debug") == ["anomaly", "default", "fdr", "limit", "overfit", "profiler"]
 
 
 def _compose(tmp_path: Path, *overrides: str):
@@ -107,6 +109,13 @@ def test_every_loss_callbacks_and_logger_option_instantiates(tmp_path, group, op
     node = cfg[group]
     built = instantiate(node) if "_target_" in node else [instantiate(c) for c in node.values() if c is not None]
     assert built
+
+
+@pytest.mark.parametrize(("debug", "model"), list(itertools.product(options("debug"), options("model"))))
+def test_every_debug_option_with_every_model_composes_and_instantiates(tmp_path, debug, model):
+    cfg = _compose(tmp_path, f"debug={debug}", f"model={model}", "experiment=demo", "trainer=cpu")
+    trainer = _build_all(cfg)["trainer"]
+    assert not trainer.checkpoint_callbacks and cfg.hydra.run.dir.startswith("outputs/debug/")
 
 
 def test_early_stopping_composes_with_every_callbacks_option(tmp_path):
