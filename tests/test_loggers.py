@@ -79,6 +79,7 @@ def test_wandb_logger_works_offline_with_metrics_and_grids(compose_cfg, tmp_path
         train(compose_cfg("logger=wandb", "+trainer.limit_train_batches=1"))
     finally:
         wandb.finish()
+        wandb.teardown()  # stops W&B's service process, which writes the run's records to disk
     (offline,) = (run / "wandb").glob("offline-run-*")
     records = next(offline.glob("*.wandb")).read_bytes()
     assert b"val/loss" in records and b"test/psnr" in records
