@@ -48,11 +48,11 @@ def test_ddpm_run_logs_losses_samples_and_saves_ema_in_loadable_checkpoints(comp
     events = EventAccumulator(str(out / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
     events.Reload()
     assert {"train/loss_epoch", "val/loss"} <= set(events.Tags()["scalars"])
-    samples = events.Images("samples")
+    samples = events.Images("visuals/samples")
     assert len(samples) == 2
-    assert (samples[0].width, samples[0].height) == (2 * 34 + 2, 2 * 34 + 2)  # 4 samples of 32 px in a 2x2 grid
+    assert (samples[0].width, samples[0].height) == (2 * 258 + 2, 2 * 258 + 2)  # 4 samples of 32 (x8) px, 2x2 grid
     # the generic reconstructions grid shows inputs / noised / denoised for a diffusion model
-    assert events.Images("reconstructions")[0].height == 3 * 34 + 2
+    assert events.Images("visuals/reconstructions")[0].height == 3 * 258 + 2
 
 
 def test_conditional_ddpm_checks_the_class_count_and_stores_class_names(compose_cfg, tmp_path):

@@ -36,10 +36,10 @@ def test_run_writes_tensorboard_checkpoints_grids_and_metrics(compose_cfg, tmp_p
     tags = events.Tags()
     assert {"train/loss_epoch", "train/mse_epoch", "train/perceptual_epoch", "val/loss", "val/psnr",
             "val/ssim"} <= set(tags["scalars"])
-    images = events.Images("reconstructions")
+    images = events.Images("visuals/reconstructions")
     assert len(images) == 2
-    # 4 inputs above 4 reconstructions, 32 px each with 2 px padding
-    assert (images[0].width, images[0].height) == (4 * 34 + 2, 2 * 34 + 2)
+    # 4 inputs above 4 reconstructions, 32 px each enlarged 8x to 256 px, with 2 px padding
+    assert (images[0].width, images[0].height) == (4 * 258 + 2, 2 * 258 + 2)
 
 
 def test_resume_from_last_checkpoint_continues_the_epoch_count(compose_cfg, tmp_path):

@@ -13,8 +13,8 @@ class ReconstructionLogger(ImageGridLogger):
     becomes a row of the grid (taming-transformers' convention)."""
 
     def __init__(self, dirpath: str, every_n_epochs: int = 1, num_images: int = 8,
-                 tag: str = "reconstructions") -> None:
-        super().__init__(dirpath, every_n_epochs, tag)
+                 tag: str = "visuals/reconstructions", logged_size: int = 256) -> None:
+        super().__init__(dirpath, every_n_epochs, tag, logged_size)
         self.num_images = num_images
         self.images: torch.Tensor | None = None
 

@@ -18,8 +18,9 @@ class SampleLogger(ImageGridLogger):
     """
 
     def __init__(self, dirpath: str, every_n_epochs: int = 1, num_images: int = 16, steps: int = 25,
-                 eta: float = 0.0, seed: int = 0, guidance_scale: float = 1.0, tag: str = "samples") -> None:
-        super().__init__(dirpath, every_n_epochs, tag)
+                 eta: float = 0.0, seed: int = 0, guidance_scale: float = 1.0, tag: str = "visuals/samples",
+                 logged_size: int = 256) -> None:
+        super().__init__(dirpath, every_n_epochs, tag, logged_size)
         self.num_images = num_images
         self.steps = steps
         self.eta = eta

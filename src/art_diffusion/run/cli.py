@@ -15,19 +15,24 @@ from art_diffusion.run import resolvers  # noqa: F401  (registers the config res
 
 T = TypeVar("T")
 
-#: Command-line choices that need an optional extra: (override, module the plugin installs, extra that brings it).
+#: Command-line choices that need an optional extra: (override, module the extra installs, extra that brings it).
 OPTIONAL_PLUGINS = (
     ("hparams_search=optuna", "hydra_plugins.hydra_optuna_sweeper", "optuna"),
     ("hydra/sweeper=optuna", "hydra_plugins.hydra_optuna_sweeper", "optuna"),
+    ("logger=wandb", "wandb", "wandb"),
+    ("logger=mlflow", "mlflow", "mlflow"),
 )
+#: The extras that ``.[dev]`` includes.
+DEV_EXTRAS = ("optuna",)
 
 
 def missing_extra(argv: list[str]) -> str | None:
     """The one-line message for an override whose Hydra plugin is not installed, else None."""
     for override, module, extra in OPTIONAL_PLUGINS:
         if override in argv and importlib.util.find_spec(module) is None:
+            also = ' (or ".[dev]")' if extra in DEV_EXTRAS else ""
             return (f"{override} needs the optional '{extra}' extra, which is not installed: "
-                    f"pip install -e \".[{extra}]\" (or \".[dev]\").")
+                    f"pip install -e \".[{extra}]\"{also}.")
     return None
 
 

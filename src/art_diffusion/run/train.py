@@ -15,6 +15,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from art_diffusion.checkpoints import check_checkpoint_fits
+from art_diffusion.run.config_tree import print_config_tree
 from art_diffusion.run.hparams import log_hparams, run_hparams
 from art_diffusion.run.resume import resumed_config
 from art_diffusion.run.run_dir import METRICS_FILE
@@ -49,6 +50,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """
     if cfg.get("resume"):
         cfg = resumed_config(cfg)
+    if cfg.get("extras", {}).get("print_config", True):  # runs stored before extras existed print it too
+        print_config_tree(cfg, cfg.paths.output_dir)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
 

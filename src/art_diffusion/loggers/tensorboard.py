@@ -1,0 +1,33 @@
+"""TensorBoardLogger whose Time Series tab opens on the losses and metrics, not on ``best_epoch`` and ``epoch``.
+
+TensorBoard sorts cards by tag and groups them by the part before the first ``/``; the first two groups are
+expanded. Metrics are ``train/*``, ``val/*``, ``test/*``; image grids are ``visuals/*`` (the callbacks' tags). Tags
+without a group (Lightning's ``epoch``, ``lr-Adam`` of the learning-rate monitor, the run's final ``best_epoch``)
+would sort first; this logger files them under :data:`LATE_GROUP`, which sorts after all of those. Only the tag
+names in the event files change: metric names elsewhere (checkpoints, ``metrics.json``, CSV) stay as they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from lightning.pytorch.loggers import TensorBoardLogger as LightningTensorBoardLogger
+
+#: The group of the bookkeeping scalars; "z_" sorts it after train, val, test and visuals in TensorBoard.
+LATE_GROUP = "z_run"
+
+
+def readable_tags(metrics: Mapping[str, float]) -> dict[str, float]:
+    """``metrics`` with every tag that has no group (no ``/``) moved under :data:`LATE_GROUP`."""
+    return {(name if "/" in name else f"{LATE_GROUP}/{name}"): value for name, value in metrics.items()}
+
+
+class TensorBoardLogger(LightningTensorBoardLogger):
+    """Lightning's TensorBoardLogger (same arguments, same files) with :func:`readable_tags` applied to every scalar,
+    those logged with the hyperparameters included, so the HPARAMS tab finds its metrics under the same tags."""
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        super().log_metrics(readable_tags(metrics), step)
+
+    def log_hyperparams(self, params, metrics=None, step: int | None = None) -> None:
+        super().log_hyperparams(params, readable_tags(metrics) if isinstance(metrics, Mapping) else metrics, step)
