@@ -25,7 +25,7 @@ def assert_one_synced_ddp_run(run: Path) -> None:
         assert torch.equal(tensor, ranks[1]["net"][name]), name
     # one TensorBoard run, written by rank 0 alone (event file names end in <host>.<pid>.<n>)
     events = list(run.rglob("events.out.tfevents.*"))
-    assert events and {p.parent for p in events} == {run / "tensorboard"}
+    assert events and {p.parent for p in events} == {run}
     assert len({p.name.split(".")[-2] for p in events}) == 1
     assert (run / "train_ddp_process_1.log").exists()  # rank 1 ran in this dir...
     assert [p.name for p in run.rglob(".hydra")] == [".hydra"]  # ...without a Hydra config dir of its own
