@@ -11,6 +11,12 @@ from lightning.pytorch.utilities import rank_zero_only
 from torchvision.utils import make_grid, save_image
 
 
+def logger_step(trainer: L.Trainer) -> int:
+    """The step Lightning's loggers put the current scalars at (optimizer steps of fit so far, not counting the one
+    in progress): images logged at it sit on the same step as the validation scalars of their epoch."""
+    return trainer.fit_loop.epoch_loop._batches_that_stepped
+
+
 class ImageGridLogger(L.Callback):
     """Base of the image callbacks: every ``every_n_epochs`` validation epochs (rank zero, not during the sanity
     check) it asks :meth:`make_rows` for rows of [0, 1] images and writes them as one grid, to TensorBoard under
@@ -40,6 +46,6 @@ class ImageGridLogger(L.Callback):
         grid = make_grid(images.detach().float().cpu(), nrow=nrow, padding=2, pad_value=1.0)
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_image(self.tag, grid, global_step=trainer.global_step)
+                logger.experiment.add_image(self.tag, grid, global_step=logger_step(trainer))
         self.dirpath.mkdir(parents=True, exist_ok=True)
         save_image(grid, self.dirpath / f"epoch_{epoch:03d}.png")
