@@ -75,12 +75,12 @@ def short_keys(keys: list[str]) -> dict[str, str]:
 def job_dirname(swept: list[str] | None, overrides: list[str], num: int) -> str:
     """A sweep job's directory name: its swept ``key=value`` pairs, keys shortened, values exactly as given.
 
-    ``swept`` None (no sweep record) names the job after all its overrides. A sweep that varies nothing names its
+    A sweep that varies nothing, or has no record (``swept`` None: a config composed outside a multirun), names its
     jobs by number, as Hydra does. A name too long for the filesystem drops the keys; the values are never cut.
     """
     # the text as given, not Hydra's re-printed value (which rounds long floats)
     values = {o.key_or_group: o.input_line.partition("=")[2] for o in _parse(overrides) if not o.is_delete()}
-    keys = [key for key in (values if swept is None else swept) if key in values]
+    keys = [key for key in swept or [] if key in values]
     if not keys:
         return str(num)
     short = short_keys(keys)
@@ -90,7 +90,7 @@ def job_dirname(swept: list[str] | None, overrides: list[str], num: int) -> str:
         name = ",".join(values[key].replace("/", "_") for key in keys)
     if len(name.encode()) > MAX_DIRNAME:
         raise UserError(f"The swept values {pairs} do not fit in a directory name ({MAX_DIRNAME} bytes). Sweep "
-                        "shorter values, or name the jobs by number: hydra.sweep.subdir='${hydra.job.num}'")
+                        "shorter values, or number the jobs: 'hydra.sweep.subdir=${hydra.job.num}'")
     return name
 
 

@@ -196,8 +196,10 @@ def format_table(results: dict[str, dict[str, float]]) -> str:
             continue
         cells = [_fmt(r.get(metric, math.nan)) for r in results.values()]
         lines.append(f"{f'{metric} ({better})':<{width}}  " + "  ".join(f"{v:>{c}}" for v, c in zip(cells, columns)))
-    for count in ("images", "skipped"):
-        cells = [str(r[count]) for r in results.values()]
+    for count in ("images", "real_images", "skipped"):  # real_images: what a generator's FD-VGG compared against
+        if not any(count in r for r in results.values()):
+            continue
+        cells = [str(r.get(count, "")) for r in results.values()]
         lines.append(f"{count:<{width}}  " + "  ".join(f"{v:>{c}}" for v, c in zip(cells, columns)))
     return "\n".join(lines)
 
