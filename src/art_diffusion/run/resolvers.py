@@ -13,7 +13,8 @@ def sweep_job_dirname(sweep_dir: str, overrides, num: int) -> str:
     from art_diffusion.run.sweep_record import job_dirname, read_sweep
 
     record = read_sweep(sweep_dir)
-    return job_dirname(record and record["swept"], list(overrides), num)
+    as_typed = OmegaConf.to_container(overrides, resolve=False) if OmegaConf.is_config(overrides) else overrides
+    return job_dirname(record and record["swept"], list(as_typed), num)
 
 
 def sqlite_url(path: str) -> str:

@@ -44,19 +44,14 @@ def _whole_numbers(sweep: Override) -> bool:
 def describe_sweep(task_overrides: list[str], sweeper_params: dict | None) -> dict[str, list[str]]:
     """``{swept: keys, integer: the swept keys whose values are all integers, fixed: overrides every job shares}``,
     from the multirun's command line and the sweeper's ``params`` (a grid in config, or Optuna's search space)."""
-    swept, integer, fixed = [], [], []
+    last: dict[str, Override] = {}
     params = [f"{key}={value}" for key, value in (sweeper_params or {}).items()]
-    for override in _parse([*params, *task_overrides]):  # the command line wins over params
-        key = override.key_or_group
-        for group in (swept, integer, fixed):
-            group[:] = [item for item in group if item != key and not item.startswith(f"{key}=")]
-        if override.is_sweep_override():
-            swept.append(key)
-            if _whole_numbers(override):
-                integer.append(key)
-        else:
-            fixed.append(override.input_line)
-    return {"swept": swept, "integer": integer, "fixed": fixed}
+    for override in _parse([*params, *task_overrides]):  # the last one of a key wins: the command line over params
+        last.pop(override.key_or_group, None)
+        last[override.key_or_group] = override
+    swept = [key for key, override in last.items() if override.is_sweep_override()]
+    return {"swept": swept, "integer": [key for key in swept if _whole_numbers(last[key])],
+            "fixed": [override.input_line for override in last.values() if not override.is_sweep_override()]}
 
 
 def short_keys(keys: list[str]) -> dict[str, str]:
@@ -104,8 +99,10 @@ class SweepRecord(Callback):
     """Hydra callback: writes ``sweep.yaml`` (swept keys, fixed overrides) to the sweep dir when a multirun starts."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # as typed: an override may hold an interpolation (dirpath=${paths.output_dir}/x) that cannot resolve yet
+        overrides = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)
         params = config.hydra.sweeper.get("params")
-        record = describe_sweep(list(config.hydra.overrides.task), OmegaConf.to_container(params) if params else None)
+        record = describe_sweep(overrides, OmegaConf.to_container(params, resolve=False) if params else None)
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(sweep_dir / SWEEP_FILE, OmegaConf.to_yaml(record))
