@@ -139,14 +139,14 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, demo_root, c
     # the global RNGs continue as if nothing happened
     assert _read_draws(full / "draws.jsonl") == _read_draws(crashed / "draws.jsonl")
     # one TensorBoard run, continued: every epoch's validation point, once
-    events = EventAccumulator(str(crashed / "tensorboard"))
+    events = EventAccumulator(str(crashed))
     events.Reload()
     assert [e.step for e in events.Scalars("val/loss")] == [e.step for e in _scalars(full, "val/loss")]
     assert (crashed / ".hydra" / "config.yaml").exists() and list((crashed / ".hydra").glob("resumed_*"))
 
 
 def _scalars(run: Path, tag: str):
-    events = EventAccumulator(str(run / "tensorboard"))
+    events = EventAccumulator(str(run))
     events.Reload()
     return events.Scalars(tag)
 

@@ -45,7 +45,7 @@ def test_ddpm_run_logs_losses_samples_and_saves_ema_in_loadable_checkpoints(comp
     assert not torch.equal(state["ema.average.head.weight"], state["net.head.weight"])
 
     assert sorted(p.name for p in (out / "samples").iterdir()) == ["epoch_000.png", "epoch_001.png"]
-    events = EventAccumulator(str(out / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
+    events = EventAccumulator(str(out), size_guidance={"images": 0, "scalars": 0})
     events.Reload()
     assert {"train/loss_epoch", "val/loss"} <= set(events.Tags()["scalars"])
     samples = events.Images("visuals/samples")

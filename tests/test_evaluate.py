@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -84,3 +85,33 @@ def test_folder_evaluation_skips_and_counts_broken_files(tiny_run, tmp_path):
     assert (scores["images"], scores["skipped"]) == (3, 1)
     assert "lpips" not in scores
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["data"] == str(tmp_path)
+
+
+def _evaluate_script(*args: str, cwd) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    return subprocess.run([sys.executable, str(REPO / "scripts" / "evaluate.py"), *args, "lpips.enabled=false",
+                           "device=cpu"], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_cli_takes_checkpoints_of_sweep_jobs_whose_paths_hold_equals_and_commas(tiny_run, tmp_path):
+    sweep = tmp_path / "sweep"
+    jobs = [sweep / "lr=0.001,perceptual_weight=0", sweep / "lr=0.01,perceptual_weight=1"]
+    for job in jobs:
+        (job / "checkpoints").mkdir(parents=True)
+        shutil.copy(tiny_run / "checkpoints" / "best.ckpt", job / "checkpoints" / "best.ckpt")
+    best = [str(job / "checkpoints" / "best.ckpt") for job in jobs]
+
+    # as a user types it in a shell: a list of double-quoted paths inside single quotes
+    listed = _evaluate_script(f'ckpt_path=["{best[0]}","{best[1]}"]', f"output_dir={tmp_path / 'listed'}",
+                              cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    assert sorted(json.loads((tmp_path / "listed" / "metrics.json").read_text())["checkpoints"]) == best
+    # the sweep dir alone: every job's best.ckpt, the report in <sweep dir>/evaluation
+    whole = _evaluate_script(f"ckpt_path={sweep}", cwd=tmp_path)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    assert sorted(json.loads((sweep / "evaluation" / "metrics.json").read_text())["checkpoints"]) == best
+    assert "lr=0.001,perceptual_weight=0/best.ckpt" in whole.stdout
+    # unquoted, Hydra's grammar cannot read it: one line says how to quote, before anything runs
+    unquoted = _evaluate_script(f"ckpt_path=[{best[0]},{best[1]}]", cwd=tmp_path)
+    assert unquoted.returncode == 2 and "Hydra needs a value holding '=' or ',' in quotes" in unquoted.stderr
+    assert len(unquoted.stderr.strip().splitlines()) == 1

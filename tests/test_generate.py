@@ -92,4 +92,6 @@ def test_evaluate_reports_fd_vgg_for_a_generative_checkpoint(ddpm_checkpoint, tm
     GlobalHydra.instance().clear()
     results = evaluate(cfg)[str(ddpm_checkpoint)]
     assert results["images"] == 6 and results["fd_vgg"] > 0
+    # without data.root the real images are the run's held-out test split (10 % of 28), as the table says
+    assert 0 < results["real_images"] <= 3
     assert "fd_vgg" in (tmp_path / "eval" / "metrics.json").read_text()

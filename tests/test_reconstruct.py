@@ -108,3 +108,12 @@ def test_missing_input_says_so(tmp_path):
         find_inputs(str(tmp_path / "*.jpg"))
     with pytest.raises(FileNotFoundError, match="no image files in this directory"):
         find_inputs(str(tmp_path))
+
+
+def test_a_failed_call_leaves_no_output_dir_behind(tiny_run, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "reconstruct.py"),
+                             f"ckpt_path={tiny_run / 'checkpoints' / 'best.ckpt'}", f"input={tmp_path / 'nope.jpg'}"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and "no such file or directory" in result.stderr
+    assert not (tmp_path / "outputs").exists()  # the default outputs/reconstruct/<date>/<time>, made by Hydra

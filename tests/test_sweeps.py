@@ -3,31 +3,70 @@
 import csv
 import json
 import math
+import re
+import shutil
 import sqlite3
+from collections import Counter
 from pathlib import Path
 
 import pytest
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
-from omegaconf import read_write
+from omegaconf import OmegaConf, read_write
 from tensorboard import context
-from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
+from tensorboard.backend.event_processing import data_provider, event_file_loader, plugin_event_multiplexer
 from tensorboard.plugins import base_plugin
 from tensorboard.plugins.hparams import api_pb2, backend_context, list_session_groups
 
+from art_diffusion.errors import UserError
+from art_diffusion.loggers.tensorboard import readable_tags
 from art_diffusion.run.job import run_job
+from art_diffusion.run.sweep_record import describe_sweep, job_dirname
+from art_diffusion.run.train import train
+from tests.conftest import compose_train_cfg
 from tests.train_script import SHORT, tiny, train_script
 
 
-def hparams_session_groups(logdir: Path) -> dict[str, tuple[dict, dict]]:
-    """What TensorBoard's HPARAMS tab lists for ``logdir``: run -> (hparams, metrics), via the plugin's own handler."""
+def _hparams_context(logdir: Path) -> backend_context.Context:
     multiplexer = plugin_event_multiplexer.EventMultiplexer()
     multiplexer.AddRunsFromDirectory(str(logdir))
     multiplexer.Reload()
     provider = data_provider.MultiplexerDataProvider(multiplexer, str(logdir))
-    hparams_context = backend_context.Context(
+    return backend_context.Context(
         base_plugin.TBContext(logdir=str(logdir), multiplexer=multiplexer, data_provider=provider))
+
+
+def hparams_columns(logdir: Path) -> tuple[list[str], list[str]]:
+    """The hparams and metrics the HPARAMS tab shows before any click: the tab puts the hparams that differ first
+    and shows five of each (tf-hparams-query-pane)."""
+    hparams_context = _hparams_context(logdir)
+    ctx = context.RequestContext()
+    experiment = hparams_context.experiment_from_metadata(
+        ctx, "", True, hparams_context.hparams_metadata(ctx, ""), None)
+    hparams = sorted(experiment.hparam_infos, key=lambda info: not info.differs)  # a stable sort, like the tab's
+    return [info.name for info in hparams][:5], [info.name.tag for info in experiment.metric_infos][:5]
+
+
+def logged_values(run: Path) -> list[tuple[str, int]]:
+    """(tag, step) of every value in the run's event files, read back with TensorBoard's own event file loader."""
+    return [(value.tag, event.step) for path in sorted(run.glob("*tfevents*"))
+            for event in event_file_loader.EventFileLoader(str(path)).Load() for value in event.summary.value]
+
+
+def assert_logged_once_with_images_beside_scalars(run: Path) -> None:
+    values = logged_values(run)
+    # "epoch" is Lightning's: it goes with every batch of scalars it logs, several at one step
+    counts = Counter(value for value in values if value[0] != "z_run/epoch")
+    assert counts and max(counts.values()) == 1, [value for value, n in counts.items() if n > 1]
+    steps = {tag: sorted(step for t, step in values if t == tag) for tag in dict(values)}
+    assert steps["visuals/reconstructions"] == steps["val/loss"] == steps["val/psnr"]  # images at their epoch's step
+    assert steps["test/psnr"] == steps["z_run/best_epoch"] and steps["test/psnr"][-1] >= steps["val/psnr"][-1]
+
+
+def hparams_session_groups(logdir: Path) -> dict[str, tuple[dict, dict]]:
+    """What TensorBoard's HPARAMS tab lists for ``logdir``: run -> (hparams, metrics), via the plugin's own handler."""
+    hparams_context = _hparams_context(logdir)
     request = api_pb2.ListSessionGroupsRequest(start_index=0, slice_size=100,  # the tab's default status filter
                                                allowed_statuses=[api_pb2.STATUS_UNKNOWN, api_pb2.STATUS_SUCCESS])
     response = list_session_groups.Handler(context.RequestContext(), hparams_context, "", request).run()
@@ -46,8 +85,12 @@ def test_grid_sweep_writes_summaries_hparams_and_survives_a_failing_job(tmp_path
     assert result.returncode == 0, result.stderr[-3000:]
 
     good = ["0", "0.25", "0.5", "1"]
-    jobs = {w: sweep / f"loss.perceptual_weight={w}" for w in [*good, "oops"]}
+    # a job is named after its swept value alone; the fixed overrides are in the sweep's record
+    jobs = {w: sweep / f"perceptual_weight={w}" for w in [*good, "oops"]}
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == sorted(p.name for p in jobs.values())
+    record = OmegaConf.load(sweep / "sweep.yaml")
+    assert record.swept == ["loss.perceptual_weight"] and record.integer == []
+    assert "model.net.base_channels=4" in record.fixed and "trainer=cpu" in record.fixed
     failed = json.loads((jobs["oops"] / "job.json").read_text())
     assert failed["status"] == "failed" and "TypeError" in failed["error"]
     assert "Traceback" in (jobs["oops"] / "error.txt").read_text()
@@ -69,14 +112,21 @@ def test_grid_sweep_writes_summaries_hparams_and_survives_a_failing_job(tmp_path
     assert table.count("\n") == 2 + 5 and "| loss.perceptual_weight |" in table
     assert (sweep / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
+    # tensorboard --logdir <sweep dir>: one run per job, named after its swept value
     groups = hparams_session_groups(sweep)
-    assert len(groups) == 4  # the failed job never reached its logger
-    for hparams, metrics in groups.values():
-        weight = next(w for w in good if float(w) == hparams["loss.perceptual_weight"])
+    assert sorted(groups) == sorted(f"perceptual_weight={w}" for w in good)  # the failed job never logged
+    for name, (hparams, metrics) in groups.items():
+        weight = name.partition("=")[2]
+        assert hparams["loss.perceptual_weight"] == float(weight)  # one numeric type for 0, 0.25, 0.5 and 1
         expected = json.loads((jobs[weight] / "metrics.json").read_text())
-        assert hparams["optim.lr"] == pytest.approx(1e-3) and hparams["model.net.base_channels"] == 4
-        for name in ("val/psnr", "val/ssim", "val/loss"):
-            assert metrics[name] == pytest.approx(expected[name]) and metrics[name] != -1
+        assert hparams["optim.lr"] == pytest.approx(1e-3)
+        assert hparams["model.net.base_channels"] == "4" and hparams["seed"] == "42"  # whole numbers, not 4.000
+        for metric in ("val/psnr", "val/ssim", "val/loss", "test/psnr", "best_epoch"):
+            assert metrics[next(iter(readable_tags({metric: 0})))] == pytest.approx(expected[metric])
+        assert_logged_once_with_images_beside_scalars(jobs[weight])
+    shown_hparams, shown_metrics = hparams_columns(sweep)
+    assert shown_hparams[0] == "loss.perceptual_weight"
+    assert shown_metrics[:3] == ["val/psnr", "test/psnr", "z_run/best_epoch"]
 
 
 def test_a_failing_job_raises_in_a_single_run_and_is_recorded_in_a_multirun(compose_cfg, tmp_path):
@@ -114,6 +164,10 @@ def test_optuna_search_runs_and_resumes_its_study(tmp_path, demo_root):
     psnrs = sorted(json.loads(p.read_text())["val/psnr"] for p in sweep.glob("*/metrics.json"))
     assert sorted(value for _, _, value in trials) == pytest.approx(psnrs)
     assert len(list(sweep.glob("*/job.json"))) == 3
+    # the search space is what varies: jobs are named after the sampled values, exactly as Optuna gave them
+    assert OmegaConf.load(sweep / "sweep.yaml").swept == ["optim.lr", "loss.perceptual_weight"]
+    names = [p.parent.name for p in sweep.glob("*/job.json")]
+    assert all(re.fullmatch(r"lr=[-+.e\d]+,perceptual_weight=[-+.e\d]+", name) for name in names), names
 
     second = train_script(*args, "hydra.sweeper.n_trials=1", cwd=tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
@@ -132,7 +186,7 @@ def test_submitit_local_launcher_runs_a_sweep_job(tmp_path, demo_root):
                           "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",
                           "loss.perceptual_weight=0.5", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    job = sweep / "loss.perceptual_weight=0.5"
+    job = sweep / "0"  # nothing varies in this one-job sweep: the job is numbered, as Hydra does
     record = json.loads((job / "job.json").read_text())
     assert record["status"] == "completed"
     assert record["value"] == pytest.approx(json.loads((job / "metrics.json").read_text())["val/psnr"])
@@ -150,3 +204,37 @@ def test_slurm_launcher_is_sized_from_the_trainer(compose_cfg):
     assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
     assert (launcher.nodes, launcher.gpus_per_node, launcher.tasks_per_node) == (2, 4, 4)
     assert launcher.partition == "gpu"
+
+
+def test_job_dirs_are_named_after_the_swept_values_only():
+    fixed = ["experiment=demo", "data.root=/data/art images/train", "+trainer.limit_val_batches=1"]
+    record = describe_sweep([*fixed, "loss.perceptual_weight=0,0.5", "data.batch_size=16,32"],
+                            {"optim.lr": "tag(log, interval(1e-5, 1e-2))", "data.batch_size": "8"})
+    assert record == {"swept": ["optim.lr", "loss.perceptual_weight", "data.batch_size"],
+                      "integer": ["data.batch_size"], "fixed": fixed}
+    job = [*fixed, "optim.lr=0.00012345678901234", "loss.perceptual_weight=0.5", "data.batch_size=16"]
+    assert job_dirname(record["swept"], job, 3) == "lr=0.00012345678901234,perceptual_weight=0.5,batch_size=16"
+    # keys are shortened only as far as they stay apart; a value is never cut, a path never nests
+    keys = ["loss.weight", "optim.weight", "data.root"]
+    name = job_dirname(keys, ["loss.weight=1", "optim.weight=2", "data.root=/a/b"], 0)
+    assert name == "loss.weight=1,optim.weight=2,root=_a_b"
+    assert job_dirname([], fixed, 7) == job_dirname(None, fixed, 7) == "7"  # nothing varies, or no record
+    long = "0." + "1" * 196
+    assert job_dirname(["a.x", "a.y"], [f"a.x={long}", "a.y=2"], 0) == f"{long},2"  # keys go first
+    with pytest.raises(UserError, match="do not fit in a directory name"):
+        job_dirname(["a.x", "a.y"], [f"a.x={long}", f"a.y={long}"], 0)
+
+
+def test_resumed_run_shows_its_resumed_config_in_hparams_and_logs_each_value_once(tiny_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("evaluation"))
+    (run / ".hydra").mkdir()  # what Hydra records when scripts/train.py starts a run
+    (run / ".hydra" / "overrides.yaml").write_text("- experiment=demo\n- model.net.base_channels=4\n")
+    assert hparams_session_groups(run)["."][0]["trainer.max_epochs"] == "1"
+    train(compose_train_cfg(run, f"resume={run}", "trainer.max_epochs=2", tiny=False))
+    hparams, metrics = hparams_session_groups(run)["."]
+    assert hparams["trainer.max_epochs"] == "2" and "resume" not in hparams
+    assert hparams["experiment"] == "demo"  # the overrides it was started with are still its hparams
+    assert metrics["val/psnr"] == pytest.approx(json.loads((run / "metrics.json").read_text())["val/psnr"])
+    assert len(list(run.glob("*tfevents*.hparams"))) == 1
+    assert_logged_once_with_images_beside_scalars(run)

@@ -14,6 +14,12 @@ from torchvision.utils import make_grid, save_image
 from art_diffusion.loggers import log_image
 
 
+def logger_step(trainer: L.Trainer) -> int:
+    """The step Lightning's loggers put the current scalars at (optimizer steps of fit so far, not counting the one
+    in progress): images logged at it sit on the same step as the validation scalars of their epoch."""
+    return trainer.fit_loop.epoch_loop._batches_that_stepped
+
+
 class ImageGridLogger(L.Callback):
     """Base of the image callbacks: every ``every_n_epochs`` validation epochs (rank zero, not during the sanity
     check) it asks :meth:`make_rows` for rows of [0, 1] images and writes them as one grid, to every logger that
@@ -54,6 +60,6 @@ class ImageGridLogger(L.Callback):
         images = images.detach().float().cpu()
         enlarged = interpolate(images, scale_factor=self.logged_scale(images.shape[-2]), mode="nearest")
         log_image(trainer.loggers, self.tag, make_grid(enlarged, nrow=nrow, padding=2, pad_value=1.0),
-                  step=trainer.global_step)
+                  step=logger_step(trainer))
         self.dirpath.mkdir(parents=True, exist_ok=True)
         save_image(make_grid(images, nrow=nrow, padding=2, pad_value=1.0), self.dirpath / f"epoch_{epoch:03d}.png")

@@ -8,7 +8,10 @@ import importlib.util
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
+
+from hydra.core.hydra_config import HydraConfig
 
 from art_diffusion.errors import UserError
 from art_diffusion.run import resolvers  # noqa: F401  (registers the config resolvers before Hydra composes)
@@ -36,17 +39,48 @@ def missing_extra(argv: list[str]) -> str | None:
     return None
 
 
+def unquoted_equals(argv: list[str]) -> str | None:
+    """The one-line fix for an override whose value holds an unquoted ``=``, which Hydra's grammar rejects with
+    "mismatched input '='" (paths of sweep jobs, e.g. ``.../perceptual_weight=0.5/checkpoints/best.ckpt``)."""
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if sep and not arg.startswith("-") and "=" in value and not any(c in value for c in "'\"("):
+            return (f"{arg}: Hydra needs a value holding '=' or ',' in quotes. Quote it for the shell and for Hydra: "
+                    f"'{key}=\"path/a=1/file\"', or for a list '{key}=[\"path/a=1/file\",\"path/b=2/file\"]'.")
+    return None
+
+
 def prepare_cli(argv: list[str] | None = None) -> None:
-    """Stop with one line, before Hydra composes, when an override needs an optional extra that is missing."""
-    message = missing_extra(sys.argv[1:] if argv is None else argv)
+    """Stop with one line, before Hydra composes, when an override needs an optional extra that is missing or holds
+    an unquoted ``=``."""
+    argv = sys.argv[1:] if argv is None else argv
+    message = missing_extra(argv) or unquoted_equals(argv)
     if message:
         print(f"error: {message}", file=sys.stderr)
         raise SystemExit(2)
 
 
+def discard_empty_output_dir() -> None:
+    """Remove the output dir Hydra made for this call if it holds nothing but an empty log (the call failed before
+    writing anything), and the parents under the working directory that this leaves empty."""
+    if not HydraConfig.initialized():
+        return
+    out, cwd = Path(HydraConfig.get().runtime.output_dir).resolve(), Path.cwd().resolve()
+    files = list(out.iterdir()) if out.is_dir() else []
+    if not out.is_dir() or not all(f.is_file() and f.suffix == ".log" and f.stat().st_size == 0 for f in files):
+        return
+    for file in files:
+        file.unlink()
+    out.rmdir()
+    while cwd in out.parent.parents and not any(out.parent.iterdir()):
+        out = out.parent
+        out.rmdir()
+
+
 def user_errors(task: Callable[..., T]) -> Callable[..., T]:
     """Decorate a script's task function (under ``@hydra.main``): a ``UserError`` ends the process with its message
-    alone on stderr and exit status 2, instead of Hydra's traceback; any other exception is a bug and keeps it."""
+    alone on stderr and exit status 2, instead of Hydra's traceback; any other exception is a bug and keeps it.
+    Either way, a call that failed before writing anything leaves no empty output dir behind."""
 
     @functools.wraps(task)
     def wrapper(*args, **kwargs):
@@ -54,7 +88,11 @@ def user_errors(task: Callable[..., T]) -> Callable[..., T]:
             return task(*args, **kwargs)
         except UserError as error:
             logging.getLogger(task.__module__).debug("User error", exc_info=True)  # the traceback, in the log file
+            discard_empty_output_dir()
             print(f"error: {error}", file=sys.stderr)
             raise SystemExit(2) from None
+        except BaseException:
+            discard_empty_output_dir()
+            raise
 
     return wrapper

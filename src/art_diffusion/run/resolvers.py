@@ -3,21 +3,18 @@ module. Whatever composes or resolves a config imports it first: every script (t
 unpickled in a submitit worker (through ``run.job``), the tests. Torch-heavy helpers are imported lazily, so composing
 a config stays fast."""
 
-import hashlib
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-MAX_DIRNAME = 120  # well under the 255 bytes most filesystems allow for one path component
 
+def sweep_job_dirname(sweep_dir: str, overrides, num: int) -> str:
+    """A sweep job's directory name: its swept values (the sweep dir's sweep.yaml says which keys are swept)."""
+    from art_diffusion.run.sweep_record import job_dirname, read_sweep
 
-def safe_dirname(name: str) -> str:
-    """A sweep job's directory name: its overrides, flattened, and shortened with a hash when too long."""
-    name = name.replace("/", "_") or "default"
-    if len(name) <= MAX_DIRNAME:
-        return name
-    digest = hashlib.sha1(name.encode()).hexdigest()[:10]
-    return f"{name[: MAX_DIRNAME - 11]}-{digest}"
+    record = read_sweep(sweep_dir)
+    as_typed = OmegaConf.to_container(overrides, resolve=False) if OmegaConf.is_config(overrides) else overrides
+    return job_dirname(record and record["swept"], list(as_typed), num)
 
 
 def sqlite_url(path: str) -> str:
@@ -49,7 +46,7 @@ def evaluation_dir(ckpt_path) -> str:
 
 
 RESOLVERS = {
-    "safe_dirname": safe_dirname,
+    "sweep_job_dirname": sweep_job_dirname,
     "sqlite_url": sqlite_url,
     "resume_run_dir": resume_run_dir,
     "resume_hydra_subdir": resume_hydra_subdir,

@@ -14,9 +14,10 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from art_diffusion.callbacks.image_grid import logger_step
 from art_diffusion.checkpoints import check_checkpoint_fits
 from art_diffusion.run.config_tree import print_config_tree
-from art_diffusion.run.hparams import log_hparams, run_hparams
+from art_diffusion.run.hparams import log_hparams
 from art_diffusion.run.resume import resumed_config
 from art_diffusion.run.run_dir import METRICS_FILE
 from art_diffusion.storage import atomic_write
@@ -78,7 +79,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         log.info("Testing %s", best or "the final weights (no best checkpoint was saved)")
         trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True)
         metrics |= _scalars(trainer.callback_metrics, ("test/",))
-    log_hparams(trainer.loggers, run_hparams(cfg), metrics, step=trainer.global_step)
+    log_hparams(trainer.loggers, cfg, metrics, step=logger_step(trainer))
 
     if trainer.is_global_zero:
         path = Path(cfg.paths.output_dir) / METRICS_FILE

@@ -9,6 +9,7 @@ they generate and real ones (not FID: see art_diffusion.metrics.fd_vgg).
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import math
@@ -22,30 +23,59 @@ from torch import Tensor, nn
 
 from art_diffusion.checkpoints import check_trusted_targets, load_module
 from art_diffusion.data.images import BadImage
+from art_diffusion.errors import UserError
 from art_diffusion.lightning import DiffusionModule
 from art_diffusion.losses import PerceptualLoss
 from art_diffusion.metrics.fd_vgg import fd_vgg, load_images
 from art_diffusion.metrics.lpips import LPIPS
 from art_diffusion.metrics.pixel import mse, psnr, ssim
 from art_diffusion.storage import atomic_write
-from art_diffusion.tools.inputs import find_inputs, resolve_device
+from art_diffusion.tools.inputs import find_inputs, literal_prefix, resolve_device
 from art_diffusion.tools.reconstruct import Reconstructor
 from art_diffusion.vgg import ImageNetNormalize
 
 log = logging.getLogger(__name__)
+
+BEST = Path("checkpoints") / "best.ckpt"
 
 #: Row order of the printed table, with the direction that is better.
 METRICS = {"mse": "lower", "psnr": "higher", "ssim": "higher", "perceptual": "lower", "lpips": "lower",
            "fd_vgg": "lower"}
 
 
-def checkpoint_list(ckpt_path) -> list[str]:
+def _specs(ckpt_path) -> list[str]:
     return [str(p) for p in ckpt_path] if isinstance(ckpt_path, (list, tuple, ListConfig)) else [str(ckpt_path)]
 
 
+def _expand(spec: str) -> list[str]:
+    """The checkpoints one ``ckpt_path`` entry names: a file; a run dir (its best.ckpt); a sweep dir (every job's
+    best.ckpt); or a glob."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        found = [path / BEST] if (path / BEST).is_file() else sorted(path.glob(f"*/{BEST}"))
+        if not found:
+            raise UserError(f"ckpt_path={spec}: neither a run dir ({BEST}) nor a sweep dir (*/{BEST}).")
+        return [str(p) for p in found]
+    if glob.has_magic(spec):
+        found = sorted(glob.glob(str(path), recursive=True))
+        if not found:
+            raise UserError(f"ckpt_path={spec}: the glob matches no files.")
+        return found
+    return [spec]
+
+
+def checkpoint_list(ckpt_path) -> list[str]:
+    """Every checkpoint ``ckpt_path`` names (one entry or a list, each expanded by :func:`_expand`)."""
+    return [found for spec in _specs(ckpt_path) for found in _expand(spec)]
+
+
 def default_output_dir(ckpt_path) -> str:
-    """``<run dir>/evaluation`` of the first checkpoint (the run dir holds ``checkpoints/``)."""
-    first = Path(checkpoint_list(ckpt_path)[0]).expanduser()
+    """``<dir>/evaluation`` of the first entry of ``ckpt_path``: the run (or sweep) dir it names or holds it."""
+    first = Path(_specs(ckpt_path)[0]).expanduser()
+    if glob.has_magic(str(first)):
+        first = Path(*literal_prefix(first.parts))
+    if first.is_dir():
+        return str(first / "evaluation")
     run_dir = first.parent.parent if first.parent.name == "checkpoints" else first.parent
     return str(run_dir / "evaluation")
 
@@ -99,7 +129,21 @@ class Scorer(nn.Module):
         return {name: value.float().cpu() for name, value in scores.items()}
 
 
-def evaluate_generator(module: DiffusionModule, run_config: Mapping, cfg: DictConfig, device: torch.device) -> dict:
+def _real_images(run_config: Mapping, cfg: DictConfig, origin: str, size: int, count: int) -> Tensor:
+    """At most ``count`` real images: from ``data.root``, else from the run's test split (held out from training)."""
+    if cfg.data.root:
+        return load_images(cfg.data.root, size, max_images=count)
+    batches, have = [], 0
+    for images in _test_split_batches(run_config, cfg, origin, []):
+        batches.append(images)
+        have += len(images)
+        if have >= count:
+            break
+    return torch.cat(batches)[:count]
+
+
+def evaluate_generator(module: DiffusionModule, run_config: Mapping, cfg: DictConfig, device: torch.device,
+                       origin: str) -> dict:
     """FD-VGG between ``generative.num_images`` generated images and as many real ones, at the model's size."""
     g = cfg.generative
     generator = torch.Generator().manual_seed(g.seed)
@@ -108,17 +152,17 @@ def evaluate_generator(module: DiffusionModule, run_config: Mapping, cfg: DictCo
                       generator=generator).cpu()
         for start in range(0, g.num_images, g.batch_size)
     ])
-    real_root = cfg.data.root or run_config["data"]["root"]
-    real = load_images(real_root, module.image_size, max_images=g.num_images)
-    log.info("FD-VGG of %d generated vs %d real images from %s", len(fake), len(real), real_root)
+    real = _real_images(run_config, cfg, origin, module.image_size, g.num_images)
+    log.info("FD-VGG of %d generated vs %d real images from %s", len(fake), len(real),
+             cfg.data.root or "the run's test split")
     distance = fd_vgg(real, fake, weights=g.vgg_weights, batch_size=cfg.data.batch_size, device=str(device))
-    return {"fd_vgg": distance, "images": len(fake), "skipped": 0}
+    return {"fd_vgg": distance, "images": len(fake), "real_images": len(real), "skipped": 0}
 
 
 def evaluate_checkpoint(ckpt_path: str, cfg: DictConfig, device: torch.device) -> dict[str, float]:
     module, run_config = load_module(ckpt_path, device, cfg.trusted_targets)
     if isinstance(module, DiffusionModule):
-        return evaluate_generator(module, run_config, cfg, device)
+        return evaluate_generator(module, run_config, cfg, device, ckpt_path)
     loss = run_config.get("loss", {})
     scorer = Scorer(loss.get("vgg_weights", "imagenet"), loss.get("vgg_layers", 16),
                     cfg.lpips.vgg_weights if cfg.lpips.enabled else None).to(device)
@@ -152,8 +196,10 @@ def format_table(results: dict[str, dict[str, float]]) -> str:
             continue
         cells = [_fmt(r.get(metric, math.nan)) for r in results.values()]
         lines.append(f"{f'{metric} ({better})':<{width}}  " + "  ".join(f"{v:>{c}}" for v, c in zip(cells, columns)))
-    for count in ("images", "skipped"):
-        cells = [str(r[count]) for r in results.values()]
+    for count in ("images", "real_images", "skipped"):  # real_images: what a generator's FD-VGG compared against
+        if not any(count in r for r in results.values()):
+            continue
+        cells = [str(r.get(count, "")) for r in results.values()]
         lines.append(f"{count:<{width}}  " + "  ".join(f"{v:>{c}}" for v, c in zip(cells, columns)))
     return "\n".join(lines)
 

@@ -39,7 +39,7 @@ def find_inputs(spec: str) -> list[InputFile]:
         base = path
     elif glob.has_magic(spec):
         files = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
-        base = Path(*_takewhile_literal(path.parts))  # output names are relative to the glob's fixed prefix
+        base = Path(*literal_prefix(path.parts))  # output names are relative to the glob's fixed prefix
     else:
         raise FileNotFoundError(
             f"input={spec}: no such file or directory. Pass an image file, a directory of images, or a quoted glob "
@@ -52,7 +52,8 @@ def find_inputs(spec: str) -> list[InputFile]:
     return [InputFile(p, str(p.relative_to(base).with_suffix(""))) for p in files]
 
 
-def _takewhile_literal(parts: Sequence[str]) -> Iterator[str]:
+def literal_prefix(parts: Sequence[str]) -> Iterator[str]:
+    """The leading path parts of a glob that hold no wildcard."""
     for part in parts:
         if glob.has_magic(part):
             return
