@@ -14,7 +14,8 @@ SHORT = ["trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.lim
 # The common overrides stay out of the job directory names, which then read e.g. "loss.perceptual_weight=0.25".
 EXCLUDE = ("hydra.job.config.override_dirname.exclude_keys=[" + ",".join(
     o.split("=")[0].lstrip("+") for o in [*TINY, *SHORT, "data.root", "test", "callbacks.rank_probe._target_",
-                                          "callbacks.rank_probe.dirpath", "trainer.fast_dev_run"]) + "]")
+                                          "callbacks.rank_probe.dirpath", "trainer.fast_dev_run",
+                                          "trusted_classes"]) + "]")
 
 
 def train_script(*args: str, cwd: Path, timeout: int = 400) -> subprocess.CompletedProcess:

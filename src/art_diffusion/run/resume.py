@@ -35,6 +35,7 @@ RESUME_OVERRIDABLE = (
     "data.num_workers",
     "data.pin_memory",
     "test",
+    "trusted_classes",
 )
 DEFAULT_OUTPUTS = "outputs"
 
@@ -80,7 +81,8 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
     """The config a resumed run uses: the stored one, plus the allowed command-line overrides, ckpt_path set."""
     directory = find_run_to_resume(str(cfg.resume))
     checkpoint = directory / LAST_CHECKPOINT
-    stored = stored_config(load_checkpoint(checkpoint), checkpoint)
+    trusted = list(cfg.get("trusted_classes") or [])  # from this command line, never from the file
+    stored = stored_config(load_checkpoint(checkpoint), checkpoint, trusted)
     old_dir = stored.get("paths", {}).get("output_dir")
     if old_dir and Path(old_dir) != directory:
         log.info("Run dir moved from %s to %s: rebasing its paths", old_dir, directory)
@@ -99,6 +101,7 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
     resumed = OmegaConf.create(stored)
     for key in keys:
         OmegaConf.update(resumed, key, OmegaConf.select(cfg, key), merge=False)
+    resumed.trusted_classes = trusted
     resumed.resume = str(directory)
     resumed.ckpt_path = str(checkpoint)
     log.info("Resuming %s from %s (overrides: %s)", directory, checkpoint, keys or "none")

@@ -18,6 +18,7 @@ from art_diffusion.checkpoints import check_checkpoint_fits
 from art_diffusion.run.hparams import log_hparams, run_hparams
 from art_diffusion.run.resume import resumed_config
 from art_diffusion.run.run_dir import METRICS_FILE
+from art_diffusion.safe_config import check_config
 from art_diffusion.storage import atomic_write
 
 log = logging.getLogger(__name__)
@@ -49,12 +50,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """
     if cfg.get("resume"):
         cfg = resumed_config(cfg)
+    run_config = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "hydra"}
+    origin = f"the config of the resumed run {cfg.resume}" if cfg.get("resume") else "the run config"
+    check_config(run_config, origin, cfg.get("trusted_classes") or ())  # before anything is instantiated
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
 
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     module: L.LightningModule = instantiate(cfg.model)
-    module.run_config = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "hydra"}
+    module.run_config = run_config
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
     loggers = [instantiate(c) for c in cfg.get("logger", {}).values() if c is not None]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)

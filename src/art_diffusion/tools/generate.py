@@ -23,7 +23,7 @@ def generate(cfg: DictConfig) -> list[Path]:
     if cfg.num_images < 1 or cfg.batch_size < 1:
         raise ValueError(f"num_images and batch_size must be >= 1, got {cfg.num_images} and {cfg.batch_size}.")
     device = resolve_device(cfg.device)
-    module, _ = load_module(cfg.ckpt_path, device, expected=DiffusionModule)
+    module, _ = load_module(cfg.ckpt_path, device, DiffusionModule, cfg.trusted_classes)
     label = None if cfg.class_name is None else module.class_index(cfg.class_name)
     if label is None and module.num_classes:
         log.info("Conditional model and no class_name: sampling unconditionally (classes: %s).", module.class_names)

@@ -153,7 +153,7 @@ def _print_table(rows: list[dict], mean: dict) -> None:
 def reconstruct(cfg: DictConfig) -> list[dict]:
     """Reconstruct every input of ``cfg.input``; returns the rows of results.csv (without the mean row)."""
     device = resolve_device(cfg.device)
-    module, run_config = load_module(cfg.ckpt_path, device, cfg.trusted_targets, expected=ReconstructionModule)
+    module, run_config = load_module(cfg.ckpt_path, device, ReconstructionModule, cfg.trusted_classes)
     files = find_inputs(str(cfg.input))
     out = Path(cfg.output_dir)
     reconstructor = Reconstructor(module.net, run_config["data"]["image_size"], cfg.size, cfg.pad_mode, device)
