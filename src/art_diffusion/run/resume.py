@@ -83,7 +83,8 @@ def _read_stored(path: Path, trusted: list[str]) -> dict:
 
 def newest_loadable_checkpoint(directory: Path, trusted: list[str]) -> tuple[Path, dict]:
     """``last.ckpt`` and its stored config; if it cannot be read (a damaged copy, a disk error), the newest other
-    checkpoint of the run that loads, with a warning saying which and why. A hostile config is refused, not skipped.
+    checkpoint of the run that loads, with a warning saying which and why (last.ckpt is moved aside to
+    last.ckpt.unreadable). A hostile config is refused, not skipped.
     Temporary files of saves killed half-way are removed first (the caller owns the run dir)."""
     last = directory / LAST_CHECKPOINT
     for leftover in sorted(last.parent.glob("*.ckpt.*.tmp")):
@@ -105,8 +106,10 @@ def newest_loadable_checkpoint(directory: Path, trusted: list[str]) -> tuple[Pat
         except CheckpointError as error:
             log.warning("Cannot resume from %s either: %s", path, error)
             continue
-        log.warning("%s is unreadable (%s). Resuming from %s instead, the newest checkpoint of the run that loads.",
-                    last, reason, path)
+        aside = last.with_name(last.name + ".unreadable")
+        last.replace(aside)  # else Lightning would save the next last.ckpt as last-v1.ckpt beside it
+        log.warning("%s is unreadable (%s). Resuming from %s instead, the newest checkpoint of the run that loads; "
+                    "the unreadable file is kept as %s.", last, reason, path, aside)
         return path, stored
     raise CheckpointError(f"resume: {last} is unreadable ({reason}) and no other checkpoint in {last.parent} loads; "
                           "this run cannot be continued. Start a new run (ckpt_path= can take weights of a good file).")
