@@ -81,7 +81,8 @@ def test_resume_falls_back_to_the_newest_checkpoint_that_loads(tiny_run, tmp_pat
     with caplog.at_level(logging.INFO):
         train(compose_train_cfg(tmp_path / "unused", f"resume={run}", "trainer.max_epochs=2", "test=false",
                                 tiny=False))
-    assert f"{last} is unreadable" in caplog.text and f"Resuming from {run / 'checkpoints' / 'best.ckpt'}" in caplog.text
+    assert f"{last} is unreadable" in caplog.text
+    assert f"Resuming from {run / 'checkpoints' / 'best.ckpt'}" in caplog.text
     assert torch.load(last, weights_only=True)["epoch"] == 1  # training went on, and saved last.ckpt again
     assert sorted(p.name for p in (run / "checkpoints").iterdir() if "epoch_" not in p.name) == [
         "best.ckpt", "last.ckpt", "last.ckpt.unreadable"]  # no last-v1.ckpt, no leftover .tmp
