@@ -15,11 +15,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from art_diffusion.checkpoints import CONFIG_KEY, load_checkpoint
+from art_diffusion.run.resume import resumed_config
 from art_diffusion.safe_config import REGISTRY, UnsafeConfigError, check_config
+from art_diffusion.tools.evaluate import evaluate
+from art_diffusion.tools.generate import generate
 from tests.conftest import CONF_DIR, REPO, compose_train_cfg
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*random.*", "ignore:.*num_workers.*")
@@ -65,9 +69,9 @@ def test_every_target_in_conf_is_in_the_registry(tmp_path):
 @pytest.mark.parametrize(("node", "key_path"), [
     ({"net": {"_target_": "os.system", "command": "x"}}, "net._target_"),  # outside the packages: never imported
     ({"net": {"_target_": "art_diffusion.storage.atomic_write", "path": "x", "data": "y"}}, "net._target_"),
-    ({"net": {"_target_": "art_diffusion.run.train.os.system", "_args_": ["x"]}}, "net._args_"),
-    ({"net": {"_target_": "art_diffusion.run.train.os.system"}}, "net._target_"),  # a function under the package
-    ({"net": {"_target_": "art_diffusion.run.train.os"}}, "net._target_"),  # a module
+    ({"net": {"_target_": "art_diffusion.storage.os.system", "_args_": ["x"]}}, "net._args_"),
+    ({"net": {"_target_": "art_diffusion.storage.os.system"}}, "net._target_"),  # a function under the package
+    ({"net": {"_target_": "art_diffusion.storage.os"}}, "net._target_"),  # a module
     ({"net": {"_target_": "art_diffusion.nets.ConvDenoiser.__class__"}}, "net._target_"),  # a class, not registered
     ({"net": {"_target_": "art_diffusion.nets.ConvDenoiser.forward"}}, "net._target_"),
     ({"a": [{"b": [1, {"_target_": "art_diffusion.storage.atomic_write"}]}]}, "a[0].b[1]._target_"),  # nested
@@ -107,11 +111,18 @@ def _poison(source: Path, dest: Path, edit) -> Path:
     return dest
 
 
-def test_hostile_checkpoints_run_nothing_in_the_scripts(tiny_run, tmp_path, demo_root):
+def _tool_cfg(name: str, *overrides: str):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(name, overrides=["device=cpu", *overrides])
+    GlobalHydra.instance().clear()
+    return cfg
+
+
+def test_hostile_checkpoints_run_nothing_in_the_tools(tiny_run, tmp_path, demo_root):
     marker = tmp_path / "pwned"
     best = tiny_run / "checkpoints" / "best.ckpt"
     write_marker = {"_target_": "art_diffusion.storage.atomic_write", "path": str(marker), "data": "pwned"}
-    shell = {"_target_": "art_diffusion.run.train.os.system", "_args_": [f"touch {marker}"]}
 
     def in_net(config):  # a function the project imports, as the network
         config["model"]["net"] = dict(write_marker)
@@ -120,18 +131,26 @@ def test_hostile_checkpoints_run_nothing_in_the_scripts(tiny_run, tmp_path, demo
         config["model"]["_target_"] = "art_diffusion.lightning.DiffusionModule"
         config["model"]["net"]["extra"] = [{"nested": dict(write_marker)}]
 
-    def in_args(config):  # an _args_ payload, for the test split evaluate builds from the stored data config
-        config["model"]["net"]["payload"] = dict(shell)
+    def in_args(config):  # an _args_ payload to a module attribute: os.system through art_diffusion.storage
+        config["model"]["net"]["payload"] = {"_target_": "art_diffusion.storage.os.system",
+                                             "_args_": [f"touch {marker}"]}
 
-    cases = [("reconstruct", in_net, [f"input={demo_root}", f"output_dir={tmp_path / 'r'}"]),
-             ("generate", in_list, [f"output_dir={tmp_path / 'g'}", "num_images=1"]),
-             ("evaluate", in_args, ["lpips.enabled=false", f"output_dir={tmp_path / 'e'}"])]
-    for script, edit, overrides in cases:
-        evil = _poison(best, tmp_path / f"{script}.ckpt", edit)
-        result = _script(script, f"ckpt_path={evil}", "device=cpu", *overrides)
-        assert not marker.exists(), f"{script} ran the payload"
-        assert result.returncode == 2, result.stderr[-3000:]
-        assert f"error: Refusing the config stored in {evil}" in result.stderr and "Traceback" not in result.stderr
+    # as a user runs it: the script in a subprocess, one message, exit 2
+    evil = _poison(best, tmp_path / "reconstruct.ckpt", in_net)
+    result = _script("reconstruct", f"ckpt_path={evil}", "device=cpu", f"input={demo_root}",
+                     f"output_dir={tmp_path / 'r'}")
+    assert not marker.exists()
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert f"error: Refusing the config stored in {evil}" in result.stderr and "Traceback" not in result.stderr
+    # the other tools, on their composed configs (same loader, so a subprocess each would only add start-up time)
+    for run, edit, overrides in [(generate, in_list, [f"output_dir={tmp_path / 'g'}", "num_images=1"]),
+                                 (evaluate, in_args, ["lpips.enabled=false", f"output_dir={tmp_path / 'e'}"]),
+                                 (evaluate, in_net, ["lpips.enabled=false", f"data.root={demo_root}",
+                                                     f"output_dir={tmp_path / 'e'}"])]:
+        evil = _poison(best, tmp_path / f"{run.__name__}.ckpt", edit)
+        with pytest.raises(UnsafeConfigError, match=f"Refusing the config stored in {evil}: "):
+            run(_tool_cfg(run.__name__, f"ckpt_path={evil}", *overrides))
+        assert not marker.exists(), f"{run.__name__} ran the payload"
 
 
 def test_poisoned_last_ckpt_is_refused_by_resume(tiny_run, tmp_path):
@@ -142,7 +161,9 @@ def test_poisoned_last_ckpt_is_refused_by_resume(tiny_run, tmp_path):
     marker = tmp_path / "pwned"
 
     def in_callbacks(config):  # resume instantiates every callback of the stored config
-        config["callbacks"]["evil"] = {"_target_": "art_diffusion.run.train.os.system", "_args_": [f"touch {marker}"]}
+        config["callbacks"]["evil"] = {"_target_": "art_diffusion.storage.os.system", "_args_": [f"touch {marker}"]}
+        config["callbacks"]["crash"] = {"_target_": "tests.crash.CrashAfterEpoch", "log_path": str(marker)}
+        config["trusted_classes"] = ["tests.crash.CrashAfterEpoch"]  # never read back from a file
 
     last = run / "checkpoints" / "last.ckpt"
     _poison(last, last, in_callbacks)
@@ -150,3 +171,10 @@ def test_poisoned_last_ckpt_is_refused_by_resume(tiny_run, tmp_path):
     assert not marker.exists()
     assert result.returncode == 2, result.stderr[-3000:]
     assert f"Refusing the config stored in {last}" in result.stderr and "'callbacks.evil._args_'" in result.stderr
+
+    checkpoint = load_checkpoint(last)
+    del checkpoint[CONFIG_KEY]["callbacks"]["evil"]
+    torch.save(checkpoint, last)
+    cfg = compose_train_cfg(tmp_path / "unused", f"resume={run}", tiny=False)
+    with pytest.raises(UnsafeConfigError, match="_target_ 'tests.crash.CrashAfterEpoch'.*'callbacks.crash._target_'"):
+        resumed_config(cfg)  # the stored trusted_classes does not vouch for it; only the command line can

@@ -1,7 +1,7 @@
 """The closed registry of classes a config may instantiate, and the one check that runs before any config is built.
 
 A config read from a file (a checkpoint's stored config, a resumed run's ``last.ckpt``) is untrusted: Hydra's
-``instantiate`` calls whatever ``_target_`` names, so ``art_diffusion.run.train.os.system`` would run a shell
+``instantiate`` calls whatever ``_target_`` names, so ``art_diffusion.storage.os.system`` would run a shell
 command. :func:`check_config` walks every node first and refuses the whole config unless
 
 - every ``_target_`` resolves to *exactly* (``is``) one of the classes in :data:`REGISTRY` (or a class the user
@@ -98,6 +98,18 @@ def _resolve_loaded(target: str) -> Any:
     return obj
 
 
+def _callable(obj: Any) -> bool:
+    return obj is not None and not inspect.isclass(obj)
+
+
+def _kind(resolved: Any) -> str:
+    if resolved is None:
+        return "which names no class of an imported module"
+    if inspect.isclass(resolved):
+        return "a class outside the registry"
+    return f"which is a {type(resolved).__name__}, not a class"
+
+
 def _key_path(where: str, key: Any) -> str:
     return f"{where}.{key}" if where else str(key)
 
@@ -135,9 +147,9 @@ def check_config(node: Any, origin: str, trusted_classes: Iterable[str] = (), wh
             resolved = _resolve_loaded(target) if isinstance(target, str) else None
             # the object itself, not its name: a function or module reachable under a trusted package fails here
             if not (inspect.isclass(resolved) and any(resolved is cls for cls in allowed)):
-                refuse(f"_target_ {target!r}, which is not one of the registered classes", _key_path(at, "_target_"),
-                       f" If you wrote this config and trust {target!r}, pass trusted_classes='[{target}]'."
-                       if isinstance(target, str) and "${" not in target else "")
+                refuse(f"_target_ {target!r}, {_kind(resolved)}", _key_path(at, "_target_"),
+                       f" If you wrote this config and trust the class {target!r}, pass trusted_classes='[{target}]'."
+                       if isinstance(target, str) and "${" not in target and not _callable(resolved) else "")
         if "_partial_" in mapping and ("_target_" not in mapping or not isinstance(mapping["_partial_"], bool)):
             refuse("_partial_ without a registered _target_ (or not true/false)", _key_path(at, "_partial_"))
         for key, value in mapping.items():
