@@ -8,10 +8,10 @@ Used by the kill-and-resume test through ``+callbacks.crash._target_=tests.crash
 import json
 import os
 import random
+import resource
 import shutil
 import signal
 import sys
-import threading
 from pathlib import Path
 
 import lightning as L
@@ -56,9 +56,10 @@ class KillDuringSave(L.Callback):
     """SIGKILLs its own process in the middle of a checkpoint save of epoch >= 1: the k-th run of a resumed chain
     at ``moments[k]`` (then no more), as a ``kill -9`` or an OOM killer would.
 
-    ``open``: the moment a checkpoint file is opened for writing (nothing written yet); ``write``: from a thread,
-    as soon as that file has bytes (or is already gone: the thread was late); ``replace``: at a rename into the
-    checkpoint directory. Kills are counted in ``state_path``.
+    ``open``: just before a checkpoint file is opened for writing (the audit event comes first); ``write``: half-way
+    through writing it: once it is opened, a file size limit (RLIMIT_FSIZE) of half a checkpoint stops the write
+    there, and the kernel's SIGXFSZ is turned into the SIGKILL; ``replace``: at a rename into the checkpoint
+    directory. Kills are counted in ``state_path``.
     """
 
     def __init__(self, dirpath: str, state_path: str, moments: list[str]) -> None:
@@ -70,6 +71,7 @@ class KillDuringSave(L.Callback):
         kills = len(self.state_path.read_text().splitlines()) if self.state_path.exists() else 0
         self.moment = self.moments[kills] if kills < len(self.moments) else None
         self.armed = self.moment is not None and trainer.current_epoch >= 1
+        self.last_size = (self.dirpath / "last.ckpt").stat().st_size if self.armed else 0
 
     def _kill(self, path: str) -> None:
         with open(self.state_path, "a") as fh:
@@ -85,19 +87,11 @@ class KillDuringSave(L.Callback):
         if (self.moment, event) in (("open", "open"), ("replace", "os.rename")):
             self.armed = False
             self._kill(path)
-        elif (self.moment, event) == ("write", "open"):
+        elif (self.moment, event) == ("write", "open"):  # from now on, no file may grow past half a checkpoint
             self.armed = False
-            sys.setswitchinterval(1e-6)  # let the thread in while the bytes are being written
-            threading.Thread(target=self._kill_once_written, args=(path,), daemon=True).start()
-
-    def _kill_once_written(self, path: str) -> None:
-        while True:
-            try:
-                if os.path.getsize(path) > 0:
-                    break
-            except OSError:  # renamed already
-                break
-        self._kill(path)
+            signal.signal(signal.SIGXFSZ, lambda *_: self._kill(path))
+            hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+            resource.setrlimit(resource.RLIMIT_FSIZE, (self.last_size // 2, hard))
 
 
 class FillDiskBeforeSave(L.Callback):

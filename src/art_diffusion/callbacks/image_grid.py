@@ -10,6 +10,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from torchvision.utils import make_grid, save_image
 
+from art_diffusion.storage import atomic_path
+
 
 class ImageGridLogger(L.Callback):
     """Base of the image callbacks: every ``every_n_epochs`` validation epochs (rank zero, not during the sanity
@@ -42,4 +44,5 @@ class ImageGridLogger(L.Callback):
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_image(self.tag, grid, global_step=trainer.global_step)
         self.dirpath.mkdir(parents=True, exist_ok=True)
-        save_image(grid, self.dirpath / f"epoch_{epoch:03d}.png")
+        with atomic_path(self.dirpath / f"epoch_{epoch:03d}.png") as tmp:
+            save_image(grid, tmp, format="png")

@@ -27,7 +27,7 @@ from art_diffusion.data.images import BadImage, load_rgb
 from art_diffusion.lightning import ReconstructionModule
 from art_diffusion.metrics.pixel import pixel_metrics
 from art_diffusion.nets import DOWNSAMPLING_FACTOR
-from art_diffusion.storage import atomic_write
+from art_diffusion.storage import atomic_path, atomic_write
 from art_diffusion.tools.inputs import InputFile, find_inputs, resolve_device
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,8 @@ class Reconstructor:
 def save_png(image: torch.Tensor, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     pixels = image.mul(255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
-    Image.fromarray(np.ascontiguousarray(pixels)).save(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.ascontiguousarray(pixels)).save(tmp, format="png")
 
 
 def side_by_side(left: torch.Tensor, right: torch.Tensor, gap: int) -> torch.Tensor:
