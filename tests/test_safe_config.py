@@ -131,9 +131,9 @@ def test_hostile_checkpoints_run_nothing_in_the_tools(tiny_run, tmp_path, demo_r
         config["model"]["_target_"] = "art_diffusion.lightning.DiffusionModule"
         config["model"]["net"]["extra"] = [{"nested": dict(write_marker)}]
 
-    def in_args(config):  # an _args_ payload to a module attribute: os.system through art_diffusion.storage
-        config["model"]["net"]["payload"] = {"_target_": "art_diffusion.storage.os.system",
-                                             "_args_": [f"touch {marker}"]}
+    def in_args(config):  # an _args_ payload to a function the project imports
+        config["model"]["net"]["payload"] = {"_target_": "art_diffusion.storage.atomic_write",
+                                             "_args_": [str(marker), "pwned"]}
 
     # as a user runs it: the script in a subprocess, one message, exit 2
     evil = _poison(best, tmp_path / "reconstruct.ckpt", in_net)
@@ -161,7 +161,7 @@ def test_poisoned_last_ckpt_is_refused_by_resume(tiny_run, tmp_path):
     marker = tmp_path / "pwned"
 
     def in_callbacks(config):  # resume instantiates every callback of the stored config
-        config["callbacks"]["evil"] = {"_target_": "art_diffusion.storage.os.system", "_args_": [f"touch {marker}"]}
+        config["callbacks"]["evil"] = {"_target_": "art_diffusion.storage.atomic_write", "_args_": [str(marker), "x"]}
         config["callbacks"]["crash"] = {"_target_": "tests.crash.CrashAfterEpoch", "log_path": str(marker)}
         config["trusted_classes"] = ["tests.crash.CrashAfterEpoch"]  # never read back from a file
 
@@ -178,3 +178,13 @@ def test_poisoned_last_ckpt_is_refused_by_resume(tiny_run, tmp_path):
     cfg = compose_train_cfg(tmp_path / "unused", f"resume={run}", tiny=False)
     with pytest.raises(UnsafeConfigError, match="_target_ 'tests.crash.CrashAfterEpoch'.*'callbacks.crash._target_'"):
         resumed_config(cfg)  # the stored trusted_classes does not vouch for it; only the command line can
+
+
+def test_hydra_rerun_of_a_pickled_config_is_refused_in_one_line(capsys):
+    from art_diffusion.run import cli
+
+    with pytest.raises(SystemExit) as stop:  # it would unpickle .hydra/config.pickle: opening a pickle runs code
+        cli.prepare_cli(["--experimental-rerun", "outputs/x/.hydra/config.pickle"])
+    assert stop.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: --experimental-rerun is not supported") and "resume=RUN_DIR" in line
