@@ -22,6 +22,7 @@ from art_diffusion.checkpoints import (
     load_net,
 )
 from art_diffusion.run.train import train
+from art_diffusion.safe_config import UnsafeConfigError
 from tests.conftest import REPO, TINY, compose_train_cfg
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*random.*", "ignore:.*num_workers.*")
@@ -60,7 +61,7 @@ def test_config_naming_code_outside_the_package_is_refused(tiny_run, tmp_path):
     crafted = tmp_path / "crafted.ckpt"
     torch.save(checkpoint, crafted)  # plain data: weights_only loading alone would accept it
 
-    with pytest.raises(UnsafeCheckpointError, match="'os.system' at 'model.net'"):
+    with pytest.raises(UnsafeConfigError, match="_target_ 'os.system'.* at 'model.net._target_'"):
         load_net(crafted)
     assert not marker.exists()
 
@@ -115,7 +116,8 @@ def _read_draws(path: Path) -> dict[int, dict]:
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, demo_root, compose_cfg):
     # StepLR halving every epoch: a scheduler restored wrongly changes the weights
     common = [f"data.root={demo_root}", "trainer.deterministic=true", "trainer.max_epochs=3", "test=false",
-              "optim.step_size=1", "optim.gamma=0.5", "+callbacks.crash._target_=tests.crash.CrashAfterEpoch"]
+              "optim.step_size=1", "optim.gamma=0.5", "+callbacks.crash._target_=tests.crash.CrashAfterEpoch",
+              "trusted_classes=[tests.crash.CrashAfterEpoch]"]
     full, crashed = tmp_path / "full", tmp_path / "crashed"
     train(compose_cfg(*common, f"+callbacks.crash.log_path={full / 'draws.jsonl'}", output_dir=full))
 
@@ -124,7 +126,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, demo_root, c
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert torch.load(crashed / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0  # end of epoch 0
 
-    resumed = _train_cli(f"resume={crashed}")
+    resumed = _train_cli(f"resume={crashed}", "trusted_classes=[tests.crash.CrashAfterEpoch]")  # a test class
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
     a = torch.load(full / "checkpoints" / "last.ckpt", weights_only=True)

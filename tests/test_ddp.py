@@ -11,7 +11,7 @@ import torch
 from tests.train_script import SHORT, tiny, train_script
 
 PROBE = ["+callbacks.rank_probe._target_=tests.rank_probe.RankProbe",
-         "+callbacks.rank_probe.dirpath=${paths.output_dir}/ranks"]
+         "+callbacks.rank_probe.dirpath=${paths.output_dir}/ranks", "trusted_classes=[tests.rank_probe.RankProbe]"]
 
 
 def assert_one_synced_ddp_run(run: Path) -> None:

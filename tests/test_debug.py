@@ -46,7 +46,8 @@ def test_every_debug_option_runs_a_tiny_fit_without_checkpoints(tmp_path, demo_r
         overrides.append(f"trainer.max_epochs={EPOCHS[option]}")
     run = tmp_path / "run"
     cfg = compose_train_cfg(run, *overrides, f"debug={option}", "data.batch_size=2",
-                            "+callbacks.probe._target_=tests.test_debug.BatchProbe", tiny=False)
+                            "+callbacks.probe._target_=tests.test_debug.BatchProbe",
+                            "trusted_classes=[tests.test_debug.BatchProbe]", tiny=False)
     BatchProbe.epochs, BatchProbe.anomaly = [], []
     metrics = train(cfg)
 

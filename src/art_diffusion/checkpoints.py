@@ -1,15 +1,15 @@
 """Loading checkpoints without trusting them: plain data only, clear errors, and a model rebuilt from the stored config.
 
 A checkpoint is untrusted input. ``torch.load(weights_only=True)`` refuses any pickle that names code, and the
-stored config's ``_target_`` entries are instantiated only from trusted packages, so opening a file never runs
-code from it.
+stored config passes :func:`art_diffusion.safe_config.check_config` (only registered classes) before anything
+of it is instantiated, so opening a file never runs code from it.
 """
 
 from __future__ import annotations
 
 import pickle
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +18,10 @@ from hydra.utils import get_class, instantiate
 from torch import nn
 
 from art_diffusion.errors import UserError
+from art_diffusion.safe_config import check_config
 
 #: Checkpoint entry holding the run's resolved config (plain dicts), enough to rebuild model and data settings.
 CONFIG_KEY = "art_diffusion_config"
-#: ``_target_`` prefixes a checkpoint's config may name; anything else could be ``os.system``.
-TRUSTED_TARGETS = ("art_diffusion.",)
 
 
 class CheckpointError(UserError, RuntimeError):
@@ -80,31 +79,17 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
     return checkpoint
 
 
-def stored_config(checkpoint: Mapping, path: str | Path) -> dict[str, Any]:
-    """The run's resolved config that training stored in the checkpoint (see NetworkModule.on_save_checkpoint)."""
+def stored_config(checkpoint: Mapping, path: str | Path, trusted_classes: Iterable[str] = ()) -> dict[str, Any]:
+    """The run's resolved config that training stored in the checkpoint (see NetworkModule.on_save_checkpoint),
+    refused unless it passes :func:`check_config` (``trusted_classes``: extra classes the user vouches for)."""
     config = checkpoint.get(CONFIG_KEY)
     if not isinstance(config, dict):
         raise CheckpointError(
             f"{path} has no '{CONFIG_KEY}' entry, so the model cannot be rebuilt from it alone. Only checkpoints "
             "written by scripts/train.py carry their config; retrain, or load the weights by hand."
         )
+    check_config(config, f"the config stored in {path}", trusted_classes)
     return config
-
-
-def check_trusted_targets(node: Any, origin: str, trusted: Sequence[str] = TRUSTED_TARGETS, where: str = "") -> None:
-    """Refuse any ``_target_`` outside ``trusted`` anywhere in a config taken from a file."""
-    if isinstance(node, Mapping):
-        target = node.get("_target_")
-        if target is not None and not (isinstance(target, str) and target.startswith(tuple(trusted))):
-            raise UnsafeCheckpointError(
-                f"Refusing {origin}: its config names _target_ {target!r} at '{where or '<root>'}', outside the "
-                f"trusted packages {list(trusted)}; instantiating it could run arbitrary code."
-            )
-        for key, value in node.items():
-            check_trusted_targets(value, origin, trusted, f"{where}.{key}" if where else str(key))
-    elif isinstance(node, (list, tuple)):
-        for index, value in enumerate(node):
-            check_trusted_targets(value, origin, trusted, f"{where}[{index}]")
 
 
 def _describe_mismatch(expected: Mapping[str, torch.Tensor], found: Mapping[str, Any]) -> list[str]:
@@ -149,7 +134,7 @@ def _state_dict(checkpoint: Mapping, path: str | Path) -> Mapping[str, Any]:
 
 
 def _module_class(target: str, path: str | Path, expected: type | None) -> type:
-    """The class ``target`` names (already checked to be trusted), refused when it is not an ``expected``."""
+    """The class ``target`` names (already checked to be a registered one), refused when it is not an ``expected``."""
     cls = get_class(target)
     if expected is not None and not issubclass(cls, expected):
         raise WrongModelError(
@@ -163,23 +148,22 @@ def _module_class(target: str, path: str | Path, expected: type | None) -> type:
 def load_module(
     path: str | Path,
     device: str | torch.device = "cpu",
-    trusted: Sequence[str] = TRUSTED_TARGETS,
     expected: type | None = None,
+    trusted_classes: Iterable[str] = (),
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The trained LightningModule (eval mode, on ``device``) and its run config, from a checkpoint path alone.
 
     The project's one checkpoint loader for inference: the module is rebuilt from the ``model`` config the
-    checkpoint stores, without its optimizer and scheduler (inference needs neither), after every ``_target_`` in
-    it is checked against ``trusted``; ``expected`` (a LightningModule class) refuses a checkpoint of another kind.
+    checkpoint stores, without its optimizer and scheduler (inference needs neither), after the whole stored config
+    passed :func:`check_config`; ``expected`` (a LightningModule class) refuses a checkpoint of another kind.
     """
     hint = getattr(expected, "TRAIN_COMMAND", "python scripts/train.py")
     checkpoint = load_checkpoint(path, train_command=hint)
-    config = stored_config(checkpoint, path)
+    config = stored_config(checkpoint, path, trusted_classes)
     module_config = config.get("model")
     if not isinstance(module_config, Mapping) or not isinstance(module_config.get("_target_"), str):
         raise CheckpointError(f"{path}: its stored config has no model (a _target_ with its net) to rebuild from.")
     module_config = {k: v for k, v in module_config.items() if k not in ("optimizer", "scheduler")}
-    check_trusted_targets(module_config, str(path), trusted, "model")
     _module_class(module_config["_target_"], path, expected)
     module = instantiate(module_config, optimizer=None, scheduler=None)
     state = _state_dict(checkpoint, path)
@@ -193,8 +177,8 @@ def load_module(
 
 
 def load_net(
-    path: str | Path, device: str | torch.device = "cpu", trusted: Sequence[str] = TRUSTED_TARGETS
+    path: str | Path, device: str | torch.device = "cpu", trusted_classes: Iterable[str] = ()
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The trained network alone (eval mode, on ``device``) and the run config: :func:`load_module`'s ``net``."""
-    module, config = load_module(path, device, trusted)
+    module, config = load_module(path, device, trusted_classes=trusted_classes)
     return module.net, config

@@ -9,14 +9,23 @@ complete new one, never a torn one, even when the writer is killed.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import filelock
 
+from art_diffusion.errors import UserError
+
 CACHE_ENV = "ART_DIFFUSION_CACHE"
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class DiskFullError(UserError):
+    """A write ran out of disk space (or quota); nothing was written under the final name."""
 
 
 def cache_dir() -> Path:
@@ -38,9 +47,29 @@ def cache_dir() -> Path:
     return path
 
 
-def file_lock(path: str | Path) -> filelock.FileLock:
-    """An exclusive inter-process lock held on the file ``path`` (created if missing), for ``with`` blocks."""
-    return filelock.FileLock(str(path))
+def file_lock(path: str | Path, timeout: float = -1) -> filelock.FileLock:
+    """An exclusive inter-process lock held on the file ``path`` (created if missing), for ``with`` blocks.
+
+    ``timeout=0`` tries once (``filelock.Timeout`` if another process holds it). The kernel releases the lock of a
+    process that dies, however it dies, so a lock is never stale; :mod:`art_diffusion.ownership` adds who holds it.
+    """
+    return filelock.FileLock(str(path), timeout=timeout)
+
+
+def _free_space(directory: Path) -> str:
+    try:
+        return f"{shutil.disk_usage(directory).free / 2**20:.1f} MiB free"
+    except OSError:
+        return "free space unknown"
+
+
+def _disk_full(path: Path, exc: OSError) -> DiskFullError:
+    return DiskFullError(
+        f"No space left on the disk of {path.parent} ({_free_space(path.parent)}, {exc.strerror}) while writing "
+        f"{path.name}; nothing was written under that name and the previous {path.name}, if any, is intact. Free "
+        "space on that disk (old runs, checkpoints, caches) or move the run/cache to a larger one, then run again "
+        "(a training run continues with `python scripts/train.py resume=<run dir>`)."
+    )
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -56,8 +85,10 @@ def _fsync_dir(directory: Path) -> None:
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yields a temporary path beside ``path``; when the block succeeds it is fsynced and renamed to ``path``.
 
-    If the block raises, the temporary file is removed and ``path`` is untouched. Not ``mkstemp``: its 0600 mode
-    would hide a shared cache from other users.
+    If the block raises, the temporary file is removed and ``path`` is untouched; a full disk (``ENOSPC``/``EDQUOT``)
+    becomes one :class:`DiskFullError` naming the directory and its free space. Not ``mkstemp``: its 0600 mode
+    would hide a shared cache from other users. The temporary file is in the destination directory, so the rename
+    never crosses file systems (a copy could be killed half-way under the final name).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -68,6 +99,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+    except OSError as exc:
+        if exc.errno in _DISK_FULL:
+            tmp.unlink(missing_ok=True)  # first: the message reports the space this file took back
+            raise _disk_full(path, exc) from None
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 

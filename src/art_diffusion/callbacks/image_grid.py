@@ -12,6 +12,7 @@ from torch.nn.functional import interpolate
 from torchvision.utils import make_grid, save_image
 
 from art_diffusion.loggers import log_image
+from art_diffusion.storage import atomic_path
 
 
 def logger_step(trainer: L.Trainer) -> int:
@@ -62,4 +63,5 @@ class ImageGridLogger(L.Callback):
         log_image(trainer.loggers, self.tag, make_grid(enlarged, nrow=nrow, padding=2, pad_value=1.0),
                   step=logger_step(trainer))
         self.dirpath.mkdir(parents=True, exist_ok=True)
-        save_image(make_grid(images, nrow=nrow, padding=2, pad_value=1.0), self.dirpath / f"epoch_{epoch:03d}.png")
+        with atomic_path(self.dirpath / f"epoch_{epoch:03d}.png") as tmp:
+            save_image(make_grid(images, nrow=nrow, padding=2, pad_value=1.0), tmp, format="png")

@@ -5,8 +5,12 @@ The store is ``<cache_dir>/pixels/<slot>-<content>.npy`` (N x 3 x size x size ui
 files stay black and are never served) plus a ``.json`` that lists the bad files and marks the store complete.
 ``content`` hashes every path, size and mtime with the decode settings, so any change to the folder builds a new
 store; ``slot`` hashes the roots and settings only, so the new store replaces the stale one of the same slot.
-The build runs in a process pool, under a file lock (DDP ranks and concurrent runs wait for one builder) and
-writes to temporary names renamed into place, so a killed build never looks complete.
+The build runs in a process pool, under the slot's file lock (DDP ranks and concurrent runs wait for one builder)
+and writes to temporary names renamed into place, so a killed build never looks complete.
+
+A store in use is never deleted under its reader: every process that opens one registers in ``<store>.readers/``
+(a lock it holds until it exits, see art_diffusion.ownership), and a stale store is removed only once no live
+process is registered; until then it is kept, and the next run that opens this slot tries again.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import numpy as np
 from art_diffusion.data.images import BadImage, load_rgb
 from art_diffusion.data.listing import SourceFile
 from art_diffusion.data.pool import parallel_map
+from art_diffusion.ownership import in_use, register, registration_path
 from art_diffusion.storage import atomic_path, atomic_write, file_lock, stale_temporaries
 
 log = logging.getLogger(__name__)
@@ -105,24 +110,38 @@ def _build(path: Path, files: list[SourceFile], size: int, max_pixels: int, min_
     atomic_write(path.with_suffix(".json"), json.dumps(manifest))  # last: its presence marks the store complete
 
 
-def _remove_stale(path: Path) -> None:
-    """Stores of the same slot built from an older state of the folder (open memory maps keep working on Linux)."""
+def _readers(store: Path) -> Path:
+    return store.with_name(store.stem + ".readers")
+
+
+def _remove_unused_stale(path: Path) -> None:
+    """Stores of the same slot built from an older state of the folder, unless a live process still reads them."""
     slot = path.stem.split("-")[0]
-    for old in path.parent.glob(f"{slot}-*"):
-        if not old.name.startswith(path.stem) and old.suffix not in (".lock", ".tmp"):
-            old.unlink(missing_ok=True)
+    stems = {old.name.split(".")[0] for old in path.parent.glob(f"{slot}-*")} - {path.stem}
+    for stem in sorted(stems):
+        if in_use(path.parent / f"{stem}.readers"):
+            log.info("Keeping the stale pixel store %s: a running job reads it (a later run removes it)", stem)
+            continue
+        for old in path.parent.glob(f"{stem}.*"):
+            if old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink(missing_ok=True)
 
 
 def open_or_build(path: Path, files: list[SourceFile], size: int, max_pixels: int, min_size: int,
                   workers: int) -> PixelStore:
-    """The complete store at ``path``, built first if needed (once, whoever else asks at the same time)."""
+    """The complete store at ``path``, built first if needed (once, whoever else asks at the same time); this
+    process is registered as its reader until it exits."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with file_lock(path.with_suffix(".lock")):
-        bad = _read_manifest(path)
-        if bad is not None and path.exists():
-            return PixelStore(path, bad, built_s=None)
-        start = time.perf_counter()
-        _build(path, files, size, max_pixels, min_size, workers)
-        built_s = time.perf_counter() - start
-        _remove_stale(path)
-    return PixelStore(path, _read_manifest(path) or {}, built_s)
+    with file_lock(path.parent / f"{path.stem.split('-')[0]}.lock"):  # the slot: builds, readers and removals
+        bad, built_s = _read_manifest(path), None
+        if bad is None or not path.exists():
+            start = time.perf_counter()
+            _build(path, files, size, max_pixels, min_size, workers)
+            built_s = time.perf_counter() - start
+            bad = _read_manifest(path) or {}
+        in_use(_readers(path))  # forgets the registrations of readers that have exited
+        register(registration_path(_readers(path)))
+        _remove_unused_stale(path)
+    return PixelStore(path, bad, built_s)

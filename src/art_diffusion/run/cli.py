@@ -50,11 +50,24 @@ def unquoted_equals(argv: list[str]) -> str | None:
     return None
 
 
+#: Hydra flags that read a file we cannot check: ``--experimental-rerun`` unpickles ``.hydra/config.pickle``.
+REFUSED_FLAGS = {"--experimental-rerun": "it unpickles the run's .hydra/config.pickle, and opening a pickle can run "
+                                         "code. Rerun with the overrides in .hydra/overrides.yaml, or resume=RUN_DIR."}
+
+
+def refused_flag(argv: list[str]) -> str | None:
+    for arg in argv:
+        flag = arg.split("=", 1)[0]
+        if flag in REFUSED_FLAGS:
+            return f"{flag} is not supported: {REFUSED_FLAGS[flag]}"
+    return None
+
+
 def prepare_cli(argv: list[str] | None = None) -> None:
-    """Stop with one line, before Hydra composes, when an override needs an optional extra that is missing or holds
-    an unquoted ``=``."""
+    """Stop with one line, before Hydra composes, when an override needs an optional extra that is missing, holds
+    an unquoted ``=``, or a flag would load a file unchecked."""
     argv = sys.argv[1:] if argv is None else argv
-    message = missing_extra(argv) or unquoted_equals(argv)
+    message = refused_flag(argv) or missing_extra(argv) or unquoted_equals(argv)
     if message:
         print(f"error: {message}", file=sys.stderr)
         raise SystemExit(2)

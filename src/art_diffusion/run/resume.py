@@ -15,7 +15,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from art_diffusion.callbacks.rebase_paths import rebase_paths
-from art_diffusion.checkpoints import load_checkpoint, stored_config
+from art_diffusion.checkpoints import CheckpointError, UnsafeCheckpointError, load_checkpoint, stored_config
 from art_diffusion.run.run_dir import LAST_CHECKPOINT
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,7 @@ RESUME_OVERRIDABLE = (
     "data.num_workers",
     "data.pin_memory",
     "test",
+    "trusted_classes",
 )
 DEFAULT_OUTPUTS = "outputs"
 
@@ -76,11 +77,49 @@ def _command_line_keys() -> list[str]:
     return [override.key_or_group for override in parsed]
 
 
+def _read_stored(path: Path, trusted: list[str]) -> dict:
+    return stored_config(load_checkpoint(path), path, trusted)
+
+
+def newest_loadable_checkpoint(directory: Path, trusted: list[str]) -> tuple[Path, dict]:
+    """``last.ckpt`` and its stored config; if it cannot be read (a damaged copy, a disk error), the newest other
+    checkpoint of the run that loads, with a warning saying which and why (last.ckpt is moved aside to
+    last.ckpt.unreadable). A hostile config is refused, not skipped.
+    Temporary files of saves killed half-way are removed first (the caller owns the run dir)."""
+    last = directory / LAST_CHECKPOINT
+    for leftover in sorted(last.parent.glob("*.ckpt.*.tmp")):
+        log.info("Removing %s, left by a save that was interrupted", leftover)
+        leftover.unlink(missing_ok=True)
+    try:
+        return last, _read_stored(last, trusted)
+    except UnsafeCheckpointError:
+        raise
+    except CheckpointError as error:
+        reason = error
+    others = sorted((p for p in last.parent.glob("*.ckpt") if p.name != last.name),
+                    key=lambda p: p.stat().st_mtime, reverse=True)
+    for path in others:
+        try:
+            stored = _read_stored(path, trusted)
+        except UnsafeCheckpointError:
+            raise
+        except CheckpointError as error:
+            log.warning("Cannot resume from %s either: %s", path, error)
+            continue
+        aside = last.with_name(last.name + ".unreadable")
+        last.replace(aside)  # else Lightning would save the next last.ckpt as last-v1.ckpt beside it
+        log.warning("%s is unreadable (%s). Resuming from %s instead, the newest checkpoint of the run that loads; "
+                    "the unreadable file is kept as %s.", last, reason, path, aside)
+        return path, stored
+    raise CheckpointError(f"resume: {last} is unreadable ({reason}) and no other checkpoint in {last.parent} loads; "
+                          "this run cannot be continued. Start a new run (ckpt_path= can take weights of a good file).")
+
+
 def resumed_config(cfg: DictConfig) -> DictConfig:
     """The config a resumed run uses: the stored one, plus the allowed command-line overrides, ckpt_path set."""
     directory = find_run_to_resume(str(cfg.resume))
-    checkpoint = directory / LAST_CHECKPOINT
-    stored = stored_config(load_checkpoint(checkpoint), checkpoint)
+    trusted = list(cfg.get("trusted_classes") or [])  # from this command line, never from the file
+    checkpoint, stored = newest_loadable_checkpoint(directory, trusted)
     old_dir = stored.get("paths", {}).get("output_dir")
     if old_dir and Path(old_dir) != directory:
         log.info("Run dir moved from %s to %s: rebasing its paths", old_dir, directory)
@@ -99,6 +138,7 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
     resumed = OmegaConf.create(stored)
     for key in keys:
         OmegaConf.update(resumed, key, OmegaConf.select(cfg, key), merge=False)
+    resumed.trusted_classes = trusted
     resumed.resume = str(directory)
     resumed.ckpt_path = str(checkpoint)
     log.info("Resuming %s from %s (overrides: %s)", directory, checkpoint, keys or "none")

@@ -8,3 +8,4 @@ JOB_FILE = "job.json"                                # a job's status, optimized
 ERROR_FILE = "error.txt"                             # the traceback of a failed sweep job
 OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"   # what the job changed on the command line (Hydra writes it)
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"  # the newest state, where resume=RUN_DIR continues from
+OWNER_LOCK = "owner.lock"                            # locked by the one process training here; owner.lock.json: who

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import warnings
@@ -11,15 +12,20 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from art_diffusion.callbacks.image_grid import logger_step
 from art_diffusion.checkpoints import check_checkpoint_fits
+from art_diffusion.lightning.checkpoint_io import AtomicCheckpointIO
+from art_diffusion.ownership import claim
 from art_diffusion.run.config_tree import print_config_tree
 from art_diffusion.run.hparams import log_hparams
-from art_diffusion.run.resume import resumed_config
-from art_diffusion.run.run_dir import METRICS_FILE
+from art_diffusion.run.hydra_ddp import is_spawned_rank
+from art_diffusion.run.resume import find_run_to_resume, resumed_config
+from art_diffusion.run.run_dir import METRICS_FILE, OWNER_LOCK
+from art_diffusion.safe_config import check_config
 from art_diffusion.storage import atomic_write
 
 log = logging.getLogger(__name__)
@@ -43,14 +49,36 @@ def _scalars(metrics: dict, prefixes: tuple[str, ...]) -> dict[str, float]:
     return {k: float(v) for k, v in sorted(metrics.items()) if k.startswith(prefixes)}
 
 
+def own_run_dir(cfg: DictConfig) -> contextlib.AbstractContextManager:
+    """The run dir's lock, held by one process: a second ``resume=`` of a live run is refused. DDP ranks other than
+    the launching one (Lightning's, or SLURM's tasks) are part of the same run and take none."""
+    if rank_zero_only.rank != 0 or is_spawned_rank():
+        return contextlib.nullcontext()
+    directory = find_run_to_resume(str(cfg.resume)) if cfg.get("resume") else Path(cfg.paths.output_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    return claim(directory / OWNER_LOCK, f"The run dir {directory}",
+                 "Wait for that run to end or stop it; two processes training into one run dir would interleave "
+                 "checkpoints and TensorBoard curves. To train other settings from it, start a new run with "
+                 f"ckpt_path={directory / 'checkpoints' / 'last.ckpt'}.")
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the configured module on the configured data; returns the final ``val/*`` and ``test/*`` metrics.
 
     Also ``best_epoch``, the epoch of the best checkpoint. The metrics are logged with the run's hyperparameters
     (TensorBoard's HPARAMS tab); scripts/train.py returns the one named by ``cfg.optimized_metric`` to sweepers.
+    The run dir is owned by this process throughout (see :func:`own_run_dir`).
     """
+    with own_run_dir(cfg):
+        return _train(cfg)
+
+
+def _train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("resume"):
         cfg = resumed_config(cfg)
+    run_config = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "hydra"}
+    origin = f"the config of the resumed run {cfg.resume}" if cfg.get("resume") else "the run config"
+    check_config(run_config, origin, cfg.get("trusted_classes") or ())  # before anything is instantiated
     if cfg.get("extras", {}).get("print_config", True):  # runs stored before extras existed print it too
         print_config_tree(cfg, cfg.paths.output_dir)
     if cfg.get("seed") is not None:
@@ -58,10 +86,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     module: L.LightningModule = instantiate(cfg.model)
-    module.run_config = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "hydra"}
+    module.run_config = run_config
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
     loggers = [instantiate(c) for c in cfg.get("logger", {}).values() if c is not None]
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    # every checkpoint is written atomically in its own directory (see AtomicCheckpointIO)
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()])
 
     if cfg.get("ckpt_path"):  # fail before training with the file and the mismatching keys named
         check_checkpoint_fits(module, cfg.ckpt_path)

@@ -21,7 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig
 from torch import Tensor, nn
 
-from art_diffusion.checkpoints import check_trusted_targets, load_module
+from art_diffusion.checkpoints import load_module
 from art_diffusion.data.images import BadImage
 from art_diffusion.errors import UserError
 from art_diffusion.lightning import DiffusionModule
@@ -80,9 +80,8 @@ def default_output_dir(ckpt_path) -> str:
     return str(run_dir / "evaluation")
 
 
-def _test_split_batches(run_config: Mapping, cfg: DictConfig, origin: str, skipped: list[str]) -> Iterator[Tensor]:
-    data = dict(run_config["data"])
-    check_trusted_targets(data, origin, cfg.trusted_targets, "data")
+def _test_split_batches(run_config: Mapping, cfg: DictConfig, skipped: list[str]) -> Iterator[Tensor]:
+    data = dict(run_config["data"])  # checked with the whole stored config by load_module
     # report_dir None: evaluating must not rewrite the training run's bad_files.csv
     data.update(batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers, report_dir=None)
     datamodule = instantiate(data)
@@ -160,7 +159,7 @@ def evaluate_generator(module: DiffusionModule, run_config: Mapping, cfg: DictCo
 
 
 def evaluate_checkpoint(ckpt_path: str, cfg: DictConfig, device: torch.device) -> dict[str, float]:
-    module, run_config = load_module(ckpt_path, device, cfg.trusted_targets)
+    module, run_config = load_module(ckpt_path, device, trusted_classes=cfg.trusted_classes)
     if isinstance(module, DiffusionModule):
         return evaluate_generator(module, run_config, cfg, device, ckpt_path)
     loss = run_config.get("loss", {})
@@ -171,7 +170,7 @@ def evaluate_checkpoint(ckpt_path: str, cfg: DictConfig, device: torch.device) -
     if cfg.data.root:
         batches = _folder_batches(reconstructor, cfg.data.root, cfg.data.batch_size, skipped)
     else:
-        batches = _test_split_batches(run_config, cfg, ckpt_path, skipped)
+        batches = _test_split_batches(run_config, cfg, skipped)
 
     per_image: dict[str, list[Tensor]] = {}
     for images in batches:

@@ -12,6 +12,7 @@ from torchvision.utils import make_grid, save_image
 
 from art_diffusion.checkpoints import load_module
 from art_diffusion.lightning import DiffusionModule
+from art_diffusion.storage import atomic_path
 from art_diffusion.tools.inputs import resolve_device
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ def generate(cfg: DictConfig) -> list[Path]:
     if cfg.num_images < 1 or cfg.batch_size < 1:
         raise ValueError(f"num_images and batch_size must be >= 1, got {cfg.num_images} and {cfg.batch_size}.")
     device = resolve_device(cfg.device)
-    module, _ = load_module(cfg.ckpt_path, device, expected=DiffusionModule)
+    module, _ = load_module(cfg.ckpt_path, device, DiffusionModule, cfg.trusted_classes)
     label = None if cfg.class_name is None else module.class_index(cfg.class_name)
     if label is None and module.num_classes:
         log.info("Conditional model and no class_name: sampling unconditionally (classes: %s).", module.class_names)
@@ -46,9 +47,11 @@ def generate(cfg: DictConfig) -> list[Path]:
                               progress=cfg.progress).cpu()
         for i, image in enumerate(batch):
             paths.append(out / "images" / f"{start + i:05d}.png")
-            save_image(image, paths[-1])
+            with atomic_path(paths[-1]) as tmp:
+                save_image(image, tmp, format="png")
         images.append(batch)
     grid = make_grid(torch.cat(images), nrow=math.ceil(math.sqrt(cfg.num_images)), padding=2, pad_value=1.0)
-    save_image(grid, out / "grid.png")
+    with atomic_path(out / "grid.png") as tmp:
+        save_image(grid, tmp, format="png")
     log.info("Wrote %d images to %s and the grid to %s", len(paths), out / "images", out / "grid.png")
     return paths

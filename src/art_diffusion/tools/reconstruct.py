@@ -27,7 +27,7 @@ from art_diffusion.data.images import BadImage, load_rgb
 from art_diffusion.lightning import ReconstructionModule
 from art_diffusion.metrics.pixel import pixel_metrics
 from art_diffusion.nets import DOWNSAMPLING_FACTOR
-from art_diffusion.storage import atomic_write
+from art_diffusion.storage import atomic_path, atomic_write
 from art_diffusion.tools.inputs import InputFile, find_inputs, resolve_device
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,8 @@ class Reconstructor:
 def save_png(image: torch.Tensor, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     pixels = image.mul(255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
-    Image.fromarray(np.ascontiguousarray(pixels)).save(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.ascontiguousarray(pixels)).save(tmp, format="png")
 
 
 def side_by_side(left: torch.Tensor, right: torch.Tensor, gap: int) -> torch.Tensor:
@@ -153,7 +154,7 @@ def _print_table(rows: list[dict], mean: dict) -> None:
 def reconstruct(cfg: DictConfig) -> list[dict]:
     """Reconstruct every input of ``cfg.input``; returns the rows of results.csv (without the mean row)."""
     device = resolve_device(cfg.device)
-    module, run_config = load_module(cfg.ckpt_path, device, cfg.trusted_targets, expected=ReconstructionModule)
+    module, run_config = load_module(cfg.ckpt_path, device, ReconstructionModule, cfg.trusted_classes)
     files = find_inputs(str(cfg.input))
     out = Path(cfg.output_dir)
     reconstructor = Reconstructor(module.net, run_config["data"]["image_size"], cfg.size, cfg.pad_mode, device)

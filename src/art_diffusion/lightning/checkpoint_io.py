@@ -1,0 +1,31 @@
+"""Every checkpoint Lightning saves (ModelCheckpoint, the SIGTERM checkpoint, ``trainer.save_checkpoint``) is
+written the project's one atomic way: :func:`art_diffusion.storage.atomic_path`.
+
+Lightning's own ``TorchCheckpointIO`` writes through an fsspec transaction: a temporary file in the *system* temp
+dir, then a move. When the run dir is on another file system (a tmpfs, a network disk) the move is a copy, and a
+``kill -9`` during it leaves a truncated ``last.ckpt``. Here the bytes go to a temporary file beside the final one,
+are fsynced and renamed: a killed save leaves only a ``*.tmp`` (removed on resume), a full disk one message.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.fabric.utilities.types import _PATH
+
+from art_diffusion.storage import atomic_path
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``TorchCheckpointIO`` whose saves are atomic on any local file system; loading is unchanged."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options.")
+        buffer = io.BytesIO()  # serialise first: a pickling error must not leave even a temporary file
+        torch.save(checkpoint, buffer)
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(buffer.getbuffer())

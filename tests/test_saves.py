@@ -1,0 +1,88 @@
+"""Saves survive kill -9 and a full disk on any file system: the run dir sits on its own tmpfs, as on a cluster
+whose scratch disk is not the one holding /tmp, and the run is killed or starved in the middle of a save."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from art_diffusion.checkpoints import load_checkpoint
+from art_diffusion.run.train import train
+from tests.conftest import TINY, compose_train_cfg
+from tests.test_checkpoints import _train_cli
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*random.*", "ignore:.*num_workers.*")
+
+FAST = [*TINY, "trainer.max_epochs=2", "test=false", "callbacks.reconstructions=null", "+trainer.limit_train_batches=2",
+        "+trainer.limit_val_batches=1"]
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """A directory on a fresh 64 MiB tmpfs (mounting needs root; skipped with the reason otherwise)."""
+    mount = tmp_path / "tmpfs"
+    mount.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], capture_output=True,
+                            text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs (needs root): {result.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _checkpoints_all_load(run: Path) -> dict[str, int]:
+    """Every file under a final checkpoint name loads; their epochs."""
+    return {p.name: load_checkpoint(p)["epoch"] for p in sorted((run / "checkpoints").glob("*.ckpt"))}
+
+
+def test_kill_9_at_any_moment_of_a_save_leaves_only_whole_checkpoints(tmpfs, tmp_path, demo_root):
+    run, state = tmpfs / "run", tmp_path / "kills.txt"
+    killer = ["+callbacks.kill._target_=tests.crash.KillDuringSave", f"+callbacks.kill.state_path={state}",
+              f"+callbacks.kill.dirpath={run / 'checkpoints'}", "+callbacks.kill.moments=[write,open,replace]",
+              "trusted_classes=[tests.crash.KillDuringSave]"]
+    result = _train_cli(*FAST, f"data.root={demo_root}", *killer, f"hydra.run.dir={run}")
+    for moment in ("write", "open", "replace"):  # each run of the chain is killed once, at the next moment
+        assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
+        assert state.read_text().splitlines()[-1].startswith(moment)
+        assert _checkpoints_all_load(run)["last.ckpt"] == 0  # the epoch-1 save never became a final name
+        result = _train_cli(f"resume={run}", "trusted_classes=[tests.crash.KillDuringSave]")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert _checkpoints_all_load(run)["last.ckpt"] == 1
+    assert not list((run / "checkpoints").glob("*.tmp"))  # leftovers of the killed saves are removed on resume
+
+
+def test_a_full_disk_ends_with_one_message_and_keeps_the_last_good_checkpoint(tmpfs, demo_root):
+    # epoch 0 saves; before epoch 1's save the disk is filled, so that less than half a checkpoint fits
+    run = tmpfs / "run"
+    filler = ["+callbacks.fill._target_=tests.crash.FillDiskBeforeSave", f"+callbacks.fill.filler={run / 'filler'}",
+              "trusted_classes=[tests.crash.FillDiskBeforeSave]"]
+    result = _train_cli(*FAST, f"data.root={demo_root}", *filler, f"hydra.run.dir={run}")
+    assert result.returncode == 2, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert f"No space left on the disk of {run / 'checkpoints'} (" in errors[0] and "MiB free" in errors[0]
+    assert "resume=" in errors[0]
+    assert not list((run / "checkpoints").glob("*.tmp"))  # no partial file
+    assert _checkpoints_all_load(run) == {"best.ckpt": 0, "last.ckpt": 0}  # the last good checkpoint, intact
+
+
+def test_resume_falls_back_to_the_newest_checkpoint_that_loads(tiny_run, tmp_path, caplog):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    last = run / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:1000])  # as a copy cut short would leave it
+    (run / "checkpoints" / "last.ckpt.123.abcd1234.tmp").write_bytes(b"partial")
+    with caplog.at_level(logging.INFO):
+        train(compose_train_cfg(tmp_path / "unused", f"resume={run}", "trainer.max_epochs=2", "test=false",
+                                tiny=False))
+    assert f"{last} is unreadable" in caplog.text
+    assert f"Resuming from {run / 'checkpoints' / 'best.ckpt'}" in caplog.text
+    assert torch.load(last, weights_only=True)["epoch"] == 1  # training went on, and saved last.ckpt again
+    assert sorted(p.name for p in (run / "checkpoints").iterdir() if "epoch_" not in p.name) == [
+        "best.ckpt", "last.ckpt", "last.ckpt.unreadable"]  # no last-v1.ckpt, no leftover .tmp
