@@ -17,7 +17,7 @@ import torch
 from hydra.utils import get_class, instantiate
 from torch import nn
 
-from art_diffusion.errors import UserError
+from art_diffusion.errors import MissingPathError, UserError
 
 #: Checkpoint entry holding the run's resolved config (plain dicts), enough to rebuild model and data settings.
 CONFIG_KEY = "art_diffusion_config"
@@ -58,7 +58,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
     """``torch.load(path, weights_only=True)`` with errors that say which file and why."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"Checkpoint not found: {path}. Pass ckpt_path=<run dir>/checkpoints/best.ckpt "
+        raise MissingPathError(f"Checkpoint not found: {path}. Pass ckpt_path=<run dir>/checkpoints/best.ckpt "
                                 f"(or last.ckpt) of a `{train_command} ...` run.")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)

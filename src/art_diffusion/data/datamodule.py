@@ -22,8 +22,9 @@ from torch.utils.data import DataLoader, Dataset
 from art_diffusion.data import header_check, pixel_cache
 from art_diffusion.data.dataset import CachedImages, DecodedImages, collate
 from art_diffusion.data.listing import Listing, SourceFile, list_image_folder
-from art_diffusion.data.report import BadFileReport
+from art_diffusion.data.report import BadFileReport, printable
 from art_diffusion.data.epoch_sampler import EpochShuffleSampler
+from art_diffusion.errors import DataError, MissingPathError
 from art_diffusion.storage import cache_dir
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,11 @@ def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) 
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
     n_test, n_val = round(n * test_fraction), round(n * val_fraction)
     return {"test": order[:n_test], "val": order[n_test:n_test + n_val], "train": order[n_test + n_val:]}
+
+
+def skipped_stages(val_root: str | None, val_fraction: float, test_fraction: float) -> set[str]:
+    """The stages a zero split fraction turns off: "val" (data.val_fraction=0 without data.val_root), "test"."""
+    return {stage for stage, off in (("val", not val_root and val_fraction == 0), ("test", test_fraction == 0)) if off}
 
 
 class ArtDataModule(L.LightningDataModule):
@@ -82,14 +88,40 @@ class ArtDataModule(L.LightningDataModule):
         # between an uninterrupted and a resumed run; saved in checkpoints through state_dict().
         self.train_generator = torch.Generator().manual_seed(seed)
 
-    def _list(self, root: str) -> Listing:
+    def _list(self, root: str, key: str = "data.root") -> Listing:
         path = Path(root).expanduser()
+        if path.is_file():
+            raise DataError(f"{key}={str(path)!r} is a file, not a folder. Pass the folder that holds the class "
+                            f"sub-folders, e.g. {key}={str(path.parent)!r}.\n" + EXPECTED_LAYOUT.format(root=path.parent))
         if not path.is_dir():
-            raise FileNotFoundError(f"data.root {str(path)!r} does not exist.\n" + EXPECTED_LAYOUT.format(root=path))
+            what = "is a broken symbolic link" if path.is_symlink() else "does not exist"
+            raise MissingPathError(f"{key}={str(path)!r} {what}.\n" + EXPECTED_LAYOUT.format(root=path))
         listing = list_image_folder(path)
         if not listing.files:
-            raise FileNotFoundError(f"No image files under {str(path)!r}.\n" + EXPECTED_LAYOUT.format(root=path))
+            raise DataError(f"No image files under {key}={str(path)!r}{_oddities([listing])}.\n"
+                            + EXPECTED_LAYOUT.format(root=path))
+        for link in listing.broken_links:
+            log.warning("Skipping %s: a broken symbolic link (to %s)", printable(link), printable(os.readlink(link)))
+        for folder in listing.loops:
+            log.warning("Not following %s: it links to a folder already listed (a symlink loop or a duplicate)",
+                        printable(folder))
         self.classes = self.classes or listing.classes
+        return listing
+
+    def _map_classes(self, listing: Listing, key: str) -> Listing:
+        """Relabel a second folder's files by class name, as in data.root; refuse classes data.root lacks."""
+        extra = [name for name in listing.classes if name not in self.classes]
+        if extra:
+            raise DataError(
+                f"{key} has class folders that data.root lacks: {extra} (data.root has {self.classes}). Labels are "
+                f"matched by folder name: rename or remove those folders, or leave {key} unset to validate on a "
+                "split of data.root."
+            )
+        missing = [name for name in self.classes if name not in listing.classes]
+        if missing:
+            log.warning("%s has no folder for the classes %s: they are not validated", key, missing)
+        label = {name: self.classes.index(name) for name in listing.classes}
+        listing.files = [f._replace(label=label[listing.classes[f.label]]) for f in listing.files]
         return listing
 
     @property
@@ -122,12 +154,12 @@ class ArtDataModule(L.LightningDataModule):
         bad, hp = len(self.report.rows), self.hparams
         where = " and ".join(repr(r) for r in roots)
         if bad == listed:
-            raise ValueError(
+            raise DataError(
                 f"None of the {listed} image files under {where} can be used ({self.report.summary(listed)}). "
                 f"Examples: {sorted(self.report.rows.items())[:3]}. Point data.root at a folder of images."
             )
         if bad > hp.max_bad_fraction * listed:
-            raise ValueError(
+            raise DataError(
                 f"{bad} of the {listed} image files under {where} are unusable, more than "
                 f"data.max_bad_fraction={hp.max_bad_fraction} ({self.report.summary(listed)}). Is data.root the "
                 "right folder? If so, raise data.max_bad_fraction to train on the rest."
@@ -137,7 +169,9 @@ class ArtDataModule(L.LightningDataModule):
         if self.datasets:
             return
         hp = self.hparams
-        listings = [self._list(hp.root)] + ([self._list(hp.val_root)] if hp.val_root else [])
+        listings = [self._list(hp.root)]
+        if hp.val_root:
+            listings.append(self._map_classes(self._list(hp.val_root, "data.val_root"), "data.val_root"))
         roots = [hp.root] + ([hp.val_root] if hp.val_root else [])
         files = [f for listing in listings for f in listing.files]
         bad, how = self._find_bad(files, roots)
@@ -156,17 +190,21 @@ class ArtDataModule(L.LightningDataModule):
         split = split_indices(n_root, val_fraction, hp.test_fraction, hp.seed)
         if hp.val_root:
             split["val"] = list(range(n_root, len(files)))
-        wanted = {"train": True, "val": bool(hp.val_root) or hp.val_fraction > 0, "test": hp.test_fraction > 0}
+        wanted = {"train": True, **{stage: stage not in self.skipped_stages() for stage in ("val", "test")}}
         for name, indices in split.items():
             usable = [i for i in indices if files[i].path not in bad]
             if usable:
                 self.datasets[name] = self._dataset(files, usable, hflip=hp.hflip and name == "train")
             elif wanted[name]:
-                raise ValueError(
+                raise DataError(
                     f"The {name} split of {hp.root!r} has no usable image ({len(indices)} files, {len(files)} in"
                     f" all, val_fraction={hp.val_fraction}, test_fraction={hp.test_fraction}): add images or"
                     f" change the fractions (data.val_fraction, data.test_fraction)."
                 )
+
+    def skipped_stages(self) -> set[str]:
+        hp = self.hparams
+        return skipped_stages(hp.val_root, hp.val_fraction, hp.test_fraction)
 
     def _dataset(self, files: list[SourceFile], indices: list[int], hflip: bool) -> Dataset:
         hp = self.hparams
@@ -174,10 +212,12 @@ class ArtDataModule(L.LightningDataModule):
             return CachedImages(self.store.path, indices, [files[i].label for i in indices], hflip=hflip)
         return DecodedImages([files[i] for i in indices], hp.image_size, hp.max_pixels, hp.min_size, hflip=hflip)
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str, shuffle: bool) -> DataLoader | list:
         hp = self.hparams
         if split not in self.datasets:
-            raise ValueError(f"There is no {split} split: data.{split}_fraction is 0.")
+            if split in self.skipped_stages():
+                return []  # data.<split>_fraction=0: Lightning runs no loop over an empty list of loaders
+            raise DataError(f"There is no {split} split: data.{split}_fraction is 0.")
         pin = torch.cuda.is_available() if hp.pin_memory is None else hp.pin_memory
         return DataLoader(
             self.datasets[split],
@@ -220,7 +260,8 @@ class ArtDataModule(L.LightningDataModule):
             epochs[self.trainer.current_epoch] = epochs.get(self.trainer.current_epoch, 0) + events["decoded"]
         new = [s for s in events["skipped"] if self.report.add(*s)]
         for path, reason, detail in new:
-            log.warning("Skipping %s: %s (%s); a neighbouring image is served in its place", path, reason, detail)
+            log.warning("Skipping %s: %s (%s); a neighbouring image is served in its place", printable(path), reason,
+                        printable(detail))
         if new and self._is_global_zero:
             self.report.write()
 
@@ -239,6 +280,12 @@ def _oddities(listings: list[Listing]) -> str:
         text += f"; ignored {len(ignored)} non-image files ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
     if empty:
         text += f"; empty class folders: {', '.join(empty)}"
+    broken = [printable(p) for listing in listings for p in listing.broken_links]
+    if broken:
+        text += f"; broken symbolic links skipped: {', '.join(broken[:3])}{', ...' if len(broken) > 3 else ''}"
+    loops = [printable(p) for listing in listings for p in listing.loops + listing.unreadable]
+    if loops:
+        text += f"; folders not followed (symlink loops, duplicate links, unreadable): {', '.join(loops[:3])}"
     return text
 
 

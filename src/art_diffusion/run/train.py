@@ -12,12 +12,13 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from art_diffusion.checkpoints import check_checkpoint_fits
 from art_diffusion.run.hparams import log_hparams, run_hparams
 from art_diffusion.run.resume import resumed_config
 from art_diffusion.run.run_dir import METRICS_FILE
+from art_diffusion.run.validate import check_config
 from art_diffusion.storage import atomic_write
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,16 @@ def _scalars(metrics: dict, prefixes: tuple[str, ...]) -> dict[str, float]:
     return {k: float(v) for k, v in sorted(metrics.items()) if k.startswith(prefixes)}
 
 
+def _monitor_train_loss(cfg: DictConfig) -> None:
+    """data.val_fraction=0 skips validation: checkpoints that monitor a val/ metric keep the lowest train loss."""
+    for name, callback in cfg.get("callbacks", {}).items():
+        if callback is not None and str(callback.get("monitor") or "").startswith("val/"):
+            log.info("No validation (data.val_fraction=0): callbacks.%s monitors train/loss_epoch instead of %s",
+                     name, callback.monitor)
+            with open_dict(callback):
+                callback.monitor, callback.mode = "train/loss_epoch", "min"
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the configured module on the configured data; returns the final ``val/*`` and ``test/*`` metrics.
 
@@ -49,10 +60,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """
     if cfg.get("resume"):
         cfg = resumed_config(cfg)
+    check_config(cfg, "train")  # every value in its range before any work
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
 
     datamodule: L.LightningDataModule = instantiate(cfg.data)
+    skipped = datamodule.skipped_stages() if hasattr(datamodule, "skipped_stages") else set()
+    if "val" in skipped:
+        _monitor_train_loss(cfg)
     module: L.LightningModule = instantiate(cfg.model)
     module.run_config = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "hydra"}
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
@@ -71,7 +86,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if best:
         metrics["best_epoch"] = _checkpoint_epoch(best)
 
-    if cfg.get("test"):
+    if cfg.get("test") and "test" in skipped:
+        log.info("No test: data.test_fraction=0 skips the test stage.")
+    elif cfg.get("test"):
         log.info("Testing %s", best or "the final weights (no best checkpoint was saved)")
         trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True)
         metrics |= _scalars(trainer.callback_metrics, ("test/",))

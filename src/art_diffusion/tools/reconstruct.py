@@ -24,9 +24,11 @@ from torch import Tensor, nn
 
 from art_diffusion.checkpoints import load_module
 from art_diffusion.data.images import BadImage, load_rgb
+from art_diffusion.errors import ConfigError, DataError
 from art_diffusion.lightning import ReconstructionModule
 from art_diffusion.metrics.pixel import pixel_metrics
 from art_diffusion.nets import DOWNSAMPLING_FACTOR
+from art_diffusion.run.validate import check_config
 from art_diffusion.storage import atomic_write
 from art_diffusion.tools.inputs import InputFile, find_inputs, resolve_device
 
@@ -67,7 +69,7 @@ class Reconstructor:
         device: torch.device | str = "cpu",
     ) -> None:
         if size not in SIZE_MODES:
-            raise ValueError(f"size={size!r}: choose one of {SIZE_MODES}.")
+            raise ConfigError(f"size={size!r}: choose one of {SIZE_MODES}.")
         self.net = net.to(device).eval()
         self.image_size = image_size
         self.size = size
@@ -152,6 +154,7 @@ def _print_table(rows: list[dict], mean: dict) -> None:
 
 def reconstruct(cfg: DictConfig) -> list[dict]:
     """Reconstruct every input of ``cfg.input``; returns the rows of results.csv (without the mean row)."""
+    check_config(cfg, "reconstruct")
     device = resolve_device(cfg.device)
     module, run_config = load_module(cfg.ckpt_path, device, cfg.trusted_targets, expected=ReconstructionModule)
     files = find_inputs(str(cfg.input))
@@ -180,6 +183,6 @@ def reconstruct(cfg: DictConfig) -> list[dict]:
     _print_table(rows, mean)
     skipped = sum(bool(row.get("error")) for row in rows)
     if skipped == len(rows):
-        raise RuntimeError(f"None of the {len(rows)} input file(s) could be decoded; see {out / 'results.csv'}.")
+        raise DataError(f"None of the {len(rows)} input file(s) could be decoded; see {out / 'results.csv'}.")
     log.info("Wrote %d reconstruction(s) and %s (%d skipped)", len(rows) - skipped, out / "results.csv", skipped)
     return rows
