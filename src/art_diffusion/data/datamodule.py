@@ -91,8 +91,10 @@ class ArtDataModule(L.LightningDataModule):
     def _list(self, root: str, key: str = "data.root") -> Listing:
         path = Path(root).expanduser()
         if path.is_file():
+            # a file in a class folder (no sub-folders beside it): the ImageFolder is one level further up
+            folder = path.parent if any(p.is_dir() for p in path.parent.iterdir()) else path.parent.parent
             raise DataError(f"{key}={str(path)!r} is a file, not a folder. Pass the folder that holds the class "
-                            f"sub-folders, e.g. {key}={str(path.parent)!r}.\n" + EXPECTED_LAYOUT.format(root=path.parent))
+                            f"sub-folders, e.g. {key}={str(folder)!r}.\n" + EXPECTED_LAYOUT.format(root=folder))
         if not path.is_dir():
             what = "is a broken symbolic link" if path.is_symlink() else "does not exist"
             raise MissingPathError(f"{key}={str(path)!r} {what}.\n" + EXPECTED_LAYOUT.format(root=path))

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from art_diffusion.checkpoints import load_module
 from art_diffusion.data.images import BadImage, load_rgb
+from art_diffusion.data.report import printable
 from art_diffusion.errors import ConfigError, DataError
 from art_diffusion.lightning import ReconstructionModule
 from art_diffusion.metrics.pixel import pixel_metrics
@@ -97,7 +98,7 @@ class Reconstructor:
                     item.image = self.load(item.file.path)
                 except BadImage as exc:
                     item.error = str(exc)
-                    log.warning("Skipping unreadable image %s (%s)", item.file.path, exc)
+                    log.warning("Skipping unreadable image %s (%s)", printable(str(item.file.path)), printable(str(exc)))
             # native sizes differ between files: batch together only those of the same shape
             by_shape: dict[tuple[int, ...], list[Reconstruction]] = {}
             for item in chunk:
@@ -123,11 +124,11 @@ def side_by_side(left: torch.Tensor, right: torch.Tensor, gap: int) -> torch.Ten
 
 def _row(item: Reconstruction, output: Path | None) -> dict:
     if item.error is not None:
-        return {"input": str(item.file.path), "error": item.error}
+        return {"input": printable(str(item.file.path)), "error": printable(item.error)}
     scores = pixel_metrics(item.reconstruction[None], item.image[None])
     return {
-        "input": str(item.file.path),
-        "reconstruction": str(output),
+        "input": printable(str(item.file.path)),
+        "reconstruction": printable(str(output)),
         "width": item.image.shape[2],
         "height": item.image.shape[1],
         **{name: float(value[0]) for name, value in scores.items()},
