@@ -62,6 +62,8 @@ FRACTION = Range(0, 1, high_open=True)  # [0, 1)
 PROBABILITY = Range(0, 1)
 ANY_INT = Range(integer=True)
 
+#: Numeric keys whose rule is in :func:`_train_relations` (not a plain range).
+CHECKED_BY_RELATIONS = ("trainer.devices",)
 #: key -> (allowed range, the fix). One table per entry config; keys a config lacks are skipped.
 TRAIN_RULES: dict[str, tuple[Range, str]] = {
     "seed": (Range(0, integer=True, null=True), "e.g. seed=42"),
@@ -88,6 +90,7 @@ TRAIN_RULES: dict[str, tuple[Range, str]] = {
     "trainer.check_val_every_n_epoch": (POSITIVE_INT, "e.g. trainer.check_val_every_n_epoch=1"),
     "trainer.log_every_n_steps": (POSITIVE_INT, "e.g. trainer.log_every_n_steps=10"),
     "trainer.accumulate_grad_batches": (POSITIVE_INT, "e.g. trainer.accumulate_grad_batches=1"),
+    "model.net.in_channels": (Range(3, 3, integer=True), "images are decoded to RGB: 3"),
     "model.net.base_channels": (POSITIVE_INT, "e.g. model.net.base_channels=64"),
     "model.net.emb_dim": (POSITIVE_INT, "e.g. model.net.emb_dim=128"),
     "model.schedule.timesteps": (Range(2, integer=True), "e.g. model.schedule.timesteps=1000"),
@@ -95,6 +98,8 @@ TRAIN_RULES: dict[str, tuple[Range, str]] = {
     "model.num_classes": (Range(1, integer=True, null=True), "null = unconditional, else the number of classes"),
     "model.cond_drop_prob": (FRACTION, "e.g. model.cond_drop_prob=0.1"),
     "model.eval_seed": (Range(0, integer=True), "e.g. model.eval_seed=0"),
+    "callbacks.best_checkpoint.save_top_k": (Range(-1, integer=True), "-1 keeps every checkpoint, 0 none"),
+    "callbacks.periodic_checkpoint.save_top_k": (Range(-1, integer=True), "-1 keeps every checkpoint, 0 none"),
     "callbacks.periodic_checkpoint.every_n_epochs": (POSITIVE_INT, "e.g. ...periodic_checkpoint.every_n_epochs=10"),
     "callbacks.reconstructions.every_n_epochs": (POSITIVE_INT, "e.g. callbacks.reconstructions.every_n_epochs=1"),
     "callbacks.reconstructions.num_images": (POSITIVE_INT, "e.g. callbacks.reconstructions.num_images=8"),
@@ -177,6 +182,10 @@ def _train_relations(cfg: DictConfig) -> list[str]:
             Path(str(weights)).expanduser().is_file():
         problems.append(f"loss.vgg_weights={weights!r} is neither 'imagenet', 'random' nor an existing file: pass "
                         "the path of a torchvision vgg16-397923af.pth, or loss.vgg_weights=imagenet")
+    devices = _select(cfg, "trainer.devices")
+    if isinstance(devices, int) and not isinstance(devices, bool) and (devices == 0 or devices < -1):
+        problems.append(f"trainer.devices={devices} must be a count ≥ 1, -1 (every device), 'auto' or a list of "
+                        "device indices (e.g. trainer.devices=1)")
     metric = _select(cfg, "optimized_metric")
     if metric not in (None, _ABSENT, "best_epoch") and not str(metric).startswith(("val/", "test/")):
         problems.append(f"optimized_metric={metric!r} must be a final metric: val/<name>, test/<name> or best_epoch "

@@ -98,7 +98,8 @@ class Reconstructor:
                     item.image = self.load(item.file.path)
                 except BadImage as exc:
                     item.error = str(exc)
-                    log.warning("Skipping unreadable image %s (%s)", printable(str(item.file.path)), printable(str(exc)))
+                    log.warning("Skipping unreadable image %s (%s)", printable(str(item.file.path)),
+                                printable(str(exc)))
             # native sizes differ between files: batch together only those of the same shape
             by_shape: dict[tuple[int, ...], list[Reconstruction]] = {}
             for item in chunk:
