@@ -50,6 +50,20 @@ def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) 
     return {"test": order[:n_test], "val": order[n_test:n_test + n_val], "train": order[n_test + n_val:]}
 
 
+def check_image_folder(root: str, key: str = "data.root") -> Path:
+    """``root`` as a Path if it is a folder; else one message saying what it is (a file, nothing) and what to pass."""
+    path = Path(root).expanduser()
+    if path.is_file():
+        # a file in a class folder (no sub-folders beside it): the ImageFolder is one level further up
+        folder = path.parent if any(p.is_dir() for p in path.parent.iterdir()) else path.parent.parent
+        raise DataError(f"{key}={str(path)!r} is a file, not a folder. Pass the folder that holds the class "
+                        f"sub-folders, e.g. {key}={str(folder)!r}.\n" + EXPECTED_LAYOUT.format(root=folder))
+    if not path.is_dir():
+        what = "is a broken symbolic link" if path.is_symlink() else "does not exist"
+        raise MissingPathError(f"{key}={str(path)!r} {what}.\n" + EXPECTED_LAYOUT.format(root=path))
+    return path
+
+
 def skipped_stages(val_root: str | None, val_fraction: float, test_fraction: float) -> set[str]:
     """The stages a zero split fraction turns off: "val" (data.val_fraction=0 without data.val_root), "test"."""
     return {stage for stage, off in (("val", not val_root and val_fraction == 0), ("test", test_fraction == 0)) if off}
@@ -89,15 +103,7 @@ class ArtDataModule(L.LightningDataModule):
         self.train_generator = torch.Generator().manual_seed(seed)
 
     def _list(self, root: str, key: str = "data.root") -> Listing:
-        path = Path(root).expanduser()
-        if path.is_file():
-            # a file in a class folder (no sub-folders beside it): the ImageFolder is one level further up
-            folder = path.parent if any(p.is_dir() for p in path.parent.iterdir()) else path.parent.parent
-            raise DataError(f"{key}={str(path)!r} is a file, not a folder. Pass the folder that holds the class "
-                            f"sub-folders, e.g. {key}={str(folder)!r}.\n" + EXPECTED_LAYOUT.format(root=folder))
-        if not path.is_dir():
-            what = "is a broken symbolic link" if path.is_symlink() else "does not exist"
-            raise MissingPathError(f"{key}={str(path)!r} {what}.\n" + EXPECTED_LAYOUT.format(root=path))
+        path = check_image_folder(root, key)
         listing = list_image_folder(path)
         if not listing.files:
             raise DataError(f"No image files under {key}={str(path)!r}{_oddities([listing])}.\n"

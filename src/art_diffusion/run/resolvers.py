@@ -30,9 +30,13 @@ def sqlite_url(path: str) -> str:
 
 
 def resume_run_dir(resume, default: str) -> str:
+    from art_diffusion.errors import UserError
     from art_diffusion.run.resume import run_dir  # lazy: keeps config composition free of torch imports
 
-    return run_dir(resume, default)
+    try:
+        return run_dir(resume, default)
+    except UserError:  # a wrong resume=: train() raises it again as one message, where the scripts catch it
+        return default
 
 
 def resume_hydra_subdir(resume, stamp: str) -> str:

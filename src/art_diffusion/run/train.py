@@ -81,6 +81,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     except SIGTERMException:
         log.warning("Stopped by SIGTERM. Continue with: python scripts/train.py resume=%s", cfg.paths.output_dir)
         raise SystemExit(143) from None  # 128 + SIGTERM, as if the signal had killed us: the job did not finish
+    if "val" not in skipped and not _scalars(trainer.callback_metrics, ("val/",)):
+        # nothing was left to fit (a finished run resumed): the final val metrics of the weights as they are
+        trainer.validate(module, datamodule=datamodule, verbose=False, weights_only=True)
     metrics = _scalars(trainer.callback_metrics, ("val/",))
     best = _best_checkpoint(trainer)
     if best:

@@ -204,3 +204,16 @@ def check_config(cfg: DictConfig, tool: str = "train") -> None:
         raise ConfigError(f"Invalid config value: {problems[0]}.")
     if problems:
         raise ConfigError("Invalid config values:\n" + "\n".join(f"  - {p}" for p in problems))
+    if tool == "train":
+        _check_folders(cfg)
+
+
+def _check_folders(cfg: DictConfig) -> None:
+    """data.root and data.val_root are folders (the demo's root is generated, so it may not exist yet)."""
+    from art_diffusion.data.datamodule import check_image_folder  # lazy: Lightning is imported there
+
+    demo = str(_select(cfg, "data._target_")).endswith("DemoDataModule")
+    for key in ("data.val_root",) if demo else ("data.root", "data.val_root"):
+        value = _select(cfg, key)
+        if value not in (None, _ABSENT):
+            check_image_folder(str(value), key)
