@@ -21,24 +21,14 @@ from torch.utils.data import DataLoader, Dataset
 
 from art_diffusion.data import header_check, pixel_cache
 from art_diffusion.data.dataset import CachedImages, DecodedImages, collate
-from art_diffusion.data.listing import Listing, SourceFile, list_image_folder
+from art_diffusion.data.folders import describe_oddities, list_checked_folder, map_classes
+from art_diffusion.data.listing import Listing, SourceFile
 from art_diffusion.data.report import BadFileReport, printable
 from art_diffusion.data.epoch_sampler import EpochShuffleSampler
-from art_diffusion.errors import DataError, MissingPathError
+from art_diffusion.errors import DataError
 from art_diffusion.storage import cache_dir
 
 log = logging.getLogger(__name__)
-EXPECTED_LAYOUT = """\
-Expected an ImageFolder, one sub-folder per class, e.g. the Kaggle "Art Images" training_set:
-    {root}/
-        drawings/   *.jpg
-        engraving/  *.jpg
-        iconography/ ...
-        painting/   ...
-        sculpture/  ...
-Point data.root at such a folder, or try the built-in demo data: python scripts/train.py experiment=demo"""
-
-
 def default_num_workers() -> int:
     return min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
@@ -48,20 +38,6 @@ def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) 
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
     n_test, n_val = round(n * test_fraction), round(n * val_fraction)
     return {"test": order[:n_test], "val": order[n_test:n_test + n_val], "train": order[n_test + n_val:]}
-
-
-def check_image_folder(root: str, key: str = "data.root") -> Path:
-    """``root`` as a Path if it is a folder; else one message saying what it is (a file, nothing) and what to pass."""
-    path = Path(root).expanduser()
-    if path.is_file():
-        # a file in a class folder (no sub-folders beside it): the ImageFolder is one level further up
-        folder = path.parent if any(p.is_dir() for p in path.parent.iterdir()) else path.parent.parent
-        raise DataError(f"{key}={str(path)!r} is a file, not a folder. Pass the folder that holds the class "
-                        f"sub-folders, e.g. {key}={str(folder)!r}.\n" + EXPECTED_LAYOUT.format(root=folder))
-    if not path.is_dir():
-        what = "is a broken symbolic link" if path.is_symlink() else "does not exist"
-        raise MissingPathError(f"{key}={str(path)!r} {what}.\n" + EXPECTED_LAYOUT.format(root=path))
-    return path
 
 
 def skipped_stages(val_root: str | None, val_fraction: float, test_fraction: float) -> set[str]:
@@ -103,33 +79,8 @@ class ArtDataModule(L.LightningDataModule):
         self.train_generator = torch.Generator().manual_seed(seed)
 
     def _list(self, root: str, key: str = "data.root") -> Listing:
-        path = check_image_folder(root, key)
-        listing = list_image_folder(path)
-        if not listing.files:
-            raise DataError(f"No image files under {key}={str(path)!r}{_oddities([listing])}.\n"
-                            + EXPECTED_LAYOUT.format(root=path))
-        for link in listing.broken_links:
-            log.warning("Skipping %s: a broken symbolic link (to %s)", printable(link), printable(os.readlink(link)))
-        for folder in listing.loops:
-            log.warning("Not following %s: it links to a folder already listed (a symlink loop or a duplicate)",
-                        printable(folder))
+        listing = list_checked_folder(root, key)
         self.classes = self.classes or listing.classes
-        return listing
-
-    def _map_classes(self, listing: Listing, key: str) -> Listing:
-        """Relabel a second folder's files by class name, as in data.root; refuse classes data.root lacks."""
-        extra = [name for name in listing.classes if name not in self.classes]
-        if extra:
-            raise DataError(
-                f"{key} has class folders that data.root lacks: {extra} (data.root has {self.classes}). Labels are "
-                f"matched by folder name: rename or remove those folders, or leave {key} unset to validate on a "
-                "split of data.root."
-            )
-        missing = [name for name in self.classes if name not in listing.classes]
-        if missing:
-            log.warning("%s has no folder for the classes %s: they are not validated", key, missing)
-        label = {name: self.classes.index(name) for name in listing.classes}
-        listing.files = [f._replace(label=label[listing.classes[f.label]]) for f in listing.files]
         return listing
 
     @property
@@ -179,7 +130,7 @@ class ArtDataModule(L.LightningDataModule):
         hp = self.hparams
         listings = [self._list(hp.root)]
         if hp.val_root:
-            listings.append(self._map_classes(self._list(hp.val_root, "data.val_root"), "data.val_root"))
+            listings.append(map_classes(self._list(hp.val_root, "data.val_root"), self.classes, "data.val_root"))
         roots = [hp.root] + ([hp.val_root] if hp.val_root else [])
         files = [f for listing in listings for f in listing.files]
         bad, how = self._find_bad(files, roots)
@@ -190,7 +141,7 @@ class ArtDataModule(L.LightningDataModule):
             self.report.log_files()
         self._check_usable(len(files), roots)
         if self._is_global_zero:
-            log.info("Data: %s; %s%s", self.report.summary(len(files)), how, _oddities(listings))
+            log.info("Data: %s; %s%s", self.report.summary(len(files)), how, describe_oddities(listings))
 
         # The split is over the full listing, so a file's split does not change when files turn out bad.
         n_root = len(listings[0].files)
@@ -277,24 +228,6 @@ class ArtDataModule(L.LightningDataModule):
         if self.decoded and self._is_global_zero:
             counts = ", ".join(f"{s} {[n for _, n in sorted(e.items())]}" for s, e in self.decoded.items())
             log.info("Files decoded by the DataLoaders, per epoch: %s", counts)
-
-
-def _oddities(listings: list[Listing]) -> str:
-    ignored = [p for listing in listings for p in listing.ignored]
-    empty = [c for listing in listings for c in listing.empty_classes]
-    text = ""
-    if ignored:
-        names = sorted({os.path.basename(p) for p in ignored})
-        text += f"; ignored {len(ignored)} non-image files ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
-    if empty:
-        text += f"; empty class folders: {', '.join(empty)}"
-    broken = [printable(p) for listing in listings for p in listing.broken_links]
-    if broken:
-        text += f"; broken symbolic links skipped: {', '.join(broken[:3])}{', ...' if len(broken) > 3 else ''}"
-    loops = [printable(p) for listing in listings for p in listing.loops + listing.unreadable]
-    if loops:
-        text += f"; folders not followed (symlink loops, duplicate links, unreadable): {', '.join(loops[:3])}"
-    return text
 
 
 class DemoDataModule(ArtDataModule):

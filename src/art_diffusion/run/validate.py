@@ -210,7 +210,7 @@ def check_config(cfg: DictConfig, tool: str = "train") -> None:
 
 def _check_folders(cfg: DictConfig) -> None:
     """data.root and data.val_root are folders (the demo's root is generated, so it may not exist yet)."""
-    from art_diffusion.data.datamodule import check_image_folder  # lazy: Lightning is imported there
+    from art_diffusion.data.folders import check_image_folder
 
     demo = str(_select(cfg, "data._target_")).endswith("DemoDataModule")
     for key in ("data.val_root",) if demo else ("data.root", "data.val_root"):
