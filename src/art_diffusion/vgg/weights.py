@@ -24,6 +24,10 @@ from art_diffusion.vgg.layers import check_num_layers, expected_shapes, features
 logger = logging.getLogger(__name__)
 
 
+class WeightsUnavailableError(UserError, RuntimeError):
+    """No source of the ImageNet VGG16 weights worked; the message lists the ways out."""
+
+
 def _read_cache(path: pathlib.Path, num_layers: int) -> dict[str, torch.Tensor] | None:
     if not path.is_file():
         return None
@@ -75,7 +79,7 @@ def _resolve(num_layers: int) -> tuple[dict[str, torch.Tensor], str]:
             continue
         logger.info("VGG16 ImageNet weights: %s succeeded in %.2f s", label, time.perf_counter() - start)
         return state, label
-    raise UserError(
+    raise WeightsUnavailableError(
         "Could not obtain ImageNet VGG16 weights for the perceptual loss. Tried:\n"
         + "\n".join(failures)
         + "\n"
