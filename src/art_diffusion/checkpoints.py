@@ -59,7 +59,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
     path = Path(path).expanduser()
     if not path.is_file():
         raise MissingPathError(f"Checkpoint not found: {path}. Pass ckpt_path=<run dir>/checkpoints/best.ckpt "
-                                f"(or last.ckpt) of a `{train_command} ...` run.")
+                               f"(or last.ckpt) of a `{train_command} ...` run.")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:

@@ -35,7 +35,7 @@ def load_images(folder: str | Path, image_size: int, max_images: int | None = No
         raise MissingPathError(f"Image folder {str(root)!r} does not exist.")
     files = list_images(root)
     if not files:
-        raise DataError(f"No image files ({', '.join(IMAGE_EXTENSIONS)}) under {str(root)!r}.")
+        raise MissingPathError(f"No image files ({', '.join(IMAGE_EXTENSIONS)}) under {str(root)!r}.")
     images = []
     for path in files:
         if max_images is not None and len(images) >= max_images:
