@@ -12,7 +12,8 @@ from PIL import Image
 from art_diffusion.data import ArtDataModule, DemoDataModule
 from art_diffusion.data.datamodule import split_indices
 from art_diffusion.data.images import load_rgb
-from tests.messy_folder import LAZY_BAD, jpeg_bytes, make_messy_folder, pattern
+from art_diffusion.errors import DataError
+from tests.messy_folder import LAZY_BAD, corrupt_scan_jpeg, make_messy_folder, pattern
 
 
 def _image_folder(root, per_class=6, classes=("drawings", "painting")):
@@ -95,16 +96,15 @@ def test_every_bad_file_is_reported_once_with_its_reason(tmp_path, caplog, cache
 
 def test_failures_inside_worker_processes_are_reported_once_and_batches_stay_full(tmp_path):
     root = _image_folder(tmp_path / "art", per_class=6)
-    whole = jpeg_bytes(pattern(200, 150))
     for i in range(3):
-        (root / "painting" / f"truncated_{i}.jpg").write_bytes(whole[: len(whole) // 2])
+        (root / "painting" / f"corrupt_{i}.jpg").write_bytes(corrupt_scan_jpeg(pattern(200, 150, seed=i)))
     dm = _dm(root, tmp_path, num_workers=2, batch_size=5, val_fraction=0, test_fraction=0)
     dm.setup()
-    assert _report(tmp_path / "run") == {}  # headers are fine: found by the workers
+    assert _report(tmp_path / "run") == {}  # headers and end markers are fine: found by the workers
     for _ in range(2):
         sizes = _drain(dm)
         assert sizes == [5, 5, 5]
-    assert _report(tmp_path / "run") == {f"truncated_{i}.jpg": "truncated" for i in range(3)}
+    assert _report(tmp_path / "run") == {f"corrupt_{i}.jpg": "corrupt" for i in range(3)}
 
 
 def test_all_bad_folder_stops_before_training_with_a_clear_error(tmp_path):
@@ -184,7 +184,7 @@ def test_missing_root_explains_the_layout_and_the_demo(tmp_path):
 
 def test_empty_root_is_refused(tmp_path):
     (tmp_path / "art" / "painting").mkdir(parents=True)
-    with pytest.raises(FileNotFoundError, match="No image files"):
+    with pytest.raises(DataError, match="No image files"):
         ArtDataModule(str(tmp_path / "art")).setup()
 
 

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from art_diffusion.data.demo import DEMO_CLASSES, write_demo_dataset
+from art_diffusion.errors import DataError
 
 N, SIZE = 3, 64
 
@@ -114,6 +115,6 @@ def test_empty_existing_root_is_filled_but_foreign_root_is_refused(tmp_path):
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
-    with pytest.raises(FileExistsError):
+    with pytest.raises(DataError, match="exists and is not a demo dataset"):  # one message, exit 2 from the scripts
         write_demo_dataset(foreign, images_per_class=1, image_size=32)
     assert (foreign / "notes.txt").read_text() == "keep me"

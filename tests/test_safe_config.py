@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 
 from art_diffusion.checkpoints import CONFIG_KEY, load_checkpoint
 from art_diffusion.run.resume import resumed_config
-from art_diffusion.safe_config import REGISTRY, UnsafeConfigError, check_config
+from art_diffusion.safe_config import REGISTRY, UnsafeConfigError, check_targets
 from art_diffusion.tools.evaluate import evaluate
 from art_diffusion.tools.generate import generate
 from tests.conftest import CONF_DIR, REPO, compose_train_cfg
@@ -88,15 +88,15 @@ def test_every_target_in_conf_is_in_the_registry(tmp_path):
 ])
 def test_hostile_shapes_are_refused_naming_the_key(node, key_path):
     with pytest.raises(UnsafeConfigError, match=rf"Refusing evil\.ckpt: .* at '{re.escape(key_path)}'"):
-        check_config(node, "evil.ckpt")
+        check_targets(node, "evil.ckpt")
 
 
 def test_registered_classes_and_vouched_ones_pass():
-    check_config({"opt": {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 0.1},
+    check_targets({"opt": {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 0.1},
                   "cb": {"_target_": "art_diffusion.callbacks.crash_safety.RNGStateCheckpoint"}}, "x")  # an alias
     with pytest.raises(UnsafeConfigError, match="trusted_classes='\\[tests.crash.CrashAfterEpoch\\]'"):
-        check_config({"cb": {"_target_": "tests.crash.CrashAfterEpoch"}}, "x")
-    check_config({"cb": {"_target_": "tests.crash.CrashAfterEpoch"}}, "x", ["tests.crash.CrashAfterEpoch"])
+        check_targets({"cb": {"_target_": "tests.crash.CrashAfterEpoch"}}, "x")
+    check_targets({"cb": {"_target_": "tests.crash.CrashAfterEpoch"}}, "x", ["tests.crash.CrashAfterEpoch"])
 
 
 def _script(name: str, *overrides: str) -> subprocess.CompletedProcess:

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from omegaconf import OmegaConf, read_write
 from tensorboard import context
@@ -19,7 +18,7 @@ from tensorboard.backend.event_processing import data_provider, event_file_loade
 from tensorboard.plugins import base_plugin
 from tensorboard.plugins.hparams import api_pb2, backend_context, list_session_groups
 
-from art_diffusion.errors import UserError
+from art_diffusion.errors import ConfigError, UserError
 from art_diffusion.loggers.tensorboard import readable_tags
 from art_diffusion.run.job import run_job
 from art_diffusion.run.sweep_record import describe_sweep, job_dirname
@@ -79,7 +78,7 @@ def hparams_session_groups(logdir: Path) -> dict[str, tuple[dict, dict]]:
 
 def test_grid_sweep_writes_summaries_hparams_and_survives_a_failing_job(tmp_path, demo_root):
     sweep = tmp_path / "sweep"
-    # "oops" is a typo'd value: that job fails at instantiation, the four others must still run.
+    # "oops" is a typo'd value: that job fails at validation, the four others must still run.
     result = train_script("-m", *tiny(demo_root), *SHORT, "loss.perceptual_weight=0,0.25,oops,0.5,1",
                           f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -92,13 +91,13 @@ def test_grid_sweep_writes_summaries_hparams_and_survives_a_failing_job(tmp_path
     assert record.swept == ["loss.perceptual_weight"] and record.integer == []
     assert "model.net.base_channels=4" in record.fixed and "trainer=cpu" in record.fixed
     failed = json.loads((jobs["oops"] / "job.json").read_text())
-    assert failed["status"] == "failed" and "TypeError" in failed["error"]
+    assert failed["status"] == "failed" and "loss.perceptual_weight='oops' must be a number" in failed["error"]
     assert "Traceback" in (jobs["oops"] / "error.txt").read_text()
 
     with (sweep / "summary.csv").open() as f:
         rows = {row["loss.perceptual_weight"]: row for row in csv.DictReader(f)}
     assert set(rows) == {*good, "oops"}
-    assert rows["oops"]["status"] == "failed" and "TypeError" in rows["oops"]["error"]
+    assert rows["oops"]["status"] == "failed" and "ConfigError" in rows["oops"]["error"]
     for weight in good:
         metrics = json.loads((jobs[weight] / "metrics.json").read_text())
         row = rows[weight]
@@ -131,7 +130,7 @@ def test_grid_sweep_writes_summaries_hparams_and_survives_a_failing_job(tmp_path
 
 def test_a_failing_job_raises_in_a_single_run_and_is_recorded_in_a_multirun(compose_cfg, tmp_path):
     cfg = compose_cfg("loss.perceptual_weight=oops")
-    with pytest.raises(InstantiationException, match="TypeError"):  # a single run fails loudly: non-zero exit
+    with pytest.raises(ConfigError, match="loss.perceptual_weight='oops'"):  # a single run fails loudly: exit 2
         run_job(cfg)
     assert not (tmp_path / "run" / "job.json").exists()
 
@@ -140,7 +139,7 @@ def test_a_failing_job_raises_in_a_single_run_and_is_recorded_in_a_multirun(comp
     HydraConfig().set_config(cfg)
     assert math.isnan(run_job(cfg))  # NaN: Optuna records a failed trial
     record = json.loads((tmp_path / "run" / "job.json").read_text())
-    assert record["status"] == "failed" and "TypeError" in record["error"]
+    assert record["status"] == "failed" and "ConfigError" in record["error"]
     assert "Traceback" in (tmp_path / "run" / "error.txt").read_text()
 
 

@@ -1,7 +1,7 @@
 """Loading checkpoints without trusting them: plain data only, clear errors, and a model rebuilt from the stored config.
 
 A checkpoint is untrusted input. ``torch.load(weights_only=True)`` refuses any pickle that names code, and the
-stored config passes :func:`art_diffusion.safe_config.check_config` (only registered classes) before anything
+stored config passes :func:`art_diffusion.safe_config.check_targets` (only registered classes) before anything
 of it is instantiated, so opening a file never runs code from it.
 """
 
@@ -17,8 +17,8 @@ import torch
 from hydra.utils import get_class, instantiate
 from torch import nn
 
-from art_diffusion.errors import UserError
-from art_diffusion.safe_config import check_config
+from art_diffusion.errors import MissingPathError, UserError
+from art_diffusion.safe_config import check_targets
 
 #: Checkpoint entry holding the run's resolved config (plain dicts), enough to rebuild model and data settings.
 CONFIG_KEY = "art_diffusion_config"
@@ -57,8 +57,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
     """``torch.load(path, weights_only=True)`` with errors that say which file and why."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"Checkpoint not found: {path}. Pass ckpt_path=<run dir>/checkpoints/best.ckpt "
-                                f"(or last.ckpt) of a `{train_command} ...` run.")
+        raise MissingPathError(f"Checkpoint not found: {path}. Pass ckpt_path=<run dir>/checkpoints/best.ckpt "
+                               f"(or last.ckpt) of a `{train_command} ...` run.")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -81,14 +81,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
 
 def stored_config(checkpoint: Mapping, path: str | Path, trusted_classes: Iterable[str] = ()) -> dict[str, Any]:
     """The run's resolved config that training stored in the checkpoint (see NetworkModule.on_save_checkpoint),
-    refused unless it passes :func:`check_config` (``trusted_classes``: extra classes the user vouches for)."""
+    refused unless it passes :func:`check_targets` (``trusted_classes``: extra classes the user vouches for)."""
     config = checkpoint.get(CONFIG_KEY)
     if not isinstance(config, dict):
         raise CheckpointError(
             f"{path} has no '{CONFIG_KEY}' entry, so the model cannot be rebuilt from it alone. Only checkpoints "
             "written by scripts/train.py carry their config; retrain, or load the weights by hand."
         )
-    check_config(config, f"the config stored in {path}", trusted_classes)
+    check_targets(config, f"the config stored in {path}", trusted_classes)
     return config
 
 
@@ -155,7 +155,7 @@ def load_module(
 
     The project's one checkpoint loader for inference: the module is rebuilt from the ``model`` config the
     checkpoint stores, without its optimizer and scheduler (inference needs neither), after the whole stored config
-    passed :func:`check_config`; ``expected`` (a LightningModule class) refuses a checkpoint of another kind.
+    passed :func:`check_targets`; ``expected`` (a LightningModule class) refuses a checkpoint of another kind.
     """
     hint = getattr(expected, "TRAIN_COMMAND", "python scripts/train.py")
     checkpoint = load_checkpoint(path, train_command=hint)

@@ -7,3 +7,15 @@ and exit with status 2 (see ``art_diffusion.run.cli.user_errors``); anything els
 
 class UserError(Exception):
     """An error the user can fix; the scripts show its message without a traceback."""
+
+
+class ConfigError(UserError, ValueError):
+    """A config value out of its allowed range: the message names the key, the value, the range and the fix."""
+
+
+class DataError(UserError, ValueError):
+    """A data folder that cannot be trained on as given (wrong path, nothing usable, class sets that disagree)."""
+
+
+class MissingPathError(UserError, FileNotFoundError):
+    """A file or folder the user named (a checkpoint, an input, a data folder) does not exist."""

@@ -2,7 +2,7 @@
 
 A config read from a file (a checkpoint's stored config, a resumed run's ``last.ckpt``) is untrusted: Hydra's
 ``instantiate`` calls whatever ``_target_`` names, so ``art_diffusion.storage.os.system`` would run a shell
-command. :func:`check_config` walks every node first and refuses the whole config unless
+command. :func:`check_targets` walks every node first and refuses the whole config unless
 
 - every ``_target_`` resolves to *exactly* (``is``) one of the classes in :data:`REGISTRY` (or a class the user
   passed in ``trusted_classes`` on the command line), not a function, a module or any other attribute reachable
@@ -119,7 +119,7 @@ def _key_path(where: str, key: Any) -> str:
     return f"{where}.{key}" if where else str(key)
 
 
-def check_config(node: Any, origin: str, trusted_classes: Iterable[str] = (), where: str = "") -> None:
+def check_targets(node: Any, origin: str, trusted_classes: Iterable[str] = (), where: str = "") -> None:
     """Raise :class:`UnsafeConfigError` (naming ``origin`` and the key path) unless ``node`` only instantiates
     registry classes or ``trusted_classes`` (exact dotted paths the user gave on the command line)."""
     allowed = _registry_classes() | _user_classes(trusted_classes)

@@ -21,23 +21,14 @@ from torch.utils.data import DataLoader, Dataset
 
 from art_diffusion.data import header_check, pixel_cache
 from art_diffusion.data.dataset import CachedImages, DecodedImages, collate
-from art_diffusion.data.listing import Listing, SourceFile, list_image_folder
-from art_diffusion.data.report import BadFileReport
+from art_diffusion.data.folders import describe_oddities, list_checked_folder, map_classes
+from art_diffusion.data.listing import Listing, SourceFile
+from art_diffusion.data.report import BadFileReport, printable
 from art_diffusion.data.epoch_sampler import EpochShuffleSampler
+from art_diffusion.errors import DataError
 from art_diffusion.storage import cache_dir
 
 log = logging.getLogger(__name__)
-EXPECTED_LAYOUT = """\
-Expected an ImageFolder, one sub-folder per class, e.g. the Kaggle "Art Images" training_set:
-    {root}/
-        drawings/   *.jpg
-        engraving/  *.jpg
-        iconography/ ...
-        painting/   ...
-        sculpture/  ...
-Point data.root at such a folder, or try the built-in demo data: python scripts/train.py experiment=demo"""
-
-
 def default_num_workers() -> int:
     return min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
@@ -47,6 +38,11 @@ def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) 
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
     n_test, n_val = round(n * test_fraction), round(n * val_fraction)
     return {"test": order[:n_test], "val": order[n_test:n_test + n_val], "train": order[n_test + n_val:]}
+
+
+def skipped_stages(val_root: str | None, val_fraction: float, test_fraction: float) -> set[str]:
+    """The stages a zero split fraction turns off: "val" (data.val_fraction=0 without data.val_root), "test"."""
+    return {stage for stage, off in (("val", not val_root and val_fraction == 0), ("test", test_fraction == 0)) if off}
 
 
 class ArtDataModule(L.LightningDataModule):
@@ -82,13 +78,8 @@ class ArtDataModule(L.LightningDataModule):
         # between an uninterrupted and a resumed run; saved in checkpoints through state_dict().
         self.train_generator = torch.Generator().manual_seed(seed)
 
-    def _list(self, root: str) -> Listing:
-        path = Path(root).expanduser()
-        if not path.is_dir():
-            raise FileNotFoundError(f"data.root {str(path)!r} does not exist.\n" + EXPECTED_LAYOUT.format(root=path))
-        listing = list_image_folder(path)
-        if not listing.files:
-            raise FileNotFoundError(f"No image files under {str(path)!r}.\n" + EXPECTED_LAYOUT.format(root=path))
+    def _list(self, root: str, key: str = "data.root") -> Listing:
+        listing = list_checked_folder(root, key)
         self.classes = self.classes or listing.classes
         return listing
 
@@ -122,12 +113,12 @@ class ArtDataModule(L.LightningDataModule):
         bad, hp = len(self.report.rows), self.hparams
         where = " and ".join(repr(r) for r in roots)
         if bad == listed:
-            raise ValueError(
+            raise DataError(
                 f"None of the {listed} image files under {where} can be used ({self.report.summary(listed)}). "
                 f"Examples: {sorted(self.report.rows.items())[:3]}. Point data.root at a folder of images."
             )
         if bad > hp.max_bad_fraction * listed:
-            raise ValueError(
+            raise DataError(
                 f"{bad} of the {listed} image files under {where} are unusable, more than "
                 f"data.max_bad_fraction={hp.max_bad_fraction} ({self.report.summary(listed)}). Is data.root the "
                 "right folder? If so, raise data.max_bad_fraction to train on the rest."
@@ -137,7 +128,9 @@ class ArtDataModule(L.LightningDataModule):
         if self.datasets:
             return
         hp = self.hparams
-        listings = [self._list(hp.root)] + ([self._list(hp.val_root)] if hp.val_root else [])
+        listings = [self._list(hp.root)]
+        if hp.val_root:
+            listings.append(map_classes(self._list(hp.val_root, "data.val_root"), self.classes, "data.val_root"))
         roots = [hp.root] + ([hp.val_root] if hp.val_root else [])
         files = [f for listing in listings for f in listing.files]
         bad, how = self._find_bad(files, roots)
@@ -148,7 +141,7 @@ class ArtDataModule(L.LightningDataModule):
             self.report.log_files()
         self._check_usable(len(files), roots)
         if self._is_global_zero:
-            log.info("Data: %s; %s%s", self.report.summary(len(files)), how, _oddities(listings))
+            log.info("Data: %s; %s%s", self.report.summary(len(files)), how, describe_oddities(listings))
 
         # The split is over the full listing, so a file's split does not change when files turn out bad.
         n_root = len(listings[0].files)
@@ -156,17 +149,21 @@ class ArtDataModule(L.LightningDataModule):
         split = split_indices(n_root, val_fraction, hp.test_fraction, hp.seed)
         if hp.val_root:
             split["val"] = list(range(n_root, len(files)))
-        wanted = {"train": True, "val": bool(hp.val_root) or hp.val_fraction > 0, "test": hp.test_fraction > 0}
+        wanted = {"train": True, **{stage: stage not in self.skipped_stages() for stage in ("val", "test")}}
         for name, indices in split.items():
             usable = [i for i in indices if files[i].path not in bad]
             if usable:
                 self.datasets[name] = self._dataset(files, usable, hflip=hp.hflip and name == "train")
             elif wanted[name]:
-                raise ValueError(
+                raise DataError(
                     f"The {name} split of {hp.root!r} has no usable image ({len(indices)} files, {len(files)} in"
                     f" all, val_fraction={hp.val_fraction}, test_fraction={hp.test_fraction}): add images or"
                     f" change the fractions (data.val_fraction, data.test_fraction)."
                 )
+
+    def skipped_stages(self) -> set[str]:
+        hp = self.hparams
+        return skipped_stages(hp.val_root, hp.val_fraction, hp.test_fraction)
 
     def _dataset(self, files: list[SourceFile], indices: list[int], hflip: bool) -> Dataset:
         hp = self.hparams
@@ -174,10 +171,12 @@ class ArtDataModule(L.LightningDataModule):
             return CachedImages(self.store.path, indices, [files[i].label for i in indices], hflip=hflip)
         return DecodedImages([files[i] for i in indices], hp.image_size, hp.max_pixels, hp.min_size, hflip=hflip)
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str, shuffle: bool) -> DataLoader | list:
         hp = self.hparams
         if split not in self.datasets:
-            raise ValueError(f"There is no {split} split: data.{split}_fraction is 0.")
+            if split in self.skipped_stages():
+                return []  # data.<split>_fraction=0: Lightning runs no loop over an empty list of loaders
+            raise DataError(f"There is no {split} split: data.{split}_fraction is 0.")
         pin = torch.cuda.is_available() if hp.pin_memory is None else hp.pin_memory
         return DataLoader(
             self.datasets[split],
@@ -220,7 +219,8 @@ class ArtDataModule(L.LightningDataModule):
             epochs[self.trainer.current_epoch] = epochs.get(self.trainer.current_epoch, 0) + events["decoded"]
         new = [s for s in events["skipped"] if self.report.add(*s)]
         for path, reason, detail in new:
-            log.warning("Skipping %s: %s (%s); a neighbouring image is served in its place", path, reason, detail)
+            log.warning("Skipping %s: %s (%s); a neighbouring image is served in its place", printable(path), reason,
+                        printable(detail))
         if new and self._is_global_zero:
             self.report.write()
 
@@ -228,18 +228,6 @@ class ArtDataModule(L.LightningDataModule):
         if self.decoded and self._is_global_zero:
             counts = ", ".join(f"{s} {[n for _, n in sorted(e.items())]}" for s, e in self.decoded.items())
             log.info("Files decoded by the DataLoaders, per epoch: %s", counts)
-
-
-def _oddities(listings: list[Listing]) -> str:
-    ignored = [p for listing in listings for p in listing.ignored]
-    empty = [c for listing in listings for c in listing.empty_classes]
-    text = ""
-    if ignored:
-        names = sorted({os.path.basename(p) for p in ignored})
-        text += f"; ignored {len(ignored)} non-image files ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
-    if empty:
-        text += f"; empty class folders: {', '.join(empty)}"
-    return text
 
 
 class DemoDataModule(ArtDataModule):

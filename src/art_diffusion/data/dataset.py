@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from art_diffusion.data.images import BadImage, load_rgb
+from art_diffusion.errors import DataError
 from art_diffusion.data.listing import SourceFile
 
 Events = dict
@@ -63,7 +64,7 @@ class DecodedImages(Dataset):
                 continue
             pixels = torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
             return _maybe_flip(pixels, self.hflip), file.label, events
-        raise RuntimeError(
+        raise DataError(
             f"None of the {len(self.files)} files of this split could be decoded (e.g. {self.files[0].path}: "
             f"{events['skipped'][:1]}). Check the files, or run once with data.cache=true for a full report."
         )

@@ -20,7 +20,7 @@ from art_diffusion.storage import atomic_write
 
 Verdict = tuple[str, str] | None  # (reason, detail) of a refused file, None for a usable header
 
-_VERSION = 1  # bump when check_header changes what it refuses
+_VERSION = 2  # bump when check_header changes what it refuses
 
 
 def _check_one(job: tuple[str, int, int]) -> Verdict:

@@ -20,10 +20,14 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 IMAGE_EXTENSIONS = (
     ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm",
 )
+#: Formats Pillow cannot read (or reads only with a plugin) that art folders still hold: listed like images, so
+#: each is reported with its format ("unsupported format HEIC (convert to JPEG/PNG)") instead of being ignored.
+CONVERT_EXTENSIONS = (".heic", ".heif", ".avif", ".jxl", ".psd", ".svg", ".pdf")
+LISTED_EXTENSIONS = IMAGE_EXTENSIONS + CONVERT_EXTENSIONS
 REASONS = ("empty file", "unreadable", "not an image", "too large", "too small", "truncated", "corrupt", "unsupported")
 
 DEFAULT_MAX_PIXELS = 50_000_000  # data.max_pixels' default, for callers outside a data module (inference)
-_HEADER_BYTES = 64  # enough to tell an HTML page or a text file from binary image data
+_HEADER_BYTES = 256  # enough to tell an HTML page or a text file from binary image data
 _EXIF_ORIENTATION = 0x0112
 
 
@@ -37,6 +41,26 @@ class BadImage(Exception):
 
     def __reduce__(self):  # survive the trip back from a pool worker with both fields
         return type(self), (self.reason, self.detail)
+
+
+#: ISO-BMFF brands (bytes 8..12 after "ftyp") of the HEIF family, by the name a user knows.
+_FTYP_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"hevc": "HEIC", b"heim": "HEIC", b"heis": "HEIC",
+                b"mif1": "HEIF", b"msf1": "HEIF", b"avif": "AVIF", b"avis": "AVIF"}
+
+
+def sniff_format(head: bytes) -> str | None:
+    """The name of a known image format that Pillow does not read here, from a file's first bytes, else None."""
+    if head[4:8] == b"ftyp":
+        return _FTYP_BRANDS.get(head[8:12], f"ISO media ({head[8:12].decode('ascii', 'replace').strip()})")
+    if head.startswith((b"\xff\x0a", b"\x00\x00\x00\x0cJXL \r\n\x87\n")):
+        return "JPEG XL"
+    if head.startswith(b"8BPS"):
+        return "PSD (Photoshop)"
+    if head.startswith(b"%PDF"):
+        return "PDF"
+    if b"<svg" in head[:256].lower():
+        return "SVG"
+    return None
 
 
 def _describe_non_image(head: bytes) -> str:
@@ -70,7 +94,11 @@ def open_image(path: str | Path, max_pixels: int, min_size: int) -> Iterator[Ima
                 img = Image.open(handle)
         except UnidentifiedImageError:
             handle.seek(0)
-            raise BadImage("not an image", _describe_non_image(handle.read(_HEADER_BYTES))) from None
+            head = handle.read(_HEADER_BYTES)
+            known = sniff_format(head)
+            if known:
+                raise BadImage("unsupported", f"unsupported format {known} (convert to JPEG/PNG)") from None
+            raise BadImage("not an image", _describe_non_image(head)) from None
         except Image.DecompressionBombError as exc:
             raise BadImage("too large", str(exc)) from None
         except Exception as exc:  # a decoder for untrusted files: any failure is a property of the file
@@ -84,10 +112,26 @@ def open_image(path: str | Path, max_pixels: int, min_size: int) -> Iterator[Ima
             yield img
 
 
+#: What a complete file of a format ends with (trailing padding aside): a truncated download lacks it.
+_END_MARKERS = {"JPEG": b"\xff\xd9", "PNG": b"IEND\xaeB`\x82"}
+
+
+def _ends_complete(path: str | Path, image_format: str | None) -> bool:
+    marker = _END_MARKERS.get(image_format or "")
+    if marker is None:
+        return True
+    with open(path, "rb") as handle:
+        handle.seek(max(0, os.fstat(handle.fileno()).st_size - 1024))
+        return marker in handle.read()
+
+
 def check_header(path: str | Path, max_pixels: int, min_size: int) -> None:
-    """Raise :class:`BadImage` if ``path`` is refused from its header alone (cheap: a few KB read)."""
-    with open_image(path, max_pixels, min_size):
-        pass
+    """Raise :class:`BadImage` if ``path`` is refused from its header (a few KB read) or its last KB: a JPEG or PNG
+    without its end marker (a truncated download) is decoded in full to confirm, so it is found before training."""
+    with open_image(path, max_pixels, min_size) as img:
+        image_format = img.format
+    if not _ends_complete(path, image_format):
+        load_rgb(path, 64, max_pixels, min_size)  # raises BadImage("truncated", ...) unless the data is whole
 
 
 def _upright(img: Image.Image) -> Image.Image:

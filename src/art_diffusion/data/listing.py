@@ -1,6 +1,6 @@
 """The project's one image lister: an ImageFolder (class sub-folders) or any folder of images, by names and stat()
 only (no file is opened, so start-up costs one directory walk). Hidden entries are skipped, extensions match in any
-case."""
+case, symlinks are followed with each folder walked once (a loop is reported, not recursed into)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from art_diffusion.data.images import IMAGE_EXTENSIONS
+from art_diffusion.data.images import LISTED_EXTENSIONS
 
 
 class SourceFile(NamedTuple):  # a tuple, not a dataclass: a million of them are made at start-up
@@ -27,21 +27,44 @@ class Listing:
     classes: list[str]
     ignored: list[str] = field(default_factory=list)  # files without an image extension (.DS_Store, notes.txt)
     empty_classes: list[str] = field(default_factory=list)
+    broken_links: list[str] = field(default_factory=list)  # symlinks to nothing (a class folder among them)
+    loops: list[str] = field(default_factory=list)  # linked folders already listed (a symlink loop or a duplicate)
+    unreadable: list[str] = field(default_factory=list)  # folders that could not be listed (permissions)
 
 
-def _walk(folder: str, label: int, listing: Listing) -> None:
+def _dir_key(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _walk(folder: str, label: int, listing: Listing, seen: set[tuple[int, int]]) -> None:
     """Add the image files under ``folder`` (recursively, hidden entries skipped), in file-system order.
 
+    Symlinks are followed, each folder once: ``seen`` holds the (st_dev, st_ino) of every folder walked, so a link
+    back up the tree (a loop) or a second link to a folder is recorded in ``listing.loops`` instead of recursing.
     Written for speed (it is most of a second run's start-up): one scandir per folder, one stat per file.
     """
-    for entry in os.scandir(folder):
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        listing.unreadable.append(folder)
+        return
+    for entry in entries:
         name = entry.name
         if name.startswith("."):
             continue
         if entry.is_dir():
-            _walk(entry.path, label, listing)
-        elif not name.lower().endswith(IMAGE_EXTENSIONS):
-            listing.ignored.append(entry.path)
+            key = _dir_key(entry.path)
+            if key in seen:
+                listing.loops.append(entry.path)
+                continue
+            seen.add(key)
+            _walk(entry.path, label, listing, seen)
+        elif not name.lower().endswith(LISTED_EXTENSIONS):
+            (listing.broken_links if _is_broken_link(entry) else listing.ignored).append(entry.path)
         else:
             try:
                 st = entry.stat()  # follows links, like the decoder will
@@ -50,18 +73,31 @@ def _walk(folder: str, label: int, listing: Listing) -> None:
                 listing.files.append(SourceFile(entry.path, label, -1, 0))
 
 
+def _is_broken_link(entry: os.DirEntry) -> bool:
+    return entry.is_symlink() and not os.path.exists(entry.path)
+
+
 def list_image_folder(root: str | Path) -> Listing:
     """Every image file under ``root/<class>/`` (any depth, extensions in any case), sorted, and the class names.
 
     Hidden files and folders (.DS_Store, ._x.jpg from macOS, .ipynb_checkpoints) are skipped; other files without
-    an image extension (Thumbs.db, notes.txt) are listed in ``ignored`` so the summary can mention them.
+    an image extension (Thumbs.db, notes.txt) are listed in ``ignored`` so the summary can mention them; a class
+    folder that is a broken symlink is in ``broken_links``.
     """
     root = Path(root)
-    classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith("."))
+    entries = [entry for entry in os.scandir(root) if not entry.name.startswith(".")]
+    classes = sorted(entry.name for entry in entries if entry.is_dir())
     listing = Listing(files=[], classes=classes)
+    listing.broken_links = sorted(entry.path for entry in entries if _is_broken_link(entry))
+    seen = {_dir_key(str(root))}
     for label, name in enumerate(classes):
         before = len(listing.files)
-        _walk(str(root / name), label, listing)
+        key = _dir_key(str(root / name))
+        if key in seen:  # a class folder linked to another one (or to root itself)
+            listing.loops.append(str(root / name))
+        else:
+            seen.add(key)
+            _walk(str(root / name), label, listing, seen)
         if len(listing.files) == before:
             listing.empty_classes.append(name)
         listing.files[before:] = sorted(listing.files[before:])  # by path (unique): the same order on any file system
@@ -72,5 +108,5 @@ def list_image_folder(root: str | Path) -> Listing:
 def list_images(folder: str | Path) -> list[Path]:
     """Every image file under ``folder``, at any depth and whatever the layout, sorted (the same walk as above)."""
     listing = Listing(files=[], classes=[])
-    _walk(str(folder), 0, listing)
+    _walk(str(folder), 0, listing, {_dir_key(str(folder))})
     return sorted(Path(f.path) for f in listing.files)

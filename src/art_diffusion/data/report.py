@@ -16,6 +16,15 @@ REPORT_NAME = "bad_files.csv"
 _LOG_AT_MOST = 20  # files named one per line in the log; the CSV always has them all
 
 
+def printable(text: str) -> str:
+    """``text`` safe to write as UTF-8 and to print: a file name that is not valid UTF-8 (held by Python with
+    surrogate escapes) shows its raw bytes as ``\\xNN`` instead of crashing the writer."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # lone surrogates that are not escapes of bytes
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 class BadFileReport:
     """Skipped files by path. ``add`` dedups, so reports from several workers (or epochs) count once."""
 
@@ -35,7 +44,7 @@ class BadFileReport:
 
     def log_files(self, level: int = logging.INFO) -> None:
         for path, (reason, detail) in sorted(self.rows.items())[:_LOG_AT_MOST]:
-            log.log(level, "Skipping %s: %s (%s)", path, reason, detail)
+            log.log(level, "Skipping %s: %s (%s)", printable(path), reason, printable(detail))
         if len(self.rows) > _LOG_AT_MOST:
             log.log(level, "... and %d more skipped files, all listed in %s", len(self.rows) - _LOG_AT_MOST,
                     self.path or "the report (set data.report_dir to write it)")
@@ -53,5 +62,6 @@ class BadFileReport:
         text = io.StringIO()
         writer = csv.writer(text, lineterminator="\n")
         writer.writerow(["path", "reason", "detail"])
-        writer.writerows([path, reason, detail] for path, (reason, detail) in sorted(self.rows.items()))
+        writer.writerows([printable(path), reason, printable(detail)]
+                         for path, (reason, detail) in sorted(self.rows.items()))
         atomic_write(self.path, text.getvalue())

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from art_diffusion.diffusion.schedule import NoiseSchedule, per_sample
+from art_diffusion.errors import ConfigError
 
 EpsFn = Callable[[Tensor, Tensor], Tensor]
 SAMPLERS = ("ddim", "ddpm")
@@ -66,7 +67,7 @@ def ddpm_sample(
 def ddim_timesteps(timesteps: int, steps: int) -> list[int]:
     """``steps`` evenly spaced timesteps from T - 1 down to 0 (both ends included)."""
     if not 1 <= steps <= timesteps:
-        raise ValueError(f"DDIM needs 1 <= steps <= model.schedule.timesteps ({timesteps}), got steps={steps}.")
+        raise ConfigError(f"DDIM needs 1 <= steps <= model.schedule.timesteps ({timesteps}), got steps={steps}.")
     return torch.linspace(timesteps - 1, 0, steps).round().long().unique_consecutive().tolist()
 
 

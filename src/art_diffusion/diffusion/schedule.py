@@ -10,6 +10,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from art_diffusion.errors import ConfigError
+
 #: Ho et al. (2020) use betas from 1e-4 to 0.02 over 1000 steps; other T rescale them (Nichol & Dhariwal 2021, 3.2)
 #: so the chain ends at the same noise level.
 LINEAR_BETA_START, LINEAR_BETA_END, LINEAR_REFERENCE_STEPS = 1e-4, 0.02, 1000
@@ -39,9 +41,9 @@ class NoiseSchedule(nn.Module):
     def __init__(self, kind: str = "linear", timesteps: int = 1000) -> None:
         super().__init__()
         if kind not in SCHEDULES:
-            raise ValueError(f"model.schedule.kind must be one of {SCHEDULES}, got {kind!r}.")
+            raise ConfigError(f"model.schedule.kind must be one of {SCHEDULES}, got {kind!r}.")
         if timesteps < 2:
-            raise ValueError(f"model.schedule.timesteps must be >= 2, got {timesteps}.")
+            raise ConfigError(f"model.schedule.timesteps must be >= 2, got {timesteps}.")
         self.kind = kind
         self.timesteps = timesteps
         betas = linear_betas(timesteps) if kind == "linear" else cosine_betas(timesteps)

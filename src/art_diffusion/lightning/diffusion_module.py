@@ -17,6 +17,7 @@ from art_diffusion.diffusion import (
     to_model_space,
     to_pixels,
 )
+from art_diffusion.errors import ConfigError
 from art_diffusion.lightning.base_module import NetworkModule
 from art_diffusion.losses import DiffusionLoss
 
@@ -33,6 +34,7 @@ class DiffusionModule(NetworkModule):
 
     TASK = "generates images from noise"  # what checkpoint loaders say of this kind of model
     TRAIN_COMMAND = "python scripts/train.py model=ddpm"
+    OPTIMIZED_METRIC = "val/loss"  # the default optimized_metric of runs of this module: the eps MSE, lower is better
 
     def __init__(
         self,
@@ -52,12 +54,12 @@ class DiffusionModule(NetworkModule):
     ) -> None:
         super().__init__(net, loss, optimizer, scheduler, channels_last, compile, compile_options)
         if num_classes != getattr(net, "num_classes", None):
-            raise ValueError(
+            raise ConfigError(
                 f"The denoiser was built for num_classes={getattr(net, 'num_classes', None)} but the module for "
                 f"{num_classes}: set both from model.num_classes (see conf/model/ddpm.yaml)."
             )
         if not 0.0 <= cond_drop_prob < 1.0:
-            raise ValueError(f"model.cond_drop_prob must be in [0, 1), got {cond_drop_prob}.")
+            raise ConfigError(f"model.cond_drop_prob must be in [0, 1), got {cond_drop_prob}.")
         self.ema = EMA(self.net, ema_decay)
         self.schedule = schedule or NoiseSchedule()
         self.image_size = image_size
@@ -73,7 +75,7 @@ class DiffusionModule(NetworkModule):
         classes = getattr(getattr(self.trainer, "datamodule", None), "classes", None)
         if self.num_classes and classes:
             if len(classes) != self.num_classes:
-                raise ValueError(
+                raise ConfigError(
                     f"model.num_classes={self.num_classes} but the data has {len(classes)} classes {classes}: "
                     f"set model.num_classes={len(classes)} (or null for an unconditional model)."
                 )
@@ -150,11 +152,11 @@ class DiffusionModule(NetworkModule):
 
     def class_index(self, class_name: str) -> int:
         if not self.num_classes:
-            raise ValueError(f"class_name={class_name!r} given, but this model is unconditional "
+            raise ConfigError(f"class_name={class_name!r} given, but this model is unconditional "
                              "(trained with model.num_classes=null): drop class_name.")
         names = self.class_names or []
         if class_name not in names:
-            raise ValueError(f"Unknown class_name={class_name!r}; this model knows {names}.")
+            raise ConfigError(f"Unknown class_name={class_name!r}; this model knows {names}.")
         return names.index(class_name)
 
     @torch.no_grad()
@@ -172,7 +174,7 @@ class DiffusionModule(NetworkModule):
     ) -> Tensor:
         """``num_images`` new images in [0, 1] (one batch) from pure noise; ``labels`` for a conditional model."""
         if sampler not in SAMPLERS:
-            raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}.")
+            raise ConfigError(f"sampler must be one of {SAMPLERS}, got {sampler!r}.")
         net = self.ema if use_ema else self.net
         was_training = net.training
         net.eval()

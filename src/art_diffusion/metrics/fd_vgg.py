@@ -18,6 +18,7 @@ from torch import Tensor
 
 from art_diffusion.data.images import IMAGE_EXTENSIONS, BadImage, load_rgb
 from art_diffusion.data.listing import list_images
+from art_diffusion.errors import DataError, MissingPathError
 from art_diffusion.vgg import ImageNetNormalize, VGG16Features
 
 log = logging.getLogger(__name__)
@@ -31,10 +32,10 @@ def load_images(folder: str | Path, image_size: int, max_images: int | None = No
     ImageFolders both work); unreadable files are skipped with a warning, never fatal."""
     root = Path(folder).expanduser()
     if not root.is_dir():
-        raise FileNotFoundError(f"Image folder {str(root)!r} does not exist.")
+        raise MissingPathError(f"Image folder {str(root)!r} does not exist.")
     files = list_images(root)
     if not files:
-        raise FileNotFoundError(f"No image files ({', '.join(IMAGE_EXTENSIONS)}) under {str(root)!r}.")
+        raise MissingPathError(f"No image files ({', '.join(IMAGE_EXTENSIONS)}) under {str(root)!r}.")
     images = []
     for path in files:
         if max_images is not None and len(images) >= max_images:
@@ -44,7 +45,7 @@ def load_images(folder: str | Path, image_size: int, max_images: int | None = No
         except BadImage as exc:
             log.warning("FD-VGG: skipping unreadable image %s (%s)", path, exc)
     if len(images) < 2:
-        raise ValueError(f"FD-VGG needs at least 2 readable images in {str(folder)!r}, found {len(images)}.")
+        raise DataError(f"FD-VGG needs at least 2 readable images in {str(folder)!r}, found {len(images)}.")
     return torch.stack(images).float().div_(255)
 
 

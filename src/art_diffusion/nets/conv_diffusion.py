@@ -2,6 +2,8 @@
 
 from torch import Tensor, nn
 
+from art_diffusion.errors import ConfigError
+
 #: Every encoder level halves the resolution, so input sides must be divisible by 2**3.
 DOWNSAMPLING_FACTOR = 8
 
@@ -56,7 +58,7 @@ class ConvDiffusionModel(nn.Module):
 def check_input_size(x: Tensor) -> None:
     h, w = x.shape[-2:]
     if h % DOWNSAMPLING_FACTOR or w % DOWNSAMPLING_FACTOR:
-        raise ValueError(
+        raise ConfigError(
             f"ConvDiffusionModel needs height and width divisible by {DOWNSAMPLING_FACTOR}, got {h}x{w}. "
             f"Resize (data.image_size) or pad the input to a multiple of {DOWNSAMPLING_FACTOR}."
         )

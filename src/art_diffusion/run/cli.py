@@ -90,22 +90,35 @@ def discard_empty_output_dir() -> None:
         out.rmdir()
 
 
+def user_error_in(error: BaseException) -> UserError | None:
+    """``error`` itself if it is a :class:`UserError`, else the first one it was raised from: Hydra's instantiate
+    wraps a constructor's error in an ``InstantiationException``, a DataLoader worker's in another exception."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, UserError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def user_errors(task: Callable[..., T]) -> Callable[..., T]:
-    """Decorate a script's task function (under ``@hydra.main``): a ``UserError`` ends the process with its message
-    alone on stderr and exit status 2, instead of Hydra's traceback; any other exception is a bug and keeps it.
-    Either way, a call that failed before writing anything leaves no empty output dir behind."""
+    """Decorate a script's task function (under ``@hydra.main``): a ``UserError`` (also one wrapped by Hydra or
+    Lightning) ends the process with its message alone on stderr and exit status 2, instead of a traceback; any
+    other exception is a bug and keeps it. Either way, a call that failed before writing anything leaves no empty
+    output dir behind."""
 
     @functools.wraps(task)
     def wrapper(*args, **kwargs):
         try:
             return task(*args, **kwargs)
-        except UserError as error:
+        except BaseException as error:
+            discard_empty_output_dir()
+            user_error = user_error_in(error) if isinstance(error, Exception) else None
+            if user_error is None:
+                raise
             logging.getLogger(task.__module__).debug("User error", exc_info=True)  # the traceback, in the log file
-            discard_empty_output_dir()
-            print(f"error: {error}", file=sys.stderr)
+            print(f"error: {user_error}", file=sys.stderr)
             raise SystemExit(2) from None
-        except BaseException:
-            discard_empty_output_dir()
-            raise
 
     return wrapper

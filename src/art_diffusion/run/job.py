@@ -19,6 +19,8 @@ from hydra.types import RunMode
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
+from art_diffusion.data.datamodule import skipped_stages
+from art_diffusion.errors import ConfigError
 from art_diffusion.run import resolvers  # noqa: F401  (a submitit worker resolves the job's config after unpickling this)
 from art_diffusion.run.hydra_ddp import job_scope
 from art_diffusion.run.run_dir import ERROR_FILE, JOB_FILE
@@ -29,12 +31,19 @@ log = logging.getLogger(__name__)
 
 
 def optimized_value(cfg: DictConfig, metrics: dict[str, float]) -> float:
+    """The final value of ``cfg.optimized_metric``; NaN when none is named or its stage was skipped on purpose."""
     name = cfg.get("optimized_metric")
     if name is None:
         return math.nan
     if name not in metrics:
-        raise KeyError(f"optimized_metric={name!r} is not among this run's final metrics {sorted(metrics)}; "
-                       f"set optimized_metric to one of them (e.g. optimized_metric=val/loss).")
+        skipped = skipped_stages(cfg.data.get("val_root"), cfg.data.get("val_fraction", 0.1),
+                                 cfg.data.get("test_fraction", 0.1)) | (set() if cfg.get("test") else {"test"})
+        if name.split("/")[0] in skipped:
+            log.warning("optimized_metric=%s: that stage was skipped, so this run returns NaN.", name)
+            return math.nan
+        raise ConfigError(f"optimized_metric={name!r} is not among this run's final metrics {sorted(metrics)} "
+                          f"(they are in {Path(cfg.paths.output_dir) / 'metrics.json'}); set optimized_metric to "
+                          "one of them (e.g. optimized_metric=val/loss).")
     return metrics[name]
 
 

@@ -27,9 +27,13 @@ def sqlite_url(path: str) -> str:
 
 
 def resume_run_dir(resume, default: str) -> str:
+    from art_diffusion.errors import UserError
     from art_diffusion.run.resume import run_dir  # lazy: keeps config composition free of torch imports
 
-    return run_dir(resume, default)
+    try:
+        return run_dir(resume, default)
+    except UserError:  # a wrong resume=: train() raises it again as one message, where the scripts catch it
+        return default
 
 
 def resume_hydra_subdir(resume, stamp: str) -> str:
@@ -45,12 +49,22 @@ def evaluation_dir(ckpt_path) -> str:
     return default_output_dir(ckpt_path)
 
 
+def model_metric(target) -> str:
+    """The final metric the LightningModule ``target`` declares as its own (its ``OPTIMIZED_METRIC``: val/psnr for
+    reconstruction, val/loss for model=ddpm): conf/train.yaml's default ``optimized_metric``."""
+    from art_diffusion import lightning  # lazy, like the others; only our own classes are looked up
+
+    name = str(target).removeprefix("art_diffusion.lightning.")
+    return getattr(getattr(lightning, name, None), "OPTIMIZED_METRIC", "val/loss")
+
+
 RESOLVERS = {
     "sweep_job_dirname": sweep_job_dirname,
     "sqlite_url": sqlite_url,
     "resume_run_dir": resume_run_dir,
     "resume_hydra_subdir": resume_hydra_subdir,
     "evaluation_dir": evaluation_dir,
+    "model_metric": model_metric,
 }
 
 

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from art_diffusion.callbacks.rebase_paths import rebase_paths
 from art_diffusion.checkpoints import CheckpointError, UnsafeCheckpointError, load_checkpoint, stored_config
+from art_diffusion.errors import ConfigError, MissingPathError
 from art_diffusion.run.run_dir import LAST_CHECKPOINT
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ def find_run_to_resume(resume: str, outputs: str = DEFAULT_OUTPUTS) -> Path:
     if resume == "latest":
         candidates = sorted(Path(outputs).glob(f"**/{LAST_CHECKPOINT}"), key=lambda p: p.stat().st_mtime)
         if not candidates:
-            raise FileNotFoundError(
+            raise MissingPathError(
                 f"resume=latest: no run under {Path(outputs).resolve()} has {LAST_CHECKPOINT}. "
                 "Pass the run directory instead: resume=outputs/<date>/<time>"
             )
@@ -53,7 +54,7 @@ def find_run_to_resume(resume: str, outputs: str = DEFAULT_OUTPUTS) -> Path:
     path = Path(resume).expanduser()
     run_dir = path.parents[1] if path.is_file() and path.parent.name == "checkpoints" else path
     if not (run_dir / LAST_CHECKPOINT).is_file():
-        raise FileNotFoundError(
+        raise MissingPathError(
             f"resume={resume}: {run_dir / LAST_CHECKPOINT} does not exist. Pass a run directory made by "
             "scripts/train.py (it has checkpoints/last.ckpt), or resume=latest."
         )
@@ -130,7 +131,7 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
     keys = [key for key in _command_line_keys() if key not in ("resume", "ckpt_path")]
     refused = [key for key in keys if key not in RESUME_OVERRIDABLE]
     if refused:
-        raise ValueError(
+        raise ConfigError(
             f"resume={cfg.resume} continues {directory} with the config it was trained with; {refused} cannot "
             f"change on resume (allowed: {list(RESUME_OVERRIDABLE)}). To train with other settings, start a new "
             f"run, e.g. with ckpt_path={checkpoint} to start from its weights."

@@ -14,7 +14,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from art_diffusion.callbacks.image_grid import logger_step
 from art_diffusion.checkpoints import check_checkpoint_fits
@@ -25,7 +25,8 @@ from art_diffusion.run.hparams import log_hparams
 from art_diffusion.run.hydra_ddp import is_spawned_rank
 from art_diffusion.run.resume import find_run_to_resume, resumed_config
 from art_diffusion.run.run_dir import METRICS_FILE, OWNER_LOCK
-from art_diffusion.safe_config import check_config
+from art_diffusion.run.validate import check_values
+from art_diffusion.safe_config import check_targets
 from art_diffusion.storage import atomic_write
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,11 @@ def _checkpoint_epoch(path: str) -> int:
     return torch.load(path, map_location="cpu", weights_only=True, mmap=True)["epoch"]
 
 
+def _plain(cfg: DictConfig) -> dict:
+    """The run's resolved config as plain data, without Hydra's own node."""
+    return {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "hydra"}
+
+
 def _scalars(metrics: dict, prefixes: tuple[str, ...]) -> dict[str, float]:
     return {k: float(v) for k, v in sorted(metrics.items()) if k.startswith(prefixes)}
 
@@ -62,6 +68,16 @@ def own_run_dir(cfg: DictConfig) -> contextlib.AbstractContextManager:
                  f"ckpt_path={directory / 'checkpoints' / 'last.ckpt'}.")
 
 
+def _monitor_train_loss(cfg: DictConfig) -> None:
+    """data.val_fraction=0 skips validation: checkpoints that monitor a val/ metric keep the lowest train loss."""
+    for name, callback in cfg.get("callbacks", {}).items():
+        if callback is not None and str(callback.get("monitor") or "").startswith("val/"):
+            log.info("No validation (data.val_fraction=0): callbacks.%s monitors train/loss_epoch instead of %s",
+                     name, callback.monitor)
+            with open_dict(callback):
+                callback.monitor, callback.mode = "train/loss_epoch", "min"
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the configured module on the configured data; returns the final ``val/*`` and ``test/*`` metrics.
 
@@ -76,17 +92,20 @@ def train(cfg: DictConfig) -> dict[str, float]:
 def _train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("resume"):
         cfg = resumed_config(cfg)
-    run_config = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "hydra"}
+    check_values(cfg, "train")  # every value in its range before any work
     origin = f"the config of the resumed run {cfg.resume}" if cfg.get("resume") else "the run config"
-    check_config(run_config, origin, cfg.get("trusted_classes") or ())  # before anything is instantiated
+    check_targets(_plain(cfg), origin, cfg.get("trusted_classes") or ())  # before anything is instantiated
     if cfg.get("extras", {}).get("print_config", True):  # runs stored before extras existed print it too
         print_config_tree(cfg, cfg.paths.output_dir)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
 
     datamodule: L.LightningDataModule = instantiate(cfg.data)
+    skipped = datamodule.skipped_stages() if hasattr(datamodule, "skipped_stages") else set()
+    if "val" in skipped:
+        _monitor_train_loss(cfg)
     module: L.LightningModule = instantiate(cfg.model)
-    module.run_config = run_config
+    module.run_config = _plain(cfg)  # stored in every checkpoint
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
     loggers = [instantiate(c) for c in cfg.get("logger", {}).values() if c is not None]
     # every checkpoint is written atomically in its own directory (see AtomicCheckpointIO)
@@ -99,12 +118,17 @@ def _train(cfg: DictConfig) -> dict[str, float]:
     except SIGTERMException:
         log.warning("Stopped by SIGTERM. Continue with: python scripts/train.py resume=%s", cfg.paths.output_dir)
         raise SystemExit(143) from None  # 128 + SIGTERM, as if the signal had killed us: the job did not finish
+    if "val" not in skipped and not _scalars(trainer.callback_metrics, ("val/",)):
+        # nothing was left to fit (a finished run resumed): the final val metrics of the weights as they are
+        trainer.validate(module, datamodule=datamodule, verbose=False, weights_only=True)
     metrics = _scalars(trainer.callback_metrics, ("val/",))
     best = _best_checkpoint(trainer)
     if best:
         metrics["best_epoch"] = _checkpoint_epoch(best)
 
-    if cfg.get("test"):
+    if cfg.get("test") and "test" in skipped:
+        log.info("No test: data.test_fraction=0 skips the test stage.")
+    elif cfg.get("test"):
         log.info("Testing %s", best or "the final weights (no best checkpoint was saved)")
         trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True)
         metrics |= _scalars(trainer.callback_metrics, ("test/",))

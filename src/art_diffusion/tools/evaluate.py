@@ -23,12 +23,13 @@ from torch import Tensor, nn
 
 from art_diffusion.checkpoints import load_module
 from art_diffusion.data.images import BadImage
-from art_diffusion.errors import UserError
+from art_diffusion.errors import DataError, UserError
 from art_diffusion.lightning import DiffusionModule
 from art_diffusion.losses import PerceptualLoss
 from art_diffusion.metrics.fd_vgg import fd_vgg, load_images
 from art_diffusion.metrics.lpips import LPIPS
 from art_diffusion.metrics.pixel import mse, psnr, ssim
+from art_diffusion.run.validate import check_values
 from art_diffusion.storage import atomic_write
 from art_diffusion.tools.inputs import find_inputs, literal_prefix, resolve_device
 from art_diffusion.tools.reconstruct import Reconstructor
@@ -178,7 +179,7 @@ def evaluate_checkpoint(ckpt_path: str, cfg: DictConfig, device: torch.device) -
         for name, values in scorer(reconstructions, images.to(device)).items():
             per_image.setdefault(name, []).append(values)
     if not per_image:
-        raise RuntimeError(f"No image could be evaluated for {ckpt_path}: all {len(skipped)} inputs were unreadable.")
+        raise DataError(f"No image could be evaluated for {ckpt_path}: all {len(skipped)} inputs were unreadable.")
     results = {name: float(torch.cat(values).nanmean()) for name, values in per_image.items()}
     results["images"] = sum(len(v) for v in per_image["mse"])
     results["skipped"] = len(skipped)
@@ -214,6 +215,7 @@ def _short(path: str) -> str:
 
 def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     """Scores of every checkpoint in ``cfg.ckpt_path``; writes ``output_dir/metrics.json`` and prints a table."""
+    check_values(cfg, "evaluate")
     device = resolve_device(cfg.device)
     results = {path: evaluate_checkpoint(path, cfg, device) for path in checkpoint_list(cfg.ckpt_path)}
     out = Path(cfg.output_dir)

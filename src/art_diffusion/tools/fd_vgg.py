@@ -8,6 +8,7 @@ import logging
 from omegaconf import DictConfig
 
 from art_diffusion.metrics.fd_vgg import fd_vgg_folders
+from art_diffusion.run.validate import check_values
 from art_diffusion.storage import atomic_write
 from art_diffusion.tools.inputs import resolve_device
 
@@ -16,6 +17,7 @@ log = logging.getLogger(__name__)
 
 def fd_vgg(cfg: DictConfig) -> dict:
     """The FD-VGG of ``cfg.fake_dir`` against ``cfg.real_dir`` with the settings it was computed at."""
+    check_values(cfg, "fd_vgg")
     result = fd_vgg_folders(cfg.real_dir, cfg.fake_dir, image_size=cfg.image_size, max_images=cfg.max_images,
                             weights=cfg.vgg_weights, layer=cfg.layer, input_size=cfg.input_size,
                             batch_size=cfg.batch_size, device=resolve_device(cfg.device))

@@ -11,7 +11,9 @@ from omegaconf import DictConfig
 from torchvision.utils import make_grid, save_image
 
 from art_diffusion.checkpoints import load_module
+from art_diffusion.errors import ConfigError
 from art_diffusion.lightning import DiffusionModule
+from art_diffusion.run.validate import check_values
 from art_diffusion.storage import atomic_path
 from art_diffusion.tools.inputs import resolve_device
 
@@ -21,8 +23,9 @@ log = logging.getLogger(__name__)
 
 def generate(cfg: DictConfig) -> list[Path]:
     """Sample ``cfg.num_images`` images in batches; returns the PNG paths (the grid is written beside them)."""
+    check_values(cfg, "generate")
     if cfg.num_images < 1 or cfg.batch_size < 1:
-        raise ValueError(f"num_images and batch_size must be >= 1, got {cfg.num_images} and {cfg.batch_size}.")
+        raise ConfigError(f"num_images and batch_size must be >= 1, got {cfg.num_images} and {cfg.batch_size}.")
     device = resolve_device(cfg.device)
     module, _ = load_module(cfg.ckpt_path, device, DiffusionModule, cfg.trusted_classes)
     label = None if cfg.class_name is None else module.class_index(cfg.class_name)

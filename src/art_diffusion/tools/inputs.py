@@ -11,6 +11,7 @@ import torch
 
 from art_diffusion.data.images import IMAGE_EXTENSIONS
 from art_diffusion.data.listing import list_images
+from art_diffusion.errors import ConfigError, MissingPathError
 
 
 @dataclass
@@ -25,7 +26,7 @@ def resolve_device(device: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     resolved = torch.device(device)
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device={device} but no CUDA GPU is visible; use device=cpu or device=auto.")
+        raise ConfigError(f"device={device} but no CUDA GPU is visible; use device=cpu or device=auto.")
     return resolved
 
 
@@ -41,14 +42,14 @@ def find_inputs(spec: str) -> list[InputFile]:
         files = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
         base = Path(*literal_prefix(path.parts))  # output names are relative to the glob's fixed prefix
     else:
-        raise FileNotFoundError(
+        raise MissingPathError(
             f"input={spec}: no such file or directory. Pass an image file, a directory of images, or a quoted glob "
             "such as input='photos/*.jpg'."
         )
     if not files and path.is_dir():
-        raise FileNotFoundError(f"input={spec}: no image files in this directory ({', '.join(IMAGE_EXTENSIONS)}).")
+        raise MissingPathError(f"input={spec}: no image files in this directory ({', '.join(IMAGE_EXTENSIONS)}).")
     if not files:
-        raise FileNotFoundError(f"input={spec}: the glob matches no files.")
+        raise MissingPathError(f"input={spec}: the glob matches no files.")
     return [InputFile(p, str(p.relative_to(base).with_suffix(""))) for p in files]
 
 

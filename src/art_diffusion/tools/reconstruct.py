@@ -24,9 +24,12 @@ from torch import Tensor, nn
 
 from art_diffusion.checkpoints import load_module
 from art_diffusion.data.images import BadImage, load_rgb
+from art_diffusion.data.report import printable
+from art_diffusion.errors import ConfigError, DataError
 from art_diffusion.lightning import ReconstructionModule
 from art_diffusion.metrics.pixel import pixel_metrics
 from art_diffusion.nets import DOWNSAMPLING_FACTOR
+from art_diffusion.run.validate import check_values
 from art_diffusion.storage import atomic_path, atomic_write
 from art_diffusion.tools.inputs import InputFile, find_inputs, resolve_device
 
@@ -67,7 +70,7 @@ class Reconstructor:
         device: torch.device | str = "cpu",
     ) -> None:
         if size not in SIZE_MODES:
-            raise ValueError(f"size={size!r}: choose one of {SIZE_MODES}.")
+            raise ConfigError(f"size={size!r}: choose one of {SIZE_MODES}.")
         self.net = net.to(device).eval()
         self.image_size = image_size
         self.size = size
@@ -95,7 +98,8 @@ class Reconstructor:
                     item.image = self.load(item.file.path)
                 except BadImage as exc:
                     item.error = str(exc)
-                    log.warning("Skipping unreadable image %s (%s)", item.file.path, exc)
+                    log.warning("Skipping unreadable image %s (%s)", printable(str(item.file.path)),
+                                printable(str(exc)))
             # native sizes differ between files: batch together only those of the same shape
             by_shape: dict[tuple[int, ...], list[Reconstruction]] = {}
             for item in chunk:
@@ -122,11 +126,11 @@ def side_by_side(left: torch.Tensor, right: torch.Tensor, gap: int) -> torch.Ten
 
 def _row(item: Reconstruction, output: Path | None) -> dict:
     if item.error is not None:
-        return {"input": str(item.file.path), "error": item.error}
+        return {"input": printable(str(item.file.path)), "error": printable(item.error)}
     scores = pixel_metrics(item.reconstruction[None], item.image[None])
     return {
-        "input": str(item.file.path),
-        "reconstruction": str(output),
+        "input": printable(str(item.file.path)),
+        "reconstruction": printable(str(output)),
         "width": item.image.shape[2],
         "height": item.image.shape[1],
         **{name: float(value[0]) for name, value in scores.items()},
@@ -153,6 +157,7 @@ def _print_table(rows: list[dict], mean: dict) -> None:
 
 def reconstruct(cfg: DictConfig) -> list[dict]:
     """Reconstruct every input of ``cfg.input``; returns the rows of results.csv (without the mean row)."""
+    check_values(cfg, "reconstruct")
     device = resolve_device(cfg.device)
     module, run_config = load_module(cfg.ckpt_path, device, ReconstructionModule, cfg.trusted_classes)
     files = find_inputs(str(cfg.input))
@@ -181,6 +186,6 @@ def reconstruct(cfg: DictConfig) -> list[dict]:
     _print_table(rows, mean)
     skipped = sum(bool(row.get("error")) for row in rows)
     if skipped == len(rows):
-        raise RuntimeError(f"None of the {len(rows)} input file(s) could be decoded; see {out / 'results.csv'}.")
+        raise DataError(f"None of the {len(rows)} input file(s) could be decoded; see {out / 'results.csv'}.")
     log.info("Wrote %d reconstruction(s) and %s (%d skipped)", len(rows) - skipped, out / "results.csv", skipped)
     return rows

@@ -17,10 +17,15 @@ import warnings
 import torch
 
 from art_diffusion import storage
+from art_diffusion.errors import ConfigError, MissingPathError, UserError
 from art_diffusion.vgg import sources
 from art_diffusion.vgg.layers import check_num_layers, expected_shapes, features_state
 
 logger = logging.getLogger(__name__)
+
+
+class WeightsUnavailableError(UserError, RuntimeError):
+    """No source of the ImageNet VGG16 weights worked; the message lists the ways out."""
 
 
 def _read_cache(path: pathlib.Path, num_layers: int) -> dict[str, torch.Tensor] | None:
@@ -74,7 +79,7 @@ def _resolve(num_layers: int) -> tuple[dict[str, torch.Tensor], str]:
             continue
         logger.info("VGG16 ImageNet weights: %s succeeded in %.2f s", label, time.perf_counter() - start)
         return state, label
-    raise RuntimeError(
+    raise WeightsUnavailableError(
         "Could not obtain ImageNet VGG16 weights for the perceptual loss. Tried:\n"
         + "\n".join(failures)
         + "\n"
@@ -111,14 +116,14 @@ def load_vgg16_state(weights: str, num_layers: int = 16) -> dict[str, torch.Tens
         return _random_state(num_layers)
     path = pathlib.Path(weights).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingPathError(
             f"VGG16 weights file not found: {path}. loss.vgg_weights must be 'imagenet', 'random' or the path "
             f"to a torchvision vgg16 state dict such as {sources.HUB_FILENAME}."
         )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ValueError(
+        raise ConfigError(
             f"Could not load VGG16 weights from {path} with torch.load(weights_only=True): {exc}. "
             "Expected a plain state dict (e.g. torchvision's vgg16-397923af.pth)."
         ) from exc

@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 from art_diffusion import storage
+from art_diffusion.errors import ConfigError, DataError
 from art_diffusion.data.demo.painters import (
     DEMO_CLASSES,
     DEMO_VERSION,
@@ -69,7 +70,7 @@ def write_demo_dataset(root, images_per_class: int = 48, image_size: int = 128, 
     root = Path(root).expanduser()
     images_per_class, image_size, seed = int(images_per_class), int(image_size), int(seed)
     if images_per_class < 1 or image_size < 16 or seed < 0:
-        raise ValueError("need images_per_class >= 1, image_size >= 16 and seed >= 0")
+        raise ConfigError("need images_per_class >= 1, image_size >= 16 and seed >= 0")
     params = _params(images_per_class, image_size, seed)
     if _is_complete(root, params):
         return root
@@ -80,7 +81,9 @@ def write_demo_dataset(root, images_per_class: int = 48, image_size: int = 128, 
         if _is_complete(root, params):  # another process finished while we waited
             return root
         if root.exists() and not _looks_like_demo(root):
-            raise FileExistsError(f"{root} exists and does not look like a demo dataset; refusing to replace it")
+            raise DataError(f"data.root={str(root)!r} exists and is not a demo dataset; refusing to replace it. With "
+                            "data=demo (experiment=demo), point data.root at a new folder, or use data=art for your "
+                            "own images.")
         tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=parent))
         try:
             _write_dataset(tmp, params)

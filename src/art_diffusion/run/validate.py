@@ -1,0 +1,219 @@
+"""Config values are checked before any work: ``check_values(cfg, "train")`` at the start of train() and of each
+tool. Every numeric key a user turns in conf/ has a range; a value outside it (or not a number at all, e.g.
+``loss.perceptual_weight=abc``) stops the run with one :class:`ConfigError` naming key, value, range and fix.
+
+A key a config does not have (``callbacks.samples`` without ``model=ddpm``) is not checked.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from art_diffusion.errors import ConfigError
+from art_diffusion.nets import DOWNSAMPLING_FACTOR
+
+_ABSENT = object()
+INF = math.inf
+PRECISIONS = ("64-true", "64", "32-true", "32", "16-true", "16-mixed", "bf16-true", "bf16-mixed", "transformer-engine",
+              "transformer-engine-float16", "16", "bf16")
+
+
+@dataclass(frozen=True)
+class Range:
+    """``low`` .. ``high`` (open ends where ``*_open``); ``integer`` demands an int; ``null`` admits None."""
+
+    low: float = -INF
+    high: float = INF
+    low_open: bool = False
+    high_open: bool = False
+    integer: bool = False
+    null: bool = False
+
+    def describe(self) -> str:
+        what = "an integer" if self.integer else "a number"
+        if self.high == INF:
+            text = f"{what} {'>' if self.low_open else '≥'} {self.low:g}" if self.low > -INF else what
+        else:
+            left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+            text = f"{what} in {left}{self.low:g}, {self.high:g}{right}"
+        return text + (" or null" if self.null else "")
+
+    def admits(self, value) -> bool:
+        if value is None:
+            return self.null
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value):
+            return False
+        if self.integer and not isinstance(value, numbers.Integral):
+            return False
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return above and below
+
+
+POSITIVE_INT = Range(1, integer=True)
+NON_NEGATIVE = Range(0)
+POSITIVE = Range(0, low_open=True)
+FRACTION = Range(0, 1, high_open=True)  # [0, 1)
+PROBABILITY = Range(0, 1)
+ANY_INT = Range(integer=True)
+
+#: Numeric keys whose rule is in :func:`_train_relations` (not a plain range).
+CHECKED_BY_RELATIONS = ("trainer.devices",)
+#: key -> (allowed range, the fix). One table per entry config; keys a config lacks are skipped.
+TRAIN_RULES: dict[str, tuple[Range, str]] = {
+    "seed": (Range(0, integer=True, null=True), "e.g. seed=42"),
+    "data.image_size": (Range(DOWNSAMPLING_FACTOR, integer=True),
+                        f"a multiple of the net's downsampling factor {DOWNSAMPLING_FACTOR}, e.g. data.image_size=64"),
+    "data.batch_size": (POSITIVE_INT, "e.g. data.batch_size=32"),
+    "data.num_workers": (Range(0, integer=True, null=True), "0 decodes in the main process; null = one per core"),
+    "data.val_fraction": (FRACTION, "0 skips validation; e.g. data.val_fraction=0.1"),
+    "data.test_fraction": (FRACTION, "0 skips the final test; e.g. data.test_fraction=0.1"),
+    "data.max_pixels": (POSITIVE_INT, "e.g. data.max_pixels=50000000"),
+    "data.min_size": (POSITIVE_INT, "e.g. data.min_size=32"),
+    "data.max_bad_fraction": (PROBABILITY, "e.g. data.max_bad_fraction=0.5"),
+    "data.images_per_class": (POSITIVE_INT, "e.g. data.images_per_class=48"),
+    "data.source_size": (Range(16, integer=True), "e.g. data.source_size=128"),
+    "loss.mse_weight": (NON_NEGATIVE, "e.g. loss.mse_weight=1"),
+    "loss.perceptual_weight": (NON_NEGATIVE, "0 turns the VGG term off; e.g. loss.perceptual_weight=1"),
+    "loss.vgg_layers": (Range(1, 31, integer=True), "VGG16 has 31 feature layers; 16 = through relu3_3"),
+    "optim.lr": (POSITIVE, "e.g. optim.lr=1e-3"),
+    "optim.weight_decay": (NON_NEGATIVE, "0 = no weight decay"),
+    "optim.step_size": (POSITIVE_INT, "epochs between learning-rate drops, e.g. optim.step_size=30"),
+    "optim.gamma": (POSITIVE, "the factor of each drop, e.g. optim.gamma=0.1"),
+    "trainer.max_epochs": (POSITIVE_INT, "e.g. trainer.max_epochs=10"),
+    "trainer.num_nodes": (POSITIVE_INT, "e.g. trainer.num_nodes=1"),
+    "trainer.check_val_every_n_epoch": (POSITIVE_INT, "e.g. trainer.check_val_every_n_epoch=1"),
+    "trainer.log_every_n_steps": (POSITIVE_INT, "e.g. trainer.log_every_n_steps=10"),
+    "trainer.accumulate_grad_batches": (POSITIVE_INT, "e.g. trainer.accumulate_grad_batches=1"),
+    "model.net.in_channels": (Range(3, 3, integer=True), "images are decoded to RGB: 3"),
+    "model.net.base_channels": (POSITIVE_INT, "e.g. model.net.base_channels=64"),
+    "model.net.emb_dim": (POSITIVE_INT, "e.g. model.net.emb_dim=128"),
+    "model.schedule.timesteps": (Range(2, integer=True), "e.g. model.schedule.timesteps=1000"),
+    "model.ema_decay": (FRACTION, "0 = no averaging; e.g. model.ema_decay=0.999"),
+    "model.num_classes": (Range(1, integer=True, null=True), "null = unconditional, else the number of classes"),
+    "model.cond_drop_prob": (FRACTION, "e.g. model.cond_drop_prob=0.1"),
+    "model.eval_seed": (Range(0, integer=True), "e.g. model.eval_seed=0"),
+    "callbacks.best_checkpoint.save_top_k": (Range(-1, integer=True), "-1 keeps every checkpoint, 0 none"),
+    "callbacks.periodic_checkpoint.save_top_k": (Range(-1, integer=True), "-1 keeps every checkpoint, 0 none"),
+    "callbacks.periodic_checkpoint.every_n_epochs": (POSITIVE_INT, "e.g. ...periodic_checkpoint.every_n_epochs=10"),
+    "callbacks.reconstructions.every_n_epochs": (POSITIVE_INT, "e.g. callbacks.reconstructions.every_n_epochs=1"),
+    "callbacks.reconstructions.num_images": (POSITIVE_INT, "e.g. callbacks.reconstructions.num_images=8"),
+    "callbacks.samples.every_n_epochs": (POSITIVE_INT, "e.g. callbacks.samples.every_n_epochs=1"),
+    "callbacks.samples.num_images": (POSITIVE_INT, "e.g. callbacks.samples.num_images=16"),
+    "callbacks.samples.steps": (POSITIVE_INT, "DDIM steps per grid, at most model.schedule.timesteps"),
+    "callbacks.samples.seed": (Range(0, integer=True), "e.g. callbacks.samples.seed=0"),
+    "callbacks.samples.guidance_scale": (NON_NEGATIVE, "1 = no guidance; e.g. callbacks.samples.guidance_scale=3"),
+}
+_SAMPLING = {
+    "steps": (POSITIVE_INT, "e.g. steps=50"),
+    "eta": (PROBABILITY, "0 = deterministic DDIM, 1 = as noisy as DDPM"),
+    "guidance_scale": (NON_NEGATIVE, "1 = no guidance, e.g. guidance_scale=3"),
+}
+TOOL_RULES: dict[str, dict[str, tuple[Range, str]]] = {
+    "train": TRAIN_RULES,
+    "reconstruct": {"batch_size": (POSITIVE_INT, "e.g. batch_size=16"), "gap": (Range(0, integer=True), "e.g. gap=4")},
+    "generate": {"num_images": (POSITIVE_INT, "e.g. num_images=16"), "batch_size": (POSITIVE_INT, "e.g. batch_size=16"),
+                 "seed": (Range(0, integer=True), "e.g. seed=0"), **_SAMPLING},
+    "evaluate": {"data.batch_size": (POSITIVE_INT, "e.g. data.batch_size=16"),
+                 "data.num_workers": (Range(0, integer=True), "0 decodes in this process"),
+                 "generative.num_images": (Range(2, integer=True), "FD-VGG needs 2 or more, e.g. 256"),
+                 "generative.steps": (POSITIVE_INT, "e.g. generative.steps=50"),
+                 "generative.seed": (Range(0, integer=True), "e.g. generative.seed=0"),
+                 "generative.batch_size": (POSITIVE_INT, "e.g. generative.batch_size=64")},
+    "fd_vgg": {"image_size": (POSITIVE_INT, "the generator's data.image_size, e.g. image_size=64"),
+               "input_size": (Range(32, integer=True), "the VGG's input side, e.g. input_size=224"),
+               "layer": (Range(0, 30, integer=True), "a VGG16 features index: 29 relu5_3, 22 relu4_3"),
+               "max_images": (Range(2, integer=True, null=True), "null = every image"),
+               "batch_size": (POSITIVE_INT, "e.g. batch_size=32")},
+}
+CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
+    "train": {"trainer.precision": PRECISIONS, "model.schedule.kind": ("linear", "cosine")},
+    "reconstruct": {"size": ("train", "native"), "pad_mode": ("reflect", "replicate", "constant")},
+    "generate": {"sampler": ("ddim", "ddpm")},
+    "evaluate": {"generative.sampler": ("ddim", "ddpm")},
+    "fd_vgg": {},
+}
+
+
+def _select(cfg: DictConfig, key: str):
+    return OmegaConf.select(cfg, key, default=_ABSENT)
+
+
+def _problems(cfg: DictConfig, tool: str) -> list[str]:
+    problems = []
+    for key, (allowed, fix) in TOOL_RULES[tool].items():
+        value = _select(cfg, key)
+        if value is not _ABSENT and not allowed.admits(value):
+            problems.append(f"{key}={value!r} must be {allowed.describe()} ({fix})")
+    for key, options in CHOICES[tool].items():
+        value = _select(cfg, key)
+        if value is not _ABSENT and str(value) not in options:
+            problems.append(f"{key}={value!r} must be one of {', '.join(options)}")
+    if tool == "train" and not problems:
+        problems += _train_relations(cfg)
+    return problems
+
+
+def _train_relations(cfg: DictConfig) -> list[str]:
+    """Rules between keys: image size vs the net, the split fractions, the loss weights, the VGG weights file."""
+    problems = []
+    size = _select(cfg, "data.image_size")
+    if size is not _ABSENT and size % DOWNSAMPLING_FACTOR:
+        near = max(DOWNSAMPLING_FACTOR, round(size / DOWNSAMPLING_FACTOR) * DOWNSAMPLING_FACTOR)
+        problems.append(f"data.image_size={size} must be a multiple of {DOWNSAMPLING_FACTOR} (the network halves "
+                        f"the resolution 3 times), e.g. data.image_size={near}")
+    val, test = _select(cfg, "data.val_fraction"), _select(cfg, "data.test_fraction")
+    if _select(cfg, "data.val_root") not in (None, _ABSENT):
+        val = 0.0  # a separate validation folder: val_fraction is ignored
+    if val is not _ABSENT and test is not _ABSENT and val + test >= 1:
+        problems.append(f"data.val_fraction={val} + data.test_fraction={test} = {val + test:g} leaves nothing to "
+                        "train on: their sum must be < 1 (e.g. 0.1 and 0.1)")
+    mse, perceptual = _select(cfg, "loss.mse_weight"), _select(cfg, "loss.perceptual_weight")
+    if mse == 0 and perceptual == 0:
+        problems.append("loss.mse_weight=0 and loss.perceptual_weight=0: the loss would be 0 and nothing would be "
+                        "learnt; set at least one > 0 (e.g. loss.mse_weight=1)")
+    weights = _select(cfg, "loss.vgg_weights")
+    if perceptual not in (0, _ABSENT) and weights not in (_ABSENT, "imagenet", "random") and not \
+            Path(str(weights)).expanduser().is_file():
+        problems.append(f"loss.vgg_weights={weights!r} is neither 'imagenet', 'random' nor an existing file: pass "
+                        "the path of a torchvision vgg16-397923af.pth, or loss.vgg_weights=imagenet")
+    devices = _select(cfg, "trainer.devices")
+    if isinstance(devices, int) and not isinstance(devices, bool) and (devices == 0 or devices < -1):
+        problems.append(f"trainer.devices={devices} must be a count ≥ 1, -1 (every device), 'auto' or a list of "
+                        "device indices (e.g. trainer.devices=1)")
+    metric = _select(cfg, "optimized_metric")
+    if metric not in (None, _ABSENT, "best_epoch") and not str(metric).startswith(("val/", "test/")):
+        problems.append(f"optimized_metric={metric!r} must be a final metric: val/<name>, test/<name> or best_epoch "
+                        "(e.g. optimized_metric=val/loss)")
+    steps, timesteps = _select(cfg, "callbacks.samples.steps"), _select(cfg, "model.schedule.timesteps")
+    if steps is not _ABSENT and timesteps is not _ABSENT and steps > timesteps:
+        problems.append(f"callbacks.samples.steps={steps} must be at most model.schedule.timesteps={timesteps}")
+    return problems
+
+
+def check_values(cfg: DictConfig, tool: str = "train") -> None:
+    """Raise one :class:`ConfigError` listing every value of ``cfg`` outside its range (``tool``: which entry
+    config: train, reconstruct, generate, evaluate, fd_vgg)."""
+    problems = _problems(cfg, tool)
+    if len(problems) == 1:
+        raise ConfigError(f"Invalid config value: {problems[0]}.")
+    if problems:
+        raise ConfigError("Invalid config values:\n" + "\n".join(f"  - {p}" for p in problems))
+    if tool == "train":
+        _check_folders(cfg)
+
+
+def _check_folders(cfg: DictConfig) -> None:
+    """data.root and data.val_root are folders (the demo's root is generated, so it may not exist yet)."""
+    from art_diffusion.data.folders import check_image_folder
+
+    demo = str(_select(cfg, "data._target_")).endswith("DemoDataModule")
+    for key in ("data.val_root",) if demo else ("data.root", "data.val_root"):
+        value = _select(cfg, key)
+        if value not in (None, _ABSENT):
+            check_image_folder(str(value), key)

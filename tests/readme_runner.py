@@ -1,0 +1,58 @@
+"""Run scripts/*.py commands one after the other in this one process, each exactly as ``python scripts/X.py ARGS``
+would (``runpy`` with ``__name__ == "__main__"``, the script's own argv and environment), and record each exit
+status and output. tests/test_readme.py uses it to run every README command without paying Python's and torch's
+start-up once per command.
+
+    python tests/readme_runner.py commands.json results.json
+"""
+
+import contextlib
+import io
+import json
+import os
+import runpy
+import sys
+import time
+import traceback
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # tiny convolutions on a shared CPU: threads only spin
+
+
+def run_one(script: str, args: list[str], env: dict[str, str]) -> dict:
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()  # each command composes from scratch, as a new process would
+    saved_env, saved_argv = dict(os.environ), sys.argv
+    os.environ.update(env)
+    sys.argv = [script, *args]
+    out, err = io.StringIO(), io.StringIO()
+    start = time.monotonic()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            runpy.run_path(script, run_name="__main__")
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+        except BaseException:  # what the interpreter would print before exiting 1
+            traceback.print_exc()
+            code = 1
+    sys.argv = saved_argv
+    os.environ.clear()
+    os.environ.update(saved_env)
+    return {"returncode": code, "stdout": out.getvalue()[-4000:], "stderr": err.getvalue()[-4000:],
+            "seconds": round(time.monotonic() - start, 2)}
+
+
+def main() -> None:
+    commands_file, results_file = sys.argv[1:3]
+    with open(commands_file) as handle:
+        commands = json.load(handle)
+    results = []
+    for command in commands:
+        results.append(run_one(command["script"], command["args"], command.get("env", {})))
+        with open(results_file, "w") as handle:  # after each command: a crash still leaves what ran
+            json.dump(results, handle, indent=1)
+
+
+if __name__ == "__main__":
+    main()

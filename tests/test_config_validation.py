@@ -1,0 +1,101 @@
+"""Config values are checked before any work (issue 11, section 5): one message naming key, value, range and fix;
+a zero split fraction skips its stage and the run completes."""
+
+import json
+import math
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+from art_diffusion.errors import UserError
+from art_diffusion.run.job import run_job
+from art_diffusion.run.train import train
+from tests.conftest import CONF_DIR, compose_train_cfg
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*random.*", "ignore:.*num_workers.*")
+
+BAD_VALUES = [  # override, what the message must say
+    ("loss.perceptual_weight=-1", r"loss.perceptual_weight=-1 must be a number ≥ 0"),
+    ("loss.mse_weight=-1", r"loss.mse_weight=-1 must be a number ≥ 0"),
+    ("loss.perceptual_weight=abc", r"loss.perceptual_weight='abc' must be a number ≥ 0"),
+    ("data.image_size=0", r"data.image_size=0 must be an integer ≥ 8"),
+    ("data.image_size=60", r"data.image_size=60 must be a multiple of 8.*data.image_size=64"),
+    ("data.val_fraction=1.5", r"data.val_fraction=1.5 must be a number in \[0, 1\)"),
+    ("data.batch_size=0", r"data.batch_size=0 must be an integer ≥ 1"),
+    ("trainer.max_epochs=0", r"trainer.max_epochs=0 must be an integer ≥ 1"),
+    ("optim.lr=0", r"optim.lr=0 must be a number > 0"),
+    ("optim.step_size=2.5", r"optim.step_size=2.5 must be an integer ≥ 1"),
+    ("callbacks.reconstructions.num_images=0", r"callbacks.reconstructions.num_images=0 must be an integer ≥ 1"),
+    ("model.net.base_channels=-4", r"model.net.base_channels=-4 must be an integer ≥ 1"),
+    ("trainer.devices=0", r"trainer.devices=0 must be a count ≥ 1"),
+]
+BAD_PAIRS = [
+    (("loss.mse_weight=0", "loss.perceptual_weight=0"), r"loss.mse_weight=0 and loss.perceptual_weight=0"),
+    (("data.val_fraction=0.6", "data.test_fraction=0.4"), r"their sum must be < 1"),
+    (("model=ddpm", "model.ema_decay=1"), r"model.ema_decay=1 must be a number in \[0, 1\)"),
+    (("model=ddpm", "callbacks.samples.steps=2000"), r"callbacks.samples.steps=2000 must be at most"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), [((o,), m) for o, m in BAD_VALUES] + BAD_PAIRS)
+def test_bad_values_are_refused_before_any_work(compose_cfg, tmp_path, overrides, message):
+    with pytest.raises(UserError, match=message):
+        train(compose_cfg(*overrides))
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == []  # no report, no checkpoint, no log
+
+
+def _numeric_leaves(node, prefix=""):
+    for key in node:
+        if OmegaConf.is_interpolation(node, key) or OmegaConf.is_missing(node, key) or f"{prefix}{key}" == "hydra":
+            continue
+        value = node[key]
+        if OmegaConf.is_dict(value):
+            yield from _numeric_leaves(value, f"{prefix}{key}.")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            yield f"{prefix}{key}"
+
+
+def test_every_numeric_key_in_conf_has_a_rule(tmp_path):
+    """A numeric key added to conf/ later fails here until run/validate.py gives it a range."""
+    from art_diffusion.run.validate import CHECKED_BY_RELATIONS, TOOL_RULES
+
+    unchecked = set()
+    for overrides in ([], ["model=ddpm"], ["experiment=demo"], ["experiment=article"]):
+        cfg = compose_train_cfg(tmp_path / "run", *overrides, tiny=False)
+        unchecked |= set(_numeric_leaves(cfg)) - set(TOOL_RULES["train"]) - set(CHECKED_BY_RELATIONS)
+    for tool in ("reconstruct", "generate", "evaluate", "fd_vgg"):
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(tool)
+        unchecked |= {f"{tool}: {k}" for k in set(_numeric_leaves(cfg)) - set(TOOL_RULES[tool])}
+    GlobalHydra.instance().clear()
+    assert unchecked == set()
+
+
+def test_zero_validation_fraction_skips_validation_and_keeps_the_lowest_train_loss(compose_cfg, tmp_path):
+    value = run_job(compose_cfg("data.val_fraction=0"))
+    assert math.isnan(value)  # optimized_metric (val/psnr) does not exist without validation: NaN, no error
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert not any(k.startswith("val/") for k in metrics) and {"test/psnr", "best_epoch"} <= set(metrics)
+    assert (tmp_path / "run" / "checkpoints" / "best.ckpt").is_file()
+
+
+def test_zero_test_fraction_skips_the_test(compose_cfg, tmp_path):
+    value = run_job(compose_cfg("data.test_fraction=0"))
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert value == metrics["val/psnr"] and not any(k.startswith("test/") for k in metrics)
+
+
+def test_a_user_error_wrapped_by_hydra_instantiate_is_still_one_message():
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    from art_diffusion.run.cli import user_error_in
+
+    with pytest.raises(InstantiationException) as info:
+        instantiate({"_target_": "art_diffusion.diffusion.NoiseSchedule", "kind": "bogus"})
+    assert isinstance(user_error_in(info.value), UserError)
+    assert "model.schedule.kind must be one of" in str(user_error_in(info.value))
+    assert user_error_in(RuntimeError("a bug")) is None
