@@ -39,9 +39,10 @@ def test_accumulation_steps_once_every_n_batches(compose_cfg, tmp_path):
 
 def test_early_stopping_is_off_by_default_and_stops_a_run_that_does_not_improve(compose_cfg, tmp_path):
     assert "early_stopping" not in compose_cfg().callbacks
-    # lr=0: the weights, hence val/loss (fixed timesteps and noise), never change
+    # lr=1e-12 (0 is refused): Adam moves each weight by about lr per step, so val/loss (fixed timesteps and noise)
+    # changes by far less than min_delta
     cfg = compose_cfg(*DDPM, "callbacks/early_stopping=default", "callbacks.early_stopping.patience=2",
-                      "callbacks.early_stopping.min_delta=1e-4", "optim.lr=0", "trainer.max_epochs=10",
+                      "callbacks.early_stopping.min_delta=1e-4", "optim.lr=1e-12", "trainer.max_epochs=10",
                       "callbacks.samples.every_n_epochs=100", "test=false")
     assert cfg.callbacks.early_stopping.monitor == "val/loss"
     train(cfg)

@@ -85,6 +85,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     (TensorBoard's HPARAMS tab); scripts/train.py returns the one named by ``cfg.optimized_metric`` to sweepers.
     The run dir is owned by this process throughout (see :func:`own_run_dir`).
     """
+    if not cfg.get("resume"):
+        check_values(cfg, "train")  # every value in its range before any work (a resumed run's: once it is loaded)
     with own_run_dir(cfg):
         return _train(cfg)
 
@@ -92,7 +94,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 def _train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("resume"):
         cfg = resumed_config(cfg)
-    check_values(cfg, "train")  # every value in its range before any work
+        check_values(cfg, "train")
     origin = f"the config of the resumed run {cfg.resume}" if cfg.get("resume") else "the run config"
     check_targets(_plain(cfg), origin, cfg.get("trusted_classes") or ())  # before anything is instantiated
     if cfg.get("extras", {}).get("print_config", True):  # runs stored before extras existed print it too

@@ -129,12 +129,12 @@ class Scorer(nn.Module):
         return {name: value.float().cpu() for name, value in scores.items()}
 
 
-def _real_images(run_config: Mapping, cfg: DictConfig, origin: str, size: int, count: int) -> Tensor:
+def _real_images(run_config: Mapping, cfg: DictConfig, size: int, count: int) -> Tensor:
     """At most ``count`` real images: from ``data.root``, else from the run's test split (held out from training)."""
     if cfg.data.root:
         return load_images(cfg.data.root, size, max_images=count)
     batches, have = [], 0
-    for images in _test_split_batches(run_config, cfg, origin, []):
+    for images in _test_split_batches(run_config, cfg, []):
         batches.append(images)
         have += len(images)
         if have >= count:
@@ -142,8 +142,7 @@ def _real_images(run_config: Mapping, cfg: DictConfig, origin: str, size: int, c
     return torch.cat(batches)[:count]
 
 
-def evaluate_generator(module: DiffusionModule, run_config: Mapping, cfg: DictConfig, device: torch.device,
-                       origin: str) -> dict:
+def evaluate_generator(module: DiffusionModule, run_config: Mapping, cfg: DictConfig, device: torch.device) -> dict:
     """FD-VGG between ``generative.num_images`` generated images and as many real ones, at the model's size."""
     g = cfg.generative
     generator = torch.Generator().manual_seed(g.seed)
@@ -152,7 +151,7 @@ def evaluate_generator(module: DiffusionModule, run_config: Mapping, cfg: DictCo
                       generator=generator).cpu()
         for start in range(0, g.num_images, g.batch_size)
     ])
-    real = _real_images(run_config, cfg, origin, module.image_size, g.num_images)
+    real = _real_images(run_config, cfg, module.image_size, g.num_images)
     log.info("FD-VGG of %d generated vs %d real images from %s", len(fake), len(real),
              cfg.data.root or "the run's test split")
     distance = fd_vgg(real, fake, weights=g.vgg_weights, batch_size=cfg.data.batch_size, device=str(device))
@@ -162,7 +161,7 @@ def evaluate_generator(module: DiffusionModule, run_config: Mapping, cfg: DictCo
 def evaluate_checkpoint(ckpt_path: str, cfg: DictConfig, device: torch.device) -> dict[str, float]:
     module, run_config = load_module(ckpt_path, device, trusted_classes=cfg.trusted_classes)
     if isinstance(module, DiffusionModule):
-        return evaluate_generator(module, run_config, cfg, device, ckpt_path)
+        return evaluate_generator(module, run_config, cfg, device)
     loss = run_config.get("loss", {})
     scorer = Scorer(loss.get("vgg_weights", "imagenet"), loss.get("vgg_layers", 16),
                     cfg.lpips.vgg_weights if cfg.lpips.enabled else None).to(device)
