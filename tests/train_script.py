@@ -17,11 +17,16 @@ EXCLUDE = ("hydra.job.config.override_dirname.exclude_keys=[" + ",".join(
                                           "callbacks.rank_probe.dirpath", "trainer.fast_dev_run"]) + "]")
 
 
-def train_script(*args: str, cwd: Path, timeout: int = 400) -> subprocess.CompletedProcess:
-    """Run scripts/train.py in a subprocess, importing this checkout's package (and tests.* for test callbacks)."""
+def script_env() -> dict[str, str]:
+    """The environment of a script run by a test: this checkout's package (and tests.* for test callbacks)."""
     env = {k: v for k, v in os.environ.items() if k != RUN_DIR_ENV}
     env["PYTHONPATH"] = f"{REPO / 'src'}:{REPO}"
-    return subprocess.run([sys.executable, str(REPO / "scripts" / "train.py"), *args], cwd=cwd, env=env,
+    return env
+
+
+def train_script(*args: str, cwd: Path, timeout: int = 400) -> subprocess.CompletedProcess:
+    """Run scripts/train.py in a subprocess, importing this checkout's package (and tests.* for test callbacks)."""
+    return subprocess.run([sys.executable, str(REPO / "scripts" / "train.py"), *args], cwd=cwd, env=script_env(),
                           capture_output=True, text=True, timeout=timeout)
 
 

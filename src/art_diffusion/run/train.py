@@ -16,7 +16,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from art_diffusion.checkpoints import check_checkpoint_fits
 from art_diffusion.run.hparams import log_hparams, run_hparams
-from art_diffusion.run.resume import resumed_config
+from art_diffusion.run.requeue import checkpoint_before_requeue, cluster_plugins
+from art_diffusion.run.resume import AUTO, auto_resumed_config, resumed_config
 from art_diffusion.run.run_dir import METRICS_FILE
 from art_diffusion.storage import atomic_write
 
@@ -47,7 +48,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     Also ``best_epoch``, the epoch of the best checkpoint. The metrics are logged with the run's hyperparameters
     (TensorBoard's HPARAMS tab); scripts/train.py returns the one named by ``cfg.optimized_metric`` to sweepers.
     """
-    if cfg.get("resume"):
+    if cfg.get("resume") == AUTO:
+        cfg = auto_resumed_config(cfg)
+    elif cfg.get("resume"):
         cfg = resumed_config(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
@@ -57,12 +60,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
     module.run_config = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "hydra"}
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
     loggers = [instantiate(c) for c in cfg.get("logger", {}).values() if c is not None]
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    plugins = cluster_plugins()  # under SLURM: Lightning's SLURM environment, without a requeue of its own
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers,
+                                     **({"plugins": plugins} if plugins else {}))
 
     if cfg.get("ckpt_path"):  # fail before training with the file and the mismatching keys named
         check_checkpoint_fits(module, cfg.ckpt_path)
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+        with checkpoint_before_requeue():  # under submitit (SLURM): its requeue signal saves last.ckpt first
+            trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     except SIGTERMException:
         log.warning("Stopped by SIGTERM. Continue with: python scripts/train.py resume=%s", cfg.paths.output_dir)
         raise SystemExit(143) from None  # 128 + SIGTERM, as if the signal had killed us: the job did not finish
