@@ -39,9 +39,9 @@ start_munge() {
         dd if=/dev/urandom bs=1 count=1024 of=/etc/munge/munge.key 2>/dev/null
     fi
     chown munge:munge /etc/munge/munge.key && chmod 400 /etc/munge/munge.key
-    mkdir -p /run/munge /var/lib/munge /var/log/munge
-    chown munge:munge /run/munge /var/lib/munge /var/log/munge
-    runuser -u munge -- /usr/sbin/munged --pid-file="$DIR/munged.pid"  # daemonizes
+    mkdir -p /run/munge /var/lib/munge /var/log/munge "$DIR/munge"
+    chown munge:munge /run/munge /var/lib/munge /var/log/munge "$DIR/munge"
+    runuser -u munge -- /usr/sbin/munged --pid-file="$DIR/munge/munged.pid"  # daemonizes
     for _ in $(seq 50); do
         munge -n </dev/null 2>/dev/null | unmunge >/dev/null 2>&1 && return
         sleep 0.1
@@ -95,7 +95,8 @@ PartitionName=high Nodes=$host MaxTime=INFINITE State=UP PriorityTier=2 PreemptM
 EOF
 }
 
-running() { [ -s "$DIR/$1.pid" ] && kill -0 "$(cat "$DIR/$1.pid")" 2>/dev/null; }
+pidfile() { if [ "$1" = munged ]; then echo "$DIR/munge/munged.pid"; else echo "$DIR/$1.pid"; fi; }
+running() { [ -s "$(pidfile "$1")" ] && kill -0 "$(cat "$(pidfile "$1")")" 2>/dev/null; }
 
 start() {
     install_packages
@@ -125,7 +126,7 @@ start() {
 stop() {
     for daemon in slurmd slurmctld munged; do
         if running "$daemon"; then
-            pid="$(cat "$DIR/$daemon.pid")"
+            pid="$(cat "$(pidfile "$daemon")")"
             kill "$pid" 2>/dev/null || true
             for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         fi
