@@ -48,6 +48,17 @@ def test_slurm_launcher_requeues_and_asks_a_cpu_trainer_for_no_gpu(compose_cfg):
     assert (launcher.tasks_per_node, launcher.gpus_per_node) == (1, 1)
 
 
+def test_process_pool_ends_in_a_job_that_only_logs_sigterm(tmp_path):
+    # a submitit job's process logs SIGTERM and goes on; forked pool workers inherit that handler, and the pool's
+    # terminate() (at the end of every header check or cache build with workers) then waited for them forever
+    code = ("import signal; signal.signal(signal.SIGTERM, lambda *a: print('bypass'))\n"
+            "from art_diffusion.data.pool import parallel_map\n"
+            "print(sum(parallel_map(abs, list(range(100)), 2, 'numbers')))")
+    result = subprocess.run([sys.executable, "-c", code], env=script_env(), capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0 and result.stdout.split()[-1] == "4950", result.stderr[-2000:]
+
+
 def _job_process(sweep: Path) -> int | None:
     """The pid of the process that runs the sweep's job (submitit's worker), if it has started."""
     for entry in Path("/proc").iterdir():
