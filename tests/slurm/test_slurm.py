@@ -48,8 +48,9 @@ def _final_state(job_id: str, timeout: float = 60) -> dict[str, str]:
 
 
 def _slurm_job_ids(sweep: Path) -> list[str]:
-    """The SLURM ids of a sweep's jobs (``<array id>_<index>`` for several), from submitit's job folders."""
-    return sorted(p.name for p in (sweep / ".submitit").iterdir() if p.is_dir() and p.name[0].isdigit())
+    """The SLURM ids of a sweep's jobs (``<array id>_<index>`` for several), from submitit's job folders (those with
+    logs; an array's own folder holds its sbatch script only)."""
+    return sorted(p.name for p in (sweep / ".submitit").iterdir() if p.is_dir() and list(p.glob("*_log.*")))
 
 
 def _rows(sweep: Path) -> list[dict[str, str]]:
