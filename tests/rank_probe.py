@@ -1,5 +1,6 @@
 """A test-only Lightning callback: each rank saves what it ends training with, so a test can compare the ranks."""
 
+import os
 from pathlib import Path
 
 import lightning as L
@@ -7,7 +8,8 @@ import torch
 
 
 class RankProbe(L.Callback):
-    """At the end of fit, every rank writes ``rank_<global rank>.pt``: world size, its batches, its network state."""
+    """At the end of fit, every rank writes ``rank_<global rank>.pt``: world size, its batches, its network state,
+    and who started it (Lightning's cluster environment, SLURM's task id)."""
 
     def __init__(self, dirpath: str) -> None:
         self.dirpath = Path(dirpath)
@@ -20,5 +22,9 @@ class RankProbe(L.Callback):
     def on_fit_end(self, trainer, pl_module) -> None:
         self.dirpath.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().clone() for k, v in pl_module.net.state_dict().items()}
+        environment = trainer.strategy.cluster_environment
         torch.save({"world_size": trainer.world_size, "global_rank": trainer.global_rank,
-                    "first_batch": self.first_batch, "net": state}, self.dirpath / f"rank_{trainer.global_rank}.pt")
+                    "first_batch": self.first_batch, "net": state,
+                    "cluster_environment": type(environment).__name__,
+                    "auto_requeue": getattr(environment, "auto_requeue", None),
+                    "slurm_procid": os.environ.get("SLURM_PROCID")}, self.dirpath / f"rank_{trainer.global_rank}.pt")

@@ -13,11 +13,16 @@ SHORT = ["trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.lim
          "+trainer.limit_test_batches=1"]
 
 
-def train_script(*args: str, cwd: Path, timeout: int = 400) -> subprocess.CompletedProcess:
-    """Run scripts/train.py in a subprocess, importing this checkout's package (and tests.* for test callbacks)."""
+def script_env() -> dict[str, str]:
+    """The environment of a script run by a test: this checkout's package (and tests.* for test callbacks)."""
     env = {k: v for k, v in os.environ.items() if k != RUN_DIR_ENV}
     env["PYTHONPATH"] = f"{REPO / 'src'}:{REPO}"
-    return subprocess.run([sys.executable, str(REPO / "scripts" / "train.py"), *args], cwd=cwd, env=env,
+    return env
+
+
+def train_script(*args: str, cwd: Path, timeout: int = 400) -> subprocess.CompletedProcess:
+    """Run scripts/train.py in a subprocess, importing this checkout's package (and tests.* for test callbacks)."""
+    return subprocess.run([sys.executable, str(REPO / "scripts" / "train.py"), *args], cwd=cwd, env=script_env(),
                           capture_output=True, text=True, timeout=timeout)
 
 

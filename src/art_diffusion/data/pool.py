@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import signal
 import time
 from typing import Callable, Iterable, Iterator, TypeVar
 
@@ -22,8 +23,14 @@ def parallel_map(fn: Callable[[In], Out], items: list[In], workers: int, what: s
         yield from _with_progress(results, len(items), what)
         return
     chunksize = max(1, len(items) // (workers * _CHUNKS_PER_WORKER))
-    with multiprocessing.get_context().Pool(workers) as pool:
+    with multiprocessing.get_context().Pool(workers, initializer=_die_on_sigterm) as pool:
         yield from _with_progress(pool.imap(fn, items, chunksize=chunksize), len(items), what)
+
+
+def _die_on_sigterm() -> None:
+    """In a pool worker: SIGTERM ends the process, as ``Pool.terminate()`` expects. A forked worker inherits its
+    parent's Python handler, and a submitit job's (SLURM, submitit_local) only logs SIGTERM: the pool never ends."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _with_progress(results: Iterable[Out], total: int, what: str) -> Iterator[Out]:

@@ -36,10 +36,16 @@ def resume_run_dir(resume, default: str) -> str:
         return default
 
 
-def resume_hydra_subdir(resume, stamp: str) -> str:
+def resume_hydra_subdir(resume, stamp: str, run_dir: str | None = None) -> str:
     from art_diffusion.run.resume import hydra_subdir
 
-    return hydra_subdir(resume, stamp)
+    return hydra_subdir(resume, stamp, run_dir)
+
+
+def slurm_gpus(accelerator: str, devices) -> int | None:
+    """GPUs per node that conf/hydra/launcher/slurm.yaml asks SLURM for: its devices; none (no --gpus-per-node) for
+    a CPU trainer."""
+    return None if accelerator == "cpu" else int(devices)
 
 
 def evaluation_dir(ckpt_path) -> str:
@@ -65,6 +71,7 @@ RESOLVERS = {
     "resume_hydra_subdir": resume_hydra_subdir,
     "evaluation_dir": evaluation_dir,
     "model_metric": model_metric,
+    "slurm_gpus": slurm_gpus,
 }
 
 

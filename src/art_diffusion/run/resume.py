@@ -1,8 +1,10 @@
-"""Resume a run in place: ``python scripts/train.py resume=RUN_DIR`` (or ``resume=latest``).
+"""Resume a run in place: ``python scripts/train.py resume=RUN_DIR`` (or ``resume=latest``, or ``resume=auto``).
 
 The run continues in its own directory (Hydra's run dir is pointed there, see ``conf/hydra/default.yaml``) from
 ``checkpoints/last.ckpt``, with the config stored in that checkpoint: the settings it was trained with, not the
 defaults of today's config files. Only the keys in :data:`RESUME_OVERRIDABLE` may change on the command line.
+``resume=auto`` (for jobs a cluster may stop and start again) continues the run dir Hydra gives this run, if it has
+a last.ckpt, and starts a new run there otherwise; see :func:`auto_resumed_config`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from art_diffusion.callbacks.rebase_paths import rebase_paths
 from art_diffusion.checkpoints import CheckpointError, UnsafeCheckpointError, load_checkpoint, stored_config
-from art_diffusion.errors import ConfigError, MissingPathError
+from art_diffusion.errors import ConfigError, MissingPathError, UserError
 from art_diffusion.run.run_dir import LAST_CHECKPOINT
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,7 @@ RESUME_OVERRIDABLE = (
     "trusted_classes",
 )
 DEFAULT_OUTPUTS = "outputs"
+AUTO = "auto"  # resume=auto: continue this run's own dir if it has a checkpoint, else start it
 
 
 def find_run_to_resume(resume: str, outputs: str = DEFAULT_OUTPUTS) -> Path:
@@ -63,11 +66,17 @@ def find_run_to_resume(resume: str, outputs: str = DEFAULT_OUTPUTS) -> Path:
 
 def run_dir(resume: str | None, default: str) -> str:
     """Hydra's run dir: the resumed run's directory when ``resume`` is set, else ``default``."""
-    return default if resume in (None, "", "null") else str(find_run_to_resume(str(resume)))
+    return default if resume in (None, "", "null", AUTO) else str(find_run_to_resume(str(resume)))
 
 
-def hydra_subdir(resume: str | None, stamp: str) -> str:
-    """Where Hydra saves this invocation's config: a resumed run keeps its original ``.hydra/`` untouched."""
+def hydra_subdir(resume: str | None, stamp: str, directory: str | None = None) -> str:
+    """Where Hydra saves this invocation's config: a resumed run keeps its original ``.hydra/`` untouched.
+
+    ``directory``: the run dir, for resume=auto, which resumes only when the dir has a checkpoint.
+    """
+    if resume == AUTO:
+        resuming = directory is not None and (Path(directory) / LAST_CHECKPOINT).is_file()
+        return f".hydra/resumed_{stamp}" if resuming else ".hydra"
     return ".hydra" if resume in (None, "", "null") else f".hydra/resumed_{stamp}"
 
 
@@ -116,8 +125,12 @@ def newest_loadable_checkpoint(directory: Path, trusted: list[str]) -> tuple[Pat
                           "this run cannot be continued. Start a new run (ckpt_path= can take weights of a good file).")
 
 
-def resumed_config(cfg: DictConfig) -> DictConfig:
-    """The config a resumed run uses: the stored one, plus the allowed command-line overrides, ckpt_path set."""
+def resumed_config(cfg: DictConfig, auto: bool = False) -> DictConfig:
+    """The config a resumed run uses: the stored one, plus the allowed command-line overrides, ckpt_path set.
+
+    ``auto`` (resume=auto, see :func:`auto_resumed_config`): any other command-line key is accepted too, as long as
+    it gives the value the run was trained with.
+    """
     directory = find_run_to_resume(str(cfg.resume))
     trusted = list(cfg.get("trusted_classes") or [])  # from this command line, never from the file
     checkpoint, stored = newest_loadable_checkpoint(directory, trusted)
@@ -129,7 +142,9 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
             "_target_": "art_diffusion.callbacks.RebaseCheckpointPaths", "old": old_dir, "new": str(directory)}
 
     keys = [key for key in _command_line_keys() if key not in ("resume", "ckpt_path")]
-    refused = [key for key in keys if key not in RESUME_OVERRIDABLE]
+    if auto:
+        _refuse_changed_settings(cfg, stored, directory, [key for key in keys if key not in RESUME_OVERRIDABLE])
+    refused = [] if auto else [key for key in keys if key not in RESUME_OVERRIDABLE]
     if refused:
         raise ConfigError(
             f"resume={cfg.resume} continues {directory} with the config it was trained with; {refused} cannot "
@@ -144,3 +159,56 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
     resumed.ckpt_path = str(checkpoint)
     log.info("Resuming %s from %s (overrides: %s)", directory, checkpoint, keys or "none")
     return resumed
+
+
+def _leaves(cfg, key: str) -> dict[str, object]:
+    """``key``'s resolved value in ``cfg``, as {dotted leaf key: value} (a config group's node gives all its leaves)."""
+    value = OmegaConf.select(cfg, key)
+    if not OmegaConf.is_config(value):
+        return {key: value}
+    flat = OmegaConf.to_container(value, resolve=True)
+    leaves, stack = {}, [(key, flat)]
+    while stack:
+        prefix, node = stack.pop()
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else None
+        if items is None:
+            leaves[prefix] = node
+        for child, sub in items or ():
+            stack.append((f"{prefix}.{child}", sub))
+    return leaves
+
+
+def _changed(cfg, stored, key: str) -> bool:
+    """Whether the command gives ``key`` (a key or a config group) other values than the run was trained with."""
+    mine, theirs = _leaves(cfg, key), _leaves(stored, key)
+    return any(mine.get(k) != theirs.get(k) for k in mine.keys() | theirs.keys() if k not in RESUME_OVERRIDABLE)
+
+
+def _refuse_changed_settings(cfg: DictConfig, stored: dict, directory: Path, keys: list[str]) -> None:
+    """resume=auto reruns the original command: its keys must give the values the run was trained with."""
+    changed = [key for key in keys if _changed(cfg, OmegaConf.create(stored), key)]
+    if changed:
+        raise UserError(
+            f"resume=auto: {directory} was trained with other values of {changed} than this command gives; a run "
+            f"continues with the settings it started with (only {list(RESUME_OVERRIDABLE)} may change). Use the "
+            f"original values, or another run dir (hydra.run.dir=...) for a new run."
+        )
+
+
+def auto_resumed_config(cfg: DictConfig) -> DictConfig:
+    """``resume=auto``: the same command, run again in the same dir (a requeued cluster job), picks up where it stopped.
+
+    The run dir is Hydra's (``hydra.run.dir=...``, or the sweep job's dir). With a ``last.ckpt`` there, the run
+    continues exactly as ``resume=<that dir>`` would; the command's other overrides must then have the values the run
+    was trained with. Without one, a new run starts there (from ``ckpt_path``'s weights, if given).
+    """
+    directory = Path(cfg.paths.output_dir).resolve()
+    if not (directory / LAST_CHECKPOINT).is_file():
+        log.info("resume=auto: %s has no %s yet, starting a new run there", directory, LAST_CHECKPOINT)
+        fresh = cfg.copy()
+        fresh.resume = None
+        return fresh
+    log.info("resume=auto: %s has %s, continuing it", directory, LAST_CHECKPOINT)
+    again = cfg.copy()
+    again.resume = str(directory)
+    return resumed_config(again, auto=True)

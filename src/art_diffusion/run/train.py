@@ -23,7 +23,8 @@ from art_diffusion.ownership import claim
 from art_diffusion.run.config_tree import print_config_tree
 from art_diffusion.run.hparams import log_hparams
 from art_diffusion.run.hydra_ddp import is_spawned_rank
-from art_diffusion.run.resume import find_run_to_resume, resumed_config
+from art_diffusion.run.requeue import checkpoint_before_requeue, cluster_plugins
+from art_diffusion.run.resume import AUTO, auto_resumed_config, find_run_to_resume, resumed_config
 from art_diffusion.run.run_dir import METRICS_FILE, OWNER_LOCK
 from art_diffusion.run.validate import check_values
 from art_diffusion.safe_config import check_targets
@@ -60,7 +61,8 @@ def own_run_dir(cfg: DictConfig) -> contextlib.AbstractContextManager:
     the launching one (Lightning's, or SLURM's tasks) are part of the same run and take none."""
     if rank_zero_only.rank != 0 or is_spawned_rank():
         return contextlib.nullcontext()
-    directory = find_run_to_resume(str(cfg.resume)) if cfg.get("resume") else Path(cfg.paths.output_dir)
+    resume = cfg.get("resume")
+    directory = find_run_to_resume(str(resume)) if resume and resume != AUTO else Path(cfg.paths.output_dir)
     directory.mkdir(parents=True, exist_ok=True)
     return claim(directory / OWNER_LOCK, f"The run dir {directory}",
                  "Wait for that run to end or stop it; two processes training into one run dir would interleave "
@@ -93,7 +95,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 def _train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("resume"):
-        cfg = resumed_config(cfg)
+        cfg = auto_resumed_config(cfg) if cfg.resume == AUTO else resumed_config(cfg)
         check_values(cfg, "train")
     origin = f"the config of the resumed run {cfg.resume}" if cfg.get("resume") else "the run config"
     check_targets(_plain(cfg), origin, cfg.get("trusted_classes") or ())  # before anything is instantiated
@@ -110,13 +112,16 @@ def _train(cfg: DictConfig) -> dict[str, float]:
     module.run_config = _plain(cfg)  # stored in every checkpoint
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
     loggers = [instantiate(c) for c in cfg.get("logger", {}).values() if c is not None]
-    # every checkpoint is written atomically in its own directory (see AtomicCheckpointIO)
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()])
+    # every checkpoint is written atomically in its own directory (see AtomicCheckpointIO); under SLURM, Lightning's
+    # SLURM environment without a requeue of its own (see run/requeue.py)
+    plugins = [AtomicCheckpointIO(), *cluster_plugins()]
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=plugins)
 
     if cfg.get("ckpt_path"):  # fail before training with the file and the mismatching keys named
         check_checkpoint_fits(module, cfg.ckpt_path)
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+        with checkpoint_before_requeue():  # under submitit (SLURM): its requeue signal saves last.ckpt first
+            trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     except SIGTERMException:
         log.warning("Stopped by SIGTERM. Continue with: python scripts/train.py resume=%s", cfg.paths.output_dir)
         raise SystemExit(143) from None  # 128 + SIGTERM, as if the signal had killed us: the job did not finish
