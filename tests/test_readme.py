@@ -69,7 +69,7 @@ class NotCovered(Exception):
 
 def _trains(command: str, kind: str) -> bool:
     """Whether README ``command`` is a single training run (not a sweep, not a resume) of ``kind``."""
-    if "scripts/train.py" not in command or re.search(r" -m |hparams_search=|resume=", command):
+    if "scripts/train.py" not in command or re.search(r" -m |hparams_search=|resume=(?!auto)", command):
         return False
     ddpm, conditional = "model=ddpm" in command, "num_classes" in command
     return {"recon": not ddpm, "ddpm": ddpm and not conditional, "ddpm-cond": ddpm and conditional}[kind]
@@ -126,13 +126,13 @@ def adapt(commands: list[str], index: int, paths: dict[str, Path]) -> dict:
             overrides[key] = "[" + ",".join(f"{run}/checkpoints/best.ckpt" for run in runs[: len(names)]) + "]"
         elif key == "ckpt_path":
             overrides[key] = checkpoint(value)
-        elif key == "resume" and value != "latest":
+        elif key == "resume" and value not in ("latest", "auto"):  # auto: a run in its own dir, started or continued
             overrides[key] = _producers(commands, index, "recon")[0]
         elif value.startswith("/data/"):
             overrides[key] = str(paths["art"])
         elif key.startswith("hydra.launcher") or (key == "hydra/launcher" and value == "slurm"):
             del overrides[key]  # no SLURM cluster here: the sweep runs with the local launcher
-    if "resume" in overrides:
+    if overrides.get("resume", "auto") != "auto":
         tiny = RESUME_TINY
     else:
         tiny = dict(TINY.get(script, {}))

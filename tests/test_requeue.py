@@ -79,6 +79,7 @@ def test_submitit_job_signalled_saves_last_ckpt_requeues_and_continues(tmp_path,
     args = [*tiny(demo_root), f"trainer.max_epochs={epochs}", f"+trainer.limit_train_batches={batches}",
             "+trainer.limit_val_batches=1", "callbacks.reconstructions=null", "test=false", "resume=auto",
             "+callbacks.pace._target_=tests.pace.Pace", "+callbacks.pace.seconds=0.3",  # >= 0.6 s per epoch
+            "trusted_classes=[tests.pace.Pace]",
             "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", f"hydra.sweep.dir={sweep}",
             "hydra.sweep.subdir=job"]
     proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "train.py"), "-m", *args], cwd=tmp_path,
