@@ -116,21 +116,21 @@ def open_image(path: str | Path, max_pixels: int, min_size: int) -> Iterator[Ima
 _END_MARKERS = {"JPEG": b"\xff\xd9", "PNG": b"IEND\xaeB`\x82"}
 
 
-def _ends_complete(path: str | Path, image_format: str | None) -> bool:
-    marker = _END_MARKERS.get(image_format or "")
+def _ends_complete(img: Image.Image) -> bool:
+    """Whether the file ``img`` was opened from (not decoded yet) has its format's end marker in its last KB."""
+    marker = _END_MARKERS.get(img.format or "")
     if marker is None:
         return True
-    with open(path, "rb") as handle:
-        handle.seek(max(0, os.fstat(handle.fileno()).st_size - 1024))
-        return marker in handle.read()
+    img.fp.seek(max(0, os.fstat(img.fp.fileno()).st_size - 1024))
+    return marker in img.fp.read()
 
 
 def check_header(path: str | Path, max_pixels: int, min_size: int) -> None:
     """Raise :class:`BadImage` if ``path`` is refused from its header (a few KB read) or its last KB: a JPEG or PNG
     without its end marker (a truncated download) is decoded in full to confirm, so it is found before training."""
     with open_image(path, max_pixels, min_size) as img:
-        image_format = img.format
-    if not _ends_complete(path, image_format):
+        complete = _ends_complete(img)  # through the same open file: one open per file at start-up
+    if not complete:
         load_rgb(path, 64, max_pixels, min_size)  # raises BadImage("truncated", ...) unless the data is whole
 
 
