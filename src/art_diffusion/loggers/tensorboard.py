@@ -17,9 +17,14 @@ from lightning.pytorch.loggers import TensorBoardLogger as LightningTensorBoardL
 LATE_GROUP = "z_run"
 
 
+def readable_tag(name: str) -> str:
+    """``name`` if it has a group (a ``/``), else the same name under :data:`LATE_GROUP`."""
+    return name if "/" in name else f"{LATE_GROUP}/{name}"
+
+
 def readable_tags(metrics: Mapping[str, float]) -> dict[str, float]:
-    """``metrics`` with every tag that has no group (no ``/``) moved under :data:`LATE_GROUP`."""
-    return {(name if "/" in name else f"{LATE_GROUP}/{name}"): value for name, value in metrics.items()}
+    """``metrics`` with every tag renamed by :func:`readable_tag`."""
+    return {readable_tag(name): value for name, value in metrics.items()}
 
 
 class TensorBoardLogger(LightningTensorBoardLogger):

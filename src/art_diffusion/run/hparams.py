@@ -20,15 +20,15 @@ from tensorboard.compat.proto import summary_pb2
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 from torch.utils.tensorboard.writer import FileWriter
 
-from art_diffusion.loggers.tensorboard import readable_tags
+from art_diffusion.loggers.tensorboard import readable_tag
 from art_diffusion.run.run_dir import OVERRIDES_FILE
 from art_diffusion.run.sweep_record import read_sweep
 
 Scalar = int | float | str | bool
 
 #: Shown first in the HPARAMS table (the tab shows the first five metrics and the first five hparams by default).
-FIRST_METRICS = tuple(readable_tags(dict.fromkeys(
-    ("val/psnr", "test/psnr", "best_epoch", "val/ssim", "test/ssim", "val/loss", "test/loss"))))
+FIRST_METRICS = tuple(map(readable_tag, ("val/psnr", "test/psnr", "best_epoch", "val/ssim", "test/ssim", "val/loss",
+                                           "test/loss")))
 HPARAMS_SUFFIX = ".hparams"  # the file name suffix of the HPARAMS event file
 NOT_HPARAMS = ("resume",)  # command-line keys that say where a run continues, not how it trains
 
@@ -136,7 +136,8 @@ def log_hparams(loggers: list[Logger], cfg: DictConfig, metrics: dict[str, float
     ``best_epoch`` is logged here (once); the ``val/*`` and ``test/*`` scalars are already in the event files.
     """
     params, sweep = run_hparams(cfg), _sweep(cfg)
-    summaries = hparams_summaries(params, list(readable_tags(metrics)), primary_keys(cfg, params, sweep), sweep)
+    tags = [readable_tag(name) for name in metrics]  # the names the TensorBoard logger gave the scalars
+    summaries = hparams_summaries(params, tags, primary_keys(cfg, params, sweep), sweep)
     for logger in loggers:
         if "best_epoch" in metrics:
             logger.log_metrics({"best_epoch": metrics["best_epoch"]}, step=step)
