@@ -22,6 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from art_diffusion.lightning import DiffusionModule, NetworkModule, ReconstructionModule
+from art_diffusion.run.precision import resolve_trainer_precision
 from tests.conftest import CONF_DIR, compose_train_cfg
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*random.*")
@@ -61,6 +62,7 @@ def _build_all(cfg, trainer: bool = True) -> dict:
         "loggers": [instantiate(c) for c in cfg.logger.values() if c is not None],
     }
     if trainer:
+        resolve_trainer_precision(cfg)  # as train() does: trainer.precision=auto -> this machine's precision
         built["trainer"] = instantiate(cfg.trainer, callbacks=built["callbacks"], logger=built["loggers"])
     return built
 

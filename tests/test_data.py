@@ -9,8 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from art_diffusion.data import ArtDataModule, DemoDataModule
+from art_diffusion.data import ArtDataModule, DemoDataModule, pixel_cache
 from art_diffusion.data.datamodule import split_indices
+from art_diffusion.data.dataset import CachedImages
 from art_diffusion.data.images import load_rgb
 from art_diffusion.errors import DataError
 from tests.messy_folder import LAZY_BAD, corrupt_scan_jpeg, make_messy_folder, pattern
@@ -26,7 +27,7 @@ def _image_folder(root, per_class=6, classes=("drawings", "painting")):
 
 
 def _dm(root, tmp_path, **kwargs) -> ArtDataModule:
-    defaults = {"image_size": 32, "batch_size": 4, "num_workers": 0, "cache_dir": str(tmp_path / "cache"),
+    defaults = {"image_size": 32, "batch_size": 4, "num_workers": 0, "cache": False, "cache_dir": str(tmp_path / "cache"),
                 "report_dir": str(tmp_path / "run")}
     return ArtDataModule(str(root), **{**defaults, **kwargs})
 
@@ -152,6 +153,18 @@ def test_pixel_cache_is_reused_when_nothing_changed_and_rebuilt_when_a_file_did(
     other_size = _dm(root, tmp_path, cache=True, image_size=40)
     other_size.setup()
     assert other_size.store.path != rebuilt.store.path and rebuilt.store.path.exists()
+
+
+def test_cache_auto_is_on_when_the_store_fits_and_off_when_it_would_not(tmp_path, caplog):
+    root = _image_folder(tmp_path / "art")
+    with caplog.at_level(logging.INFO, logger="art_diffusion.data.datamodule"):
+        auto = _dm(root, tmp_path, cache="auto")
+        auto.setup()
+    assert auto.use_cache and auto.store is not None and "Pixel cache (data.cache=auto): on" in caplog.text
+    assert isinstance(auto.datasets["train"], CachedImages)  # epochs read the store, decode nothing
+    fits, verdict = pixel_cache.fits(tmp_path / "not-yet-created", 10**9, 128)  # 49 PB
+    assert not fits and "GB free" in verdict
+    assert pixel_cache.fits(tmp_path / "not-yet-created", 10, 32)[0]
 
 
 def test_cached_loader_serves_the_same_pixels_as_decoding(tmp_path):

@@ -7,6 +7,7 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import GradClipAlgorithmType
 
+from art_diffusion.run.precision import resolve_trainer_precision
 from art_diffusion.run.train import train
 
 pytestmark = [
@@ -17,13 +18,18 @@ pytestmark = [
 DDPM = ["model=ddpm", "model.schedule.timesteps=50", "callbacks.samples.num_images=4", "callbacks.samples.steps=3"]
 
 
-def test_clipping_and_accumulation_reach_the_trainer(compose_cfg):
-    default = instantiate(compose_cfg().trainer)
-    assert (default.gradient_clip_val, default.accumulate_grad_batches) == (None, 1)
-    assert instantiate(compose_cfg(*DDPM).trainer).gradient_clip_val == 1.0  # DDPM clips the gradient norm at 1
+def _trainer(cfg):
+    resolve_trainer_precision(cfg)  # as train() does
+    return instantiate(cfg.trainer)
 
-    trainer = instantiate(compose_cfg("trainer.gradient_clip_val=0.5", "trainer.gradient_clip_algorithm=value",
-                                      "trainer.accumulate_grad_batches=3").trainer)
+
+def test_clipping_and_accumulation_reach_the_trainer(compose_cfg):
+    default = _trainer(compose_cfg())
+    assert (default.gradient_clip_val, default.accumulate_grad_batches) == (None, 1)
+    assert _trainer(compose_cfg(*DDPM)).gradient_clip_val == 1.0  # DDPM clips the gradient norm at 1
+
+    trainer = _trainer(compose_cfg("trainer.gradient_clip_val=0.5", "trainer.gradient_clip_algorithm=value",
+                                   "trainer.accumulate_grad_batches=3"))
     assert trainer.gradient_clip_val == 0.5 and trainer.gradient_clip_algorithm == GradClipAlgorithmType.VALUE
     assert trainer.accumulate_grad_batches == 3
 

@@ -58,7 +58,7 @@ class ArtDataModule(L.LightningDataModule):
         seed: int = 42,
         pin_memory: bool | None = None,
         persistent_workers: bool = True,
-        cache: bool = False,
+        cache: bool | str = "auto",
         cache_dir: str | None = None,
         report_dir: str | None = None,
         max_pixels: int = 50_000_000,
@@ -71,7 +71,8 @@ class ArtDataModule(L.LightningDataModule):
         self.datasets: dict[str, Dataset] = {}
         self.classes: list[str] = []
         self.report = BadFileReport(report_dir)
-        self.store: pixel_cache.PixelStore | None = None  # with cache=True, after setup
+        self.store: pixel_cache.PixelStore | None = None  # with the cache on, after setup
+        self.use_cache = False  # the cache setting resolved in setup (auto: on when the store fits on the disk)
         # files decoded by the loaders, per stage and epoch: all zeros with the pixel cache
         self.decoded: dict[str, dict[int, int]] = {}
         # Draws the train loader's worker base seed, so the global RNG is not consumed at a point that differs
@@ -99,7 +100,8 @@ class ArtDataModule(L.LightningDataModule):
     def _find_bad(self, files: list[SourceFile], roots: list[str]) -> tuple[dict[str, tuple[str, str]], str]:
         """Bad files known before training, and how they were found (for the summary line)."""
         hp = self.hparams
-        if hp.cache:
+        self.use_cache = self._resolve_cache(len(files))
+        if self.use_cache:
             path = pixel_cache.store_path(self._cache_dir(), roots, files, hp.image_size, hp.max_pixels, hp.min_size)
             self.store = pixel_cache.open_or_build(path, files, hp.image_size, hp.max_pixels, hp.min_size,
                                                    self._workers)
@@ -108,6 +110,14 @@ class ArtDataModule(L.LightningDataModule):
         cache = header_check.cache_file(self._cache_dir(), roots, hp.max_pixels, hp.min_size)
         verdicts = header_check.check_headers(files, hp.max_pixels, hp.min_size, cache, self._workers)
         return {path: v for path, v in verdicts.items() if v}, "headers checked; pixel damage is reported when met"
+
+    def _resolve_cache(self, num_files: int) -> bool:
+        if self.hparams.cache != "auto":
+            return bool(self.hparams.cache)
+        fits, verdict = pixel_cache.fits(self._cache_dir(), num_files, self.hparams.image_size)
+        if self._is_global_zero:
+            log.info("Pixel cache (data.cache=auto): %s (%s)", "on" if fits else "off, too large", verdict)
+        return fits
 
     def _check_usable(self, listed: int, roots: list[str]) -> None:
         bad, hp = len(self.report.rows), self.hparams
@@ -167,7 +177,7 @@ class ArtDataModule(L.LightningDataModule):
 
     def _dataset(self, files: list[SourceFile], indices: list[int], hflip: bool) -> Dataset:
         hp = self.hparams
-        if hp.cache:
+        if self.use_cache:
             return CachedImages(self.store.path, indices, [files[i].label for i in indices], hflip=hflip)
         return DecodedImages([files[i] for i in indices], hp.image_size, hp.max_pixels, hp.min_size, hflip=hflip)
 

@@ -82,6 +82,18 @@ def _read_manifest(path: Path) -> dict[int, tuple[str, str]] | None:
     return {int(row): tuple(verdict) for row, verdict in manifest["bad"].items()}
 
 
+def store_bytes(num_files: int, size: int) -> int:
+    return num_files * 3 * size * size
+
+
+def fits(directory: Path, num_files: int, size: int) -> tuple[bool, str]:
+    """``data.cache=auto``: build a store only when it would take at most half of the disk's free space."""
+    existing = next(p for p in (directory, *directory.parents) if p.exists())  # the cache dir may not exist yet
+    needed, free = store_bytes(num_files, size), shutil.disk_usage(existing).free
+    verdict = f"{needed / 1e9:.2f} GB for {num_files} images at {size} px, {free / 1e9:.1f} GB free in {directory}"
+    return needed <= free / 2, verdict
+
+
 def _check_disk(directory: Path, needed: int) -> None:
     free = shutil.disk_usage(directory).free
     if needed * _DISK_MARGIN > free:

@@ -48,6 +48,8 @@ class NetworkModule(L.LightningModule):
     def setup(self, stage: str) -> None:
         if self.loss.perceptual is not None:
             self.loss.perceptual.build()
+            if self.channels_last:  # the VGG sees the network's NHWC output: NHWC weights spare a layout change
+                self.loss.perceptual.to(memory_format=torch.channels_last)
         if self.compile_options is not None and not self._compiled:
             # Module.compile() compiles in place: the state dict keeps its plain keys (no "_orig_mod."), so the
             # checkpoints load into an uncompiled network. Done here, after subclasses copied the net (EMA).

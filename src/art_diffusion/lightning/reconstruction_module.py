@@ -54,8 +54,9 @@ class ReconstructionModule(NetworkModule):
 
     def _eval_step(self, batch, stage: str) -> None:
         _, images, reconstructions = self._shared_step(batch, stage)
+        reconstructions = reconstructions.float().clamp(0, 1)  # metrics in fp32, also under bf16 autocast
         for name, metric in self.metrics[stage].items():
-            metric(reconstructions.clamp(0, 1), images)
+            metric(reconstructions, images.float())
             self.log(f"{stage}/{name}", metric, on_epoch=True, prog_bar=name == "psnr")
 
     def validation_step(self, batch, batch_idx: int) -> None:
@@ -68,4 +69,4 @@ class ReconstructionModule(NetworkModule):
     def log_images(self, images: Tensor) -> dict[str, Tensor]:
         """Images for a logger callback, rows shown top to bottom: the inputs and their reconstructions."""
         images = images.to(self.device)
-        return {"inputs": images, "reconstructions": self(images).clamp(0, 1)}
+        return {"inputs": images, "reconstructions": self(images).float().clamp(0, 1)}

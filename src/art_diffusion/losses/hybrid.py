@@ -23,4 +23,4 @@ class HybridLoss(WeightedLoss):
     def forward(self, output: Tensor, target: Tensor) -> dict[str, Tensor]:
         """Returns ``{"loss", "mse"[, "perceptual"]}``: the weighted total and each unweighted part."""
         out_n, target_n = self.normalize(output), self.normalize(target)
-        return self.combine(F.mse_loss(out_n, target_n), out_n, target_n)
+        return self.combine(F.mse_loss(out_n.float(), target_n.float()), out_n, target_n)  # reduced in fp32

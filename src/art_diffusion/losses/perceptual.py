@@ -42,12 +42,13 @@ class PerceptualLoss(nn.Module):
         return self.vgg(output), target_features
 
     def forward(self, output: Tensor, target: Tensor) -> Tensor:
-        return F.mse_loss(*self._features(output, target))
+        # reduced in fp32 under bf16 autocast too (features may be bf16; the sum of a million squares is not)
+        return F.mse_loss(*(f.float() for f in self._features(output, target)))
 
     def per_image(self, output: Tensor, target: Tensor) -> Tensor:
         """The same distance for each image of the batch, shape ``(N,)`` (evaluation averages over images)."""
         out_features, target_features = self._features(output, target)
-        return (out_features - target_features).square().flatten(1).mean(dim=1)
+        return (out_features.float() - target_features.float()).square().flatten(1).mean(dim=1)
 
 
 class WeightedLoss(nn.Module):

@@ -23,6 +23,7 @@ from art_diffusion.ownership import claim
 from art_diffusion.run.config_tree import print_config_tree
 from art_diffusion.run.hparams import log_hparams
 from art_diffusion.run.hydra_ddp import is_spawned_rank
+from art_diffusion.run.precision import resolve_trainer_precision
 from art_diffusion.run.requeue import checkpoint_before_requeue, cluster_plugins
 from art_diffusion.run.resume import AUTO, auto_resumed_config, find_run_to_resume, resumed_config
 from art_diffusion.run.run_dir import METRICS_FILE, OWNER_LOCK
@@ -97,6 +98,7 @@ def _train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("resume"):
         cfg = auto_resumed_config(cfg) if cfg.resume == AUTO else resumed_config(cfg)
         check_values(cfg, "train")
+    resolve_trainer_precision(cfg)  # trainer.precision=auto -> this machine's, stored in the run's config
     origin = f"the config of the resumed run {cfg.resume}" if cfg.get("resume") else "the run config"
     check_targets(_plain(cfg), origin, cfg.get("trusted_classes") or ())  # before anything is instantiated
     if cfg.get("extras", {}).get("print_config", True):  # runs stored before extras existed print it too

@@ -19,7 +19,7 @@ from art_diffusion.nets import DOWNSAMPLING_FACTOR
 
 _ABSENT = object()
 INF = math.inf
-PRECISIONS = ("64-true", "64", "32-true", "32", "16-true", "16-mixed", "bf16-true", "bf16-mixed", "transformer-engine",
+PRECISIONS = ("auto", "64-true", "64", "32-true", "32", "16-true", "16-mixed", "bf16-true", "bf16-mixed", "transformer-engine",
               "transformer-engine-float16", "16", "bf16")
 
 
@@ -137,7 +137,8 @@ TOOL_RULES: dict[str, dict[str, tuple[Range, str]]] = {
                "batch_size": (POSITIVE_INT, "e.g. batch_size=32")},
 }
 CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
-    "train": {"trainer.precision": PRECISIONS, "model.schedule.kind": ("linear", "cosine")},
+    "train": {"trainer.precision": PRECISIONS, "model.schedule.kind": ("linear", "cosine"),
+              "data.cache": ("auto", "True", "False")},
     "reconstruct": {"size": ("train", "native"), "pad_mode": ("reflect", "replicate", "constant")},
     "generate": {"sampler": ("ddim", "ddpm")},
     "evaluate": {"generative.sampler": ("ddim", "ddpm")},
