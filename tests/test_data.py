@@ -27,8 +27,8 @@ def _image_folder(root, per_class=6, classes=("drawings", "painting")):
 
 
 def _dm(root, tmp_path, **kwargs) -> ArtDataModule:
-    defaults = {"image_size": 32, "batch_size": 4, "num_workers": 0, "cache": False, "cache_dir": str(tmp_path / "cache"),
-                "report_dir": str(tmp_path / "run")}
+    defaults = {"image_size": 32, "batch_size": 4, "num_workers": 0, "cache": False,
+                "cache_dir": str(tmp_path / "cache"), "report_dir": str(tmp_path / "run")}
     return ArtDataModule(str(root), **{**defaults, **kwargs})
 
 

@@ -19,8 +19,8 @@ from art_diffusion.nets import DOWNSAMPLING_FACTOR
 
 _ABSENT = object()
 INF = math.inf
-PRECISIONS = ("auto", "64-true", "64", "32-true", "32", "16-true", "16-mixed", "bf16-true", "bf16-mixed", "transformer-engine",
-              "transformer-engine-float16", "16", "bf16")
+PRECISIONS = ("auto", "64-true", "64", "32-true", "32", "16-true", "16-mixed", "bf16-true", "bf16-mixed",
+              "transformer-engine", "transformer-engine-float16", "16", "bf16")
 
 
 @dataclass(frozen=True)
