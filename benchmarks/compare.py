@@ -77,16 +77,25 @@ def eval_images(eval_root: Path, image_size: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def psnr_ssim(reconstruct, images: torch.Tensor, batch: int) -> dict[str, float]:
+def psnr_ssim(reconstruct, images: torch.Tensor, batch: int, lpips: bool = False) -> dict[str, float]:
+    """Held-out quality of ``reconstruct`` (fp32 inference): PSNR and SSIM, and LPIPS (VGG, offline) if asked."""
     from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
     psnr = PeakSignalNoiseRatio(data_range=1.0, reduction="elementwise_mean", dim=(1, 2, 3))
     ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
+    distances = []
+    if lpips:
+        from art_diffusion.metrics.lpips import LPIPS
+
+        lpips_net = LPIPS()
     for chunk in images.split(batch):
-        out = reconstruct(chunk).clamp(0, 1)
+        out = reconstruct(chunk).float().clamp(0, 1)
         psnr.update(out, chunk)
         ssim.update(out, chunk)
-    return {"psnr": float(psnr.compute()), "ssim": float(ssim.compute())}
+        if lpips:
+            distances.append(lpips_net(out, chunk))
+    result = {"psnr": float(psnr.compute()), "ssim": float(ssim.compute())}
+    return result | ({"lpips": float(torch.cat(distances).mean())} if lpips else {})
 
 
 # ------------------------------------------------------------------------------------------ the article's side
@@ -99,6 +108,7 @@ def run_article(args) -> dict:
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
     t0 = time.perf_counter()
+    deadline = t0 + args.budget_s if getattr(args, "budget_s", None) else float("inf")
     dataset = article_dataset(str(args.train_root), args.image_size)  # includes the serial verify scan
     startup = time.perf_counter() - t0
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=True, num_workers=args.workers,
@@ -110,18 +120,20 @@ def run_article(args) -> dict:
             trainer.step(images)
             stamps.append(time.perf_counter())
             steps += 1
-            if steps == args.steps:
+            if steps == args.steps or stamps[-1] >= deadline:
                 break
         else:
             trainer.end_epoch()
-    result = {"startup_s": startup, "stamps": stamps, "peak_mb": peak_memory_mb(device)}
+            continue
+        break
+    result = {"startup_s": startup, "stamps": stamps, "peak_mb": peak_memory_mb(device), "steps": steps}
     if args.eval_root:
         from art_diffusion.vgg import ImageNetNormalize
 
         normalize = ImageNetNormalize().to(device)
         trainer.model.eval()
         result |= psnr_ssim(lambda x: denormalize(trainer.model(normalize(x.to(device)))).cpu(),
-                            eval_images(args.eval_root, args.image_size), args.batch_size)
+                            eval_images(args.eval_root, args.image_size), args.batch_size, getattr(args, "lpips", False))
     return result
 
 
@@ -140,48 +152,56 @@ def compose(args, extra: list[str]):
 
 
 class StepTimer:
-    """A Lightning callback that stamps the end of every training step."""
+    """A Lightning callback that stamps the end of every training step and stops training at ``deadline``."""
 
-    def __new__(cls):
+    def __new__(cls, deadline: float = float("inf")):
         import lightning as L
 
         class _Timer(L.Callback):
             def __init__(self):
                 self.stamps = [time.perf_counter()]
 
-            def on_train_batch_end(self, *unused):
+            def on_train_batch_end(self, trainer, *unused):
                 self.stamps.append(time.perf_counter())
+                if self.stamps[-1] >= deadline:
+                    trainer.should_stop = True
 
         return _Timer()
 
 
-def run_project(args, extra: list[str]) -> dict:
+def run_project(args, extra: list[str], callbacks=()) -> dict:
     import lightning as L
     from hydra.utils import instantiate
     from lightning.pytorch.loggers import TensorBoardLogger
 
+    from art_diffusion.run.precision import resolve_trainer_precision
+
     cfg = compose(args, extra)
+    resolve_trainer_precision(cfg)  # trainer.precision=auto, as train() resolves it
     L.seed_everything(args.seed, verbose=False)
     t0 = time.perf_counter()
+    deadline = t0 + args.budget_s if getattr(args, "budget_s", None) else float("inf")
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
     startup = time.perf_counter() - t0
     module = instantiate(cfg.model)
-    timer = StepTimer()
+    timer = StepTimer(deadline)
     with tempfile.TemporaryDirectory() as logdir:
         trainer = L.Trainer(
             accelerator=args.device, devices=1, precision=cfg.trainer.precision, max_steps=args.steps,
             limit_val_batches=0, num_sanity_val_steps=0, enable_checkpointing=False, enable_progress_bar=False,
-            enable_model_summary=False, logger=TensorBoardLogger(logdir), callbacks=[timer], log_every_n_steps=10,
+            enable_model_summary=False, logger=TensorBoardLogger(logdir), callbacks=[timer, *callbacks],
+            log_every_n_steps=10,
         )
         trainer.fit(module, datamodule=datamodule)
     device = module.device
-    result = {"startup_s": startup, "stamps": timer.stamps, "peak_mb": peak_memory_mb(device)}
+    result = {"startup_s": startup, "stamps": timer.stamps, "peak_mb": peak_memory_mb(device),
+              "steps": trainer.global_step, "precision": cfg.trainer.precision}
     if args.eval_root:
         module.eval()
         result |= psnr_ssim(lambda x: module(x.to(device)).cpu(), eval_images(args.eval_root, args.image_size),
-                            args.batch_size)
+                            args.batch_size, getattr(args, "lpips", False))
     return result
 
 
@@ -223,8 +243,10 @@ def run_profile(args, extra: list[str]) -> dict:
 # ------------------------------------------------------------------------------------------------ orchestration
 def worker(args) -> None:
     fast = ["data.cache=true", "model.channels_last=true"]
-    base = ["loss.mse_weight=1", "loss.perceptual_weight=1", "model.net.base_channels=64", "trainer.precision=32-true",
-            *args.project_override]
+    # fp32 and the article's weights, unless a caller (equal_budget.py, levers.py) runs the project's own defaults
+    base = [] if args.base_override == "none" else ["loss.mse_weight=1", "loss.perceptual_weight=1",
+                                                    "model.net.base_channels=64", "trainer.precision=32-true"]
+    base += args.project_override
     run = {
         "article": lambda: run_article(args),
         "project": lambda: run_project(args, base),
@@ -331,6 +353,9 @@ def main() -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--project-override", action="append", default=[],
                    help="a Hydra override for the project's runs, e.g. loss.perceptual_weight=0 (repeatable)")
+    p.add_argument("--lpips", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--budget-s", type=float, help=argparse.SUPPRESS)
+    p.add_argument("--base-override", help=argparse.SUPPRESS)
     p.add_argument("--write", type=Path, nargs="?", const=REPO / "BENCHMARKS.md", help="update this markdown file")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--train-root", type=Path, help=argparse.SUPPRESS)
