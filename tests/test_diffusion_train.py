@@ -22,7 +22,8 @@ DDPM = ["model=ddpm", "model.schedule.timesteps=50", "callbacks.samples.num_imag
 def test_model_ddpm_swaps_module_net_and_loss_defaults(compose_cfg):
     cfg = compose_cfg(*DDPM)
     assert cfg.model._target_ == "art_diffusion.lightning.DiffusionModule"
-    assert cfg.model.net._target_ == "art_diffusion.nets.ConvDenoiser"
+    assert cfg.model.net._target_ == "art_diffusion.nets.UNet"
+    assert compose_cfg(*DDPM, "model/net=conv_denoiser").model.net._target_ == "art_diffusion.nets.ConvDenoiser"
     assert cfg.loss.perceptual_weight == 0  # eps-MSE only by default
     assert cfg.callbacks.samples.dirpath.endswith("samples")
     assert compose_cfg().model._target_ == "art_diffusion.lightning.ReconstructionModule"  # default unchanged
@@ -42,7 +43,7 @@ def test_ddpm_run_logs_losses_samples_and_saves_ema_in_loadable_checkpoints(comp
     assert len(ema_keys) == len([k for k in state if k.startswith("net.")]) > 0
     assert state["ema.num_updates"] > 0
     # the average lags the trained weights
-    assert not torch.equal(state["ema.average.head.weight"], state["net.head.weight"])
+    assert not torch.equal(state["ema.average.out.2.weight"], state["net.out.2.weight"])
 
     assert sorted(p.name for p in (out / "samples").iterdir()) == ["epoch_000.png", "epoch_001.png"]
     events = EventAccumulator(str(out), size_guidance={"images": 0, "scalars": 0})
