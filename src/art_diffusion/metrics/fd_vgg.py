@@ -1,7 +1,8 @@
 """FD-VGG (and KID): the Fréchet distance between two image sets in ImageNet VGG16 feature space.
 
-FID's formula (computed by torchmetrics, art_diffusion.metrics.scores) (Heusel et al. 2017) on the spatially averaged activations of one VGG16 layer instead of Inception
-pool3 features, because the Inception weights cannot be fetched offline and the VGG16 ones resolve here
+FID's formula (Heusel et al. 2017; computed by torchmetrics, see art_diffusion.metrics.scores), and KID, on the
+spatially averaged activations of one VGG16 layer instead of Inception pool3 features, because the Inception
+weights cannot be fetched offline and the VGG16 ones resolve here
 (art_diffusion.vgg). The numbers are NOT FID and do not compare with published FIDs; compare FD-VGG with
 FD-VGG, at the same image_size, input_size, layer and a similar number of images (the estimate is biased upwards
 for small sets).

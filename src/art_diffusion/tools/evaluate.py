@@ -27,9 +27,9 @@ from art_diffusion.errors import DataError, UserError
 from art_diffusion.lightning import DiffusionModule
 from art_diffusion.losses import PerceptualLoss
 from art_diffusion.metrics.fd_vgg import features, layer_extractor, load_images
-from art_diffusion.metrics.scores import scores
 from art_diffusion.metrics.lpips import LPIPS
 from art_diffusion.metrics.pixel import mse, psnr, ssim
+from art_diffusion.metrics.scores import scores
 from art_diffusion.run.validate import check_values
 from art_diffusion.storage import atomic_write
 from art_diffusion.tools.inputs import find_inputs, literal_prefix, resolve_device

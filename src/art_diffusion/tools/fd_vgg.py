@@ -1,4 +1,5 @@
-"""fd_vgg(cfg): FD-VGG and KID between a folder of real images and a folder of generated ones, printed and saved as JSON."""
+"""fd_vgg(cfg): FD-VGG and KID between a folder of real images and one of generated images, printed and saved as
+JSON."""
 
 from __future__ import annotations
 
