@@ -74,3 +74,17 @@ def test_sample_shapes_range_and_seed(compose_cfg):
     assert images.shape == (3, 3, 32, 32) and images.min() >= 0 and images.max() <= 1
     with pytest.raises(ValueError, match="sampler"):
         module.sample(1, sampler="euler")
+
+
+def test_generation_scores_callback_logs_fd_vgg_and_kid_to_tensorboard(compose_cfg, tmp_path):
+    out = tmp_path / "run"
+    train(compose_cfg(*DDPM, "trainer.max_epochs=2", "test=false", "callbacks.samples.every_n_epochs=2",
+                      "callbacks.generation_scores.every_n_epochs=2", "callbacks.generation_scores.num_images=4",
+                      "callbacks.generation_scores.steps=3", "callbacks.generation_scores.vgg_weights=random",
+                      "callbacks.generation_scores.layer=8", "callbacks.generation_scores.input_size=32"))
+    events = EventAccumulator(str(out), size_guidance={"scalars": 0})
+    events.Reload()
+    for tag in ("val/fd_vgg", "val/kid"):
+        (point,) = events.Scalars(tag)  # epoch 1 only: every 2 epochs, never in the sanity check
+        assert point.value == point.value  # a number (not NaN)
+    assert events.Scalars("val/fd_vgg")[0].value > 0

@@ -45,6 +45,7 @@ REGISTRY: tuple[str, ...] = (
     # callbacks (conf/callbacks; RebaseCheckpointPaths is added by resume.py)
     "art_diffusion.callbacks.ReconstructionLogger",
     "art_diffusion.callbacks.SampleLogger",
+    "art_diffusion.callbacks.GenerationScores",
     "art_diffusion.callbacks.RNGStateCheckpoint",
     "art_diffusion.callbacks.CheckpointOnSigterm",
     "art_diffusion.callbacks.RebaseCheckpointPaths",
