@@ -39,7 +39,8 @@ ENTRY_CONFIGS = sorted(p.stem for p in CONF_DIR.glob("*.yaml") if p.stem != "tra
 
 
 def test_the_groups_have_the_options_the_readme_names():
-    assert options("experiment") == ["article", "demo"]
+    assert options("experiment") == ["article", "ddpm_cpu32", "ddpm_gpu64", "demo"]
+    assert options("model/net") == ["conv_denoiser", "unet"]
     assert options("model") == ["conv_diffusion", "ddpm"]
     assert options("data") == ["art", "demo"]
     assert set(options("trainer")) == {"default", "cpu", "gpu", "ddp", "ddp_cpu"}
@@ -67,7 +68,12 @@ def _build_all(cfg, trainer: bool = True) -> dict:
     return built
 
 
-@pytest.mark.parametrize(("experiment", "model"), list(itertools.product(options("experiment"), options("model"))))
+#: Presets that choose their own model (model=ddpm): composed and built by test_ddpm_presets_compose_and_build.
+DDPM_PRESETS = ["ddpm_cpu32", "ddpm_gpu64"]
+
+
+@pytest.mark.parametrize(("experiment", "model"), list(itertools.product(
+    [e for e in options("experiment") if e not in DDPM_PRESETS], options("model"))))
 def test_every_experiment_with_every_model_composes_and_instantiates(tmp_path, experiment, model):
     cfg = _compose(tmp_path, f"experiment={experiment}", f"model={model}", "trainer=cpu")
     OmegaConf.resolve(cfg.model)  # every interpolation of the module config resolves
@@ -79,6 +85,17 @@ def test_every_experiment_with_every_model_composes_and_instantiates(tmp_path, e
     assert built["trainer"].max_epochs == {"demo": 4, "article": 150}[experiment]
     if experiment == "article":  # the article's network and schedule
         assert cfg.model.net.base_channels == 64 and cfg.optim.step_size == 30
+
+
+@pytest.mark.parametrize("preset", DDPM_PRESETS)
+def test_ddpm_presets_compose_and_build(tmp_path, preset):
+    cfg = _compose(tmp_path, f"experiment={preset}", "data.root=/data/art")
+    OmegaConf.resolve(cfg.model)
+    assert cfg.model.net._target_ == "art_diffusion.nets.UNet" and cfg.trainer.precision == "bf16-mixed"
+    assert cfg.data.test_fraction > 0 and cfg.data.cache  # a held-out split to score against
+    built = _build_all(cfg, trainer=preset == "ddpm_cpu32")  # the GPU preset's Trainer needs a GPU
+    assert isinstance(built["model"], DiffusionModule) and built["model"].prediction == "v"
+    assert built["model"].net.image_size == cfg.data.image_size
 
 
 @pytest.mark.parametrize("trainer", options("trainer"))

@@ -22,7 +22,8 @@ DDPM = ["model=ddpm", "model.schedule.timesteps=50", "callbacks.samples.num_imag
 def test_model_ddpm_swaps_module_net_and_loss_defaults(compose_cfg):
     cfg = compose_cfg(*DDPM)
     assert cfg.model._target_ == "art_diffusion.lightning.DiffusionModule"
-    assert cfg.model.net._target_ == "art_diffusion.nets.ConvDenoiser"
+    assert cfg.model.net._target_ == "art_diffusion.nets.UNet"
+    assert compose_cfg(*DDPM, "model/net=conv_denoiser").model.net._target_ == "art_diffusion.nets.ConvDenoiser"
     assert cfg.loss.perceptual_weight == 0  # eps-MSE only by default
     assert cfg.callbacks.samples.dirpath.endswith("samples")
     assert compose_cfg().model._target_ == "art_diffusion.lightning.ReconstructionModule"  # default unchanged
@@ -42,7 +43,7 @@ def test_ddpm_run_logs_losses_samples_and_saves_ema_in_loadable_checkpoints(comp
     assert len(ema_keys) == len([k for k in state if k.startswith("net.")]) > 0
     assert state["ema.num_updates"] > 0
     # the average lags the trained weights
-    assert not torch.equal(state["ema.average.head.weight"], state["net.head.weight"])
+    assert not torch.equal(state["ema.average.out.2.weight"], state["net.out.2.weight"])
 
     assert sorted(p.name for p in (out / "samples").iterdir()) == ["epoch_000.png", "epoch_001.png"]
     events = EventAccumulator(str(out), size_guidance={"images": 0, "scalars": 0})
@@ -73,3 +74,17 @@ def test_sample_shapes_range_and_seed(compose_cfg):
     assert images.shape == (3, 3, 32, 32) and images.min() >= 0 and images.max() <= 1
     with pytest.raises(ValueError, match="sampler"):
         module.sample(1, sampler="euler")
+
+
+def test_generation_scores_callback_logs_fd_vgg_and_kid_to_tensorboard(compose_cfg, tmp_path):
+    out = tmp_path / "run"
+    train(compose_cfg(*DDPM, "trainer.max_epochs=2", "test=false", "callbacks.samples.every_n_epochs=2",
+                      "callbacks.generation_scores.every_n_epochs=2", "callbacks.generation_scores.num_images=4",
+                      "callbacks.generation_scores.steps=3", "callbacks.generation_scores.vgg_weights=random",
+                      "callbacks.generation_scores.layer=8", "callbacks.generation_scores.input_size=32"))
+    events = EventAccumulator(str(out), size_guidance={"scalars": 0})
+    events.Reload()
+    for tag in ("val/fd_vgg", "val/kid"):
+        (point,) = events.Scalars(tag)  # epoch 1 only: every 2 epochs, never in the sanity check
+        assert point.value == point.value  # a number (not NaN)
+    assert events.Scalars("val/fd_vgg")[0].value > 0

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from art_diffusion.data.demo import DEMO_CLASSES, render_demo_image
-from art_diffusion.metrics.fd_vgg import fd_vgg_folders, frechet_distance, frechet_distance_from_stats, load_images
+from art_diffusion.metrics.fd_vgg import fd_vgg_folders, frechet_distance, load_images
+from art_diffusion.metrics.scores import kernel_distance
 from tests.conftest import REPO
 
 pytestmark = [
@@ -39,17 +40,40 @@ def folders(tmp_path_factory):
     return root
 
 
-def test_frechet_distance_matches_the_gaussian_closed_form():
-    mu1, mu2 = torch.tensor([0.0, 1.0, 2.0]), torch.tensor([1.0, 1.0, 0.0])
-    var1, var2 = torch.tensor([1.0, 4.0, 0.25]), torch.tensor([4.0, 1.0, 0.25])
-    expected = (mu1 - mu2).square().sum() + (var1 + var2 - 2 * (var1 * var2).sqrt()).sum()  # diagonal case
-    got = frechet_distance_from_stats(mu1, torch.diag(var1), mu2, torch.diag(var2))
-    assert got == pytest.approx(float(expected), rel=1e-9)
-    # a rotated (non-diagonal) pair: invariant to rotating both
-    q, _ = torch.linalg.qr(torch.randn(3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0)))
-    rotated = frechet_distance_from_stats(q @ mu1.double(), q @ torch.diag(var1).double() @ q.T,
-                                          q @ mu2.double(), q @ torch.diag(var2).double() @ q.T)
-    assert rotated == pytest.approx(float(expected), rel=1e-6)
+def _old_frechet_distance(f1: torch.Tensor, f2: torch.Tensor) -> float:
+    """The project's former hand-written formula: Tr((C1 C2)^(1/2)) as the root of C1^(1/2) C2 C1^(1/2)."""
+    def sqrtm_psd(m):
+        values, vectors = torch.linalg.eigh(m)
+        return (vectors * values.clamp(min=0).sqrt()) @ vectors.T
+
+    mu1, mu2, cov1, cov2 = f1.mean(0), f2.mean(0), torch.cov(f1.T), torch.cov(f2.T)
+    root1 = sqrtm_psd(cov1)
+    middle = root1 @ cov2 @ root1
+    trace_root = torch.linalg.eigvalsh((middle + middle.T) / 2).clamp(min=0).sqrt().sum()
+    return float((mu1 - mu2).square().sum() + cov1.trace() + cov2.trace() - 2 * trace_root)
+
+
+@pytest.mark.parametrize(("n1", "n2", "dim"), [(300, 200, 64), (60, 50, 512)])  # full-rank, and VGG-wide singular
+def test_torchmetrics_frechet_distance_equals_the_former_formula_and_scipy(n1, n2, dim):
+    scipy_linalg = pytest.importorskip("scipy.linalg")
+    gen = torch.Generator().manual_seed(0)
+    f1 = torch.randn(n1, dim, generator=gen, dtype=torch.float64).relu()
+    f2 = torch.randn(n2, dim, generator=gen, dtype=torch.float64).relu() * 1.2 + 0.05
+    got, old = frechet_distance(f1, f2), _old_frechet_distance(f1, f2)
+    assert got == pytest.approx(old, rel=1e-3)
+    c1, c2 = np.cov(f1.numpy(), rowvar=False), np.cov(f2.numpy(), rowvar=False)
+    reference = ((f1.mean(0) - f2.mean(0)).square().sum().item()
+                 + np.trace(c1 + c2 - 2 * scipy_linalg.sqrtm(c1 @ c2).real))
+    assert got == pytest.approx(reference, rel=1e-3)
+
+
+def test_kid_is_near_zero_for_one_distribution_and_positive_for_another():
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(200, 16, generator=gen), torch.randn(200, 16, generator=gen)
+    same, _ = kernel_distance(a, b)
+    shifted, _ = kernel_distance(a, b + 1)
+    assert abs(same) < 0.02 < shifted
+    assert kernel_distance(a, b + 1) == kernel_distance(a, b + 1)  # seeded subsets
 
 
 def test_frechet_distance_of_a_set_with_itself_is_zero():
@@ -81,6 +105,6 @@ def test_fd_vgg_cli_prints_and_writes_json(folders, tmp_path):
     result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     saved = json.loads(out.read_text())
-    assert saved["fd_vgg"] > 0 and saved["num_real"] == 8 and saved["num_fake"] == 8
+    assert saved["fd_vgg"] > 0 and saved["num_real"] == 8 and saved["num_fake"] == 8 and "kid" in saved
     assert json.loads(result.stdout.strip().splitlines()[-1]) == saved
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fd.json"]  # nothing else written

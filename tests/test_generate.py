@@ -41,17 +41,20 @@ def pixels(folder):
     return np.stack([np.asarray(Image.open(p)) for p in sorted((folder / "images").glob("*.png"))])
 
 
-def test_generate_script_writes_pngs_and_a_grid(ddpm_checkpoint, tmp_path):
+def test_generate_script_writes_pngs_and_a_grid_per_class_with_dpm_solver(ddpm_checkpoint, tmp_path):
     out = tmp_path / "gen"
     cmd = [sys.executable, str(REPO / "scripts" / "generate.py"), f"ckpt_path={ddpm_checkpoint}", "num_images=5",
-           "batch_size=2", "sampler=ddim", "steps=4", "seed=0", "class_name=landscapes", f"output_dir={out}",
+           "batch_size=3", "sampler=dpm++2m", "steps=4", "seed=0", "class_name=all", f"output_dir={out}",
            "device=cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert sorted(p.name for p in (out / "images").iterdir()) == [f"{i:05d}.png" for i in range(5)]
-    assert pixels(out).shape == (5, 32, 32, 3)
-    assert Image.open(out / "grid.png").size == (3 * 34 + 2, 2 * 34 + 2)  # 5 images, 3 per row
+    classes = sorted(p.name for p in (out / "images").iterdir())
+    assert len(classes) == 7 and "landscapes" in classes
+    assert sorted(p.name for p in (out / "images" / "landscapes").iterdir()) == [f"{i:05d}.png" for i in range(5)]
+    assert np.asarray(Image.open(out / "images" / "landscapes" / "00004.png")).shape == (32, 32, 3)
+    assert sorted(p.name for p in out.glob("grid_*.png")) == [f"grid_{c}.png" for c in classes]
+    assert Image.open(out / "grid_landscapes.png").size == (3 * 34 + 2, 2 * 34 + 2)  # 5 images, 3 per row
 
 
 def test_same_seed_same_images_for_both_samplers(ddpm_checkpoint, tmp_path):
@@ -66,6 +69,9 @@ def test_same_seed_same_images_for_both_samplers(ddpm_checkpoint, tmp_path):
     ddpm = run("d", "sampler=ddpm", "seed=0", "class_name=geometric")  # the full 20-step chain, guided
     assert np.array_equal(ddpm, run("e", "sampler=ddpm", "seed=0", "class_name=geometric"))
     assert not np.array_equal(ddpm, ddim)
+    dpm = run("f", "sampler=dpm++2m", "steps=3", "seed=0")
+    assert np.array_equal(dpm, run("g", "sampler=dpm++2m", "steps=3", "seed=0"))
+    assert not np.array_equal(dpm, ddim)
 
 
 def test_generate_refuses_what_it_cannot_use(ddpm_checkpoint, compose_cfg, tmp_path):

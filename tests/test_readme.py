@@ -174,7 +174,7 @@ def readme_run(tmp_path_factory):
     work = base / "work"
     paths = {"art": _image_folder(base / "art", KAGGLE_CLASSES, 4),
              "demo": write_demo_dataset(base / "demo", images_per_class=4, image_size=48, seed=42)}
-    _image_folder(base / "shared" / "data" / "art-dev", KAGGLE_CLASSES[:2], 3)  # ../shared/data/art-dev
+    _image_folder(base / "shared" / "data" / "art-dev", KAGGLE_CLASSES[:2], 5)  # ../shared/data/art-dev: 2 test images
     _image_folder(work / "my_art", ("",), 2)
     Image.new("RGB", (40, 48), "white").save(work / "README.md.jpg")  # a file given as data.root below
     commands = readme_commands()

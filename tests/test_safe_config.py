@@ -53,6 +53,7 @@ def test_every_target_in_conf_is_in_the_registry(tmp_path):
     choices += [[f"{group}={option}"] for group in ("trainer", "data", "loss", "callbacks", "logger", "optim")
                 for option in _options(group)]
     choices += [[f"debug={option}"] for option in _options("debug")] + [["callbacks/early_stopping=default"]]
+    choices += [["model=ddpm", f"model/net={option}"] for option in _options("model/net")]
     for overrides in choices:
         cfg = compose_train_cfg(tmp_path / "run", *overrides, tiny=False)
         GlobalHydra.instance().clear()

@@ -35,6 +35,7 @@ REGISTRY: tuple[str, ...] = (
     "art_diffusion.lightning.DiffusionModule",
     "art_diffusion.nets.ConvDiffusionModel",
     "art_diffusion.nets.ConvDenoiser",
+    "art_diffusion.nets.UNet",
     "art_diffusion.diffusion.NoiseSchedule",
     "art_diffusion.losses.HybridLoss",
     "art_diffusion.losses.DiffusionLoss",
@@ -44,6 +45,7 @@ REGISTRY: tuple[str, ...] = (
     # callbacks (conf/callbacks; RebaseCheckpointPaths is added by resume.py)
     "art_diffusion.callbacks.ReconstructionLogger",
     "art_diffusion.callbacks.SampleLogger",
+    "art_diffusion.callbacks.GenerationScores",
     "art_diffusion.callbacks.RNGStateCheckpoint",
     "art_diffusion.callbacks.CheckpointOnSigterm",
     "art_diffusion.callbacks.RebaseCheckpointPaths",

@@ -10,7 +10,7 @@ from art_diffusion.callbacks.image_grid import ImageGridLogger
 
 
 class SampleLogger(ImageGridLogger):
-    """Samples ``num_images`` with DDIM (``steps``) from a fixed ``seed``.
+    """Samples ``num_images`` with ``sampler`` (ddim | dpm++2m | ddpm) in ``steps`` from a fixed ``seed``.
 
     The fixed seed gives every epoch the same starting noise (and classes), so grids compare across epochs.
     The module must expose ``sample(num_images, sampler, steps, eta, generator, labels, guidance_scale)`` like
@@ -19,9 +19,10 @@ class SampleLogger(ImageGridLogger):
 
     def __init__(self, dirpath: str, every_n_epochs: int = 1, num_images: int = 16, steps: int = 25,
                  eta: float = 0.0, seed: int = 0, guidance_scale: float = 1.0, tag: str = "visuals/samples",
-                 logged_size: int = 256) -> None:
+                 logged_size: int = 256, sampler: str = "ddim") -> None:
         super().__init__(dirpath, every_n_epochs, tag, logged_size)
         self.num_images = num_images
+        self.sampler = sampler
         self.steps = steps
         self.eta = eta
         self.seed = seed
@@ -36,7 +37,7 @@ class SampleLogger(ImageGridLogger):
     def make_rows(self, trainer, pl_module) -> tuple[torch.Tensor, int]:
         nrow = math.ceil(math.sqrt(self.num_images))
         images = pl_module.sample(
-            self.num_images, sampler="ddim", steps=self.steps, eta=self.eta,
+            self.num_images, sampler=self.sampler, steps=self.steps, eta=self.eta,
             generator=torch.Generator().manual_seed(self.seed), labels=self._labels(pl_module, nrow),
             guidance_scale=self.guidance_scale,
         )

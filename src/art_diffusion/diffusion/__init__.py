@@ -1,8 +1,15 @@
 """Diffusion maths, no Lightning: the noise schedule and forward process, the samplers, the weight EMA."""
 
 from art_diffusion.diffusion.ema import EMA
-from art_diffusion.diffusion.samplers import SAMPLERS, ddim_sample, ddim_timesteps, ddpm_sample, guided
-from art_diffusion.diffusion.schedule import NoiseSchedule, to_model_space, to_pixels
+from art_diffusion.diffusion.samplers import (
+    SAMPLERS,
+    ddim_sample,
+    ddim_timesteps,
+    ddpm_sample,
+    dpm_solver_2m_sample,
+    guided,
+)
+from art_diffusion.diffusion.schedule import PREDICTIONS, NoiseSchedule, to_model_space, to_pixels
 
-__all__ = ["EMA", "SAMPLERS", "NoiseSchedule", "ddim_sample", "ddim_timesteps", "ddpm_sample", "guided",
-           "to_model_space", "to_pixels"]
+__all__ = ["EMA", "PREDICTIONS", "SAMPLERS", "NoiseSchedule", "ddim_sample", "ddim_timesteps", "ddpm_sample",
+           "dpm_solver_2m_sample", "guided", "to_model_space", "to_pixels"]

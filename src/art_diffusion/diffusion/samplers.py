@@ -1,4 +1,5 @@
-"""Reverse processes: DDPM's ancestral chain (Ho et al. 2020) and DDIM's shortcut (Song et al. 2021).
+"""Reverse processes: DDPM's ancestral chain (Ho et al. 2020), DDIM's shortcut (Song et al. 2021) and
+DPM-Solver++(2M) (Lu et al. 2022), a second-order multistep ODE solver: 20 steps do what DDIM does in 50.
 
 Both take ``eps_fn(x_t, t) -> eps`` (any denoiser, guided or not) and draw all their noise from ``generator``,
 on the CPU, so a seed gives the same images on any device.
@@ -6,6 +7,7 @@ on the CPU, so a seed gives the same images on any device.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 
 import torch
@@ -15,7 +17,7 @@ from art_diffusion.diffusion.schedule import NoiseSchedule, per_sample
 from art_diffusion.errors import ConfigError
 
 EpsFn = Callable[[Tensor, Tensor], Tensor]
-SAMPLERS = ("ddim", "ddpm")
+SAMPLERS = ("ddim", "dpm++2m", "ddpm")
 
 
 def _randn(shape, generator: torch.Generator | None, like_device) -> Tensor:
@@ -95,6 +97,59 @@ def ddim_sample(
         x = a_prev.sqrt() * x0 + (1 - a_prev - sigma**2).clamp(min=0).sqrt() * eps
         if eta > 0 and i + 1 < len(ts):
             x = x + sigma * _randn(shape, generator, device)
+    return x
+
+
+def logsnr_timesteps(schedule: NoiseSchedule, steps: int) -> list[int]:
+    """``steps`` timesteps from T - 1 down to 0, evenly spaced in log-SNR (the solver's variable), rounded."""
+    if not 2 <= steps <= schedule.timesteps:
+        raise ConfigError(f"dpm++2m needs 2 <= steps <= model.schedule.timesteps ({schedule.timesteps}), "
+                          f"got steps={steps}.")
+    lam = _half_logsnr(schedule.alpha_bar.double())  # decreasing in t
+    wanted = torch.linspace(float(lam[-1]), float(lam[0]), steps, dtype=torch.float64)
+    ts = torch.searchsorted(-lam, -wanted).clamp(max=schedule.timesteps - 1)  # first t with lam[t] <= wanted
+    return sorted(set(ts.tolist()) | {0, schedule.timesteps - 1}, reverse=True)
+
+
+def _half_logsnr(alpha_bar: Tensor) -> Tensor:
+    """lambda = log(alpha / sigma), half the log-SNR."""
+    return 0.5 * (alpha_bar.log() - (1 - alpha_bar).log())
+
+
+@torch.no_grad()
+def dpm_solver_2m_sample(
+    eps_fn: EpsFn,
+    schedule: NoiseSchedule,
+    shape: tuple[int, ...],
+    device,
+    steps: int = 20,
+    generator: torch.Generator | None = None,
+    clip: bool = True,
+    progress: bool = False,
+) -> Tensor:
+    """DPM-Solver++(2M), Lu et al. 2022 (Alg. 2): deterministic, data prediction, multistep second order.
+
+    ``steps`` model calls at timesteps spaced evenly in log-SNR; the last call (t = 0) returns its x0.
+    """
+    x = _randn(shape, generator, device)
+    ts = logsnr_timesteps(schedule, steps)
+    alpha_bar = schedule.alpha_bar.double()
+    lam = _half_logsnr(alpha_bar)
+    previous_x0, previous_h = None, None
+    for i, step in enumerate(_progress(ts, progress, "dpm++2m")):
+        t = torch.full((shape[0],), step, device=device, dtype=torch.long)
+        x0, _ = _x0_and_eps(schedule, eps_fn, x, t, clip)
+        if i + 1 == len(ts):
+            return x0
+        nxt = ts[i + 1]
+        h = float(lam[nxt] - lam[step])
+        d = x0
+        if previous_x0 is not None:  # second order: extrapolate x0 linearly in lambda from the last two calls
+            r = previous_h / h
+            d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * previous_x0
+        sigma_ratio = float(((1 - alpha_bar[nxt]) / (1 - alpha_bar[step])).sqrt())
+        x = sigma_ratio * x - float(alpha_bar[nxt].sqrt() * math.expm1(-h)) * d
+        previous_x0, previous_h = x0, h
     return x
 
 

@@ -9,10 +9,12 @@ from torch import Tensor, nn
 
 from art_diffusion.diffusion import (
     EMA,
+    PREDICTIONS,
     SAMPLERS,
     NoiseSchedule,
     ddim_sample,
     ddpm_sample,
+    dpm_solver_2m_sample,
     guided,
     to_model_space,
     to_pixels,
@@ -28,8 +30,9 @@ CLASS_NAMES_KEY = "art_diffusion_class_names"
 class DiffusionModule(NetworkModule):
     """DDPM training with an EMA of the weights, optional class conditioning and classifier-free guidance.
 
-    The objective is a :class:`DiffusionLoss` (eps MSE, optional perceptual term on the predicted x0). The EMA
-    weights are used for validation, test and sampling, and are saved in checkpoints.
+    The net predicts ``prediction``: eps, v or x0 (every sampler converts it with ``schedule.x0_and_eps``). The
+    objective is a :class:`DiffusionLoss` (output MSE, optional min-SNR weighting and perceptual term on the
+    predicted x0). The EMA weights are used for validation, test and sampling, and are saved in checkpoints.
     """
 
     TASK = "generates images from noise"  # what checkpoint loaders say of this kind of model
@@ -51,6 +54,7 @@ class DiffusionModule(NetworkModule):
         channels_last: bool = False,
         compile: bool = False,
         compile_options: dict | None = None,
+        prediction: str = "eps",
     ) -> None:
         super().__init__(net, loss, optimizer, scheduler, channels_last, compile, compile_options)
         if num_classes != getattr(net, "num_classes", None):
@@ -58,6 +62,8 @@ class DiffusionModule(NetworkModule):
                 f"The denoiser was built for num_classes={getattr(net, 'num_classes', None)} but the module for "
                 f"{num_classes}: set both from model.num_classes (see conf/model/ddpm.yaml)."
             )
+        if prediction not in PREDICTIONS:
+            raise ConfigError(f"model.prediction must be one of {PREDICTIONS}, got {prediction!r}.")
         if not 0.0 <= cond_drop_prob < 1.0:
             raise ConfigError(f"model.cond_drop_prob must be in [0, 1), got {cond_drop_prob}.")
         self.ema = EMA(self.net, ema_decay)
@@ -66,6 +72,7 @@ class DiffusionModule(NetworkModule):
         self.num_classes = num_classes
         self.cond_drop_prob = cond_drop_prob
         self.eval_seed = eval_seed
+        self.prediction = prediction
         self.class_names: list[str] | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -105,10 +112,17 @@ class DiffusionModule(NetworkModule):
 
     def _losses(self, net: nn.Module, x0: Tensor, t: Tensor, noise: Tensor, labels: Tensor | None) -> dict:
         x_t = self.schedule.q_sample(x0, t, noise)
-        eps = net(x_t, t, labels)
-        if not self.loss.needs_x0:
-            return self.loss(eps, noise)
-        return self.loss(eps, noise, to_pixels(self.schedule.predict_x0(x_t, t, eps)), to_pixels(x0))
+        output = net(x_t, t, labels)
+        target = self.schedule.target(self.prediction, x0, t, noise)
+        x0_hat = None
+        if self.loss.needs_x0:
+            x0_hat = to_pixels(self.schedule.x0_and_eps(self.prediction, x_t, t, output)[0])
+        return self.loss(output, target, x0_hat, to_pixels(x0) if x0_hat is not None else None,
+                         snr=self.schedule.snr(t), prediction=self.prediction)
+
+    def eps_net(self, net: nn.Module) -> Callable[[Tensor, Tensor, Tensor | None], Tensor]:
+        """``net`` as a noise predictor, whatever it outputs (what the samplers and guidance take)."""
+        return lambda x, t, y: self.schedule.x0_and_eps(self.prediction, x, t, net(x, t, y))[1]
 
     def _log(self, stage: str, parts: dict, batch_size: int) -> None:
         for name, value in parts.items():
@@ -147,7 +161,7 @@ class DiffusionModule(NetworkModule):
         x_t = self.schedule.q_sample(x0, t, torch.randn(x0.shape, generator=generator).to(self.device))
         # the logger passes no labels: a conditional model is asked with the "no class" label
         labels = torch.full_like(t, self.num_classes) if self.num_classes else None
-        x0_hat = self.schedule.predict_x0(x_t, t, self.ema(x_t, t, labels))
+        x0_hat = self.schedule.x0_and_eps(self.prediction, x_t, t, self.ema(x_t, t, labels))[0]
         return {"inputs": images.to(self.device), "noised": to_pixels(x_t), "denoised": to_pixels(x0_hat)}
 
     def class_index(self, class_name: str) -> int:
@@ -180,10 +194,12 @@ class DiffusionModule(NetworkModule):
         net.eval()
         if labels is not None:
             labels = labels.to(self.device)
-        eps_fn = guided(net, labels, self.num_classes, guidance_scale)
+        eps_fn = guided(self.eps_net(net), labels, self.num_classes, guidance_scale)
         shape = (num_images, 3, self.image_size, self.image_size)
         if sampler == "ddpm":
             x = ddpm_sample(eps_fn, self.schedule, shape, self.device, generator, progress=progress)
+        elif sampler == "dpm++2m":
+            x = dpm_solver_2m_sample(eps_fn, self.schedule, shape, self.device, steps, generator, progress=progress)
         else:
             x = ddim_sample(eps_fn, self.schedule, shape, self.device, steps, eta, generator, progress=progress)
         net.train(was_training)

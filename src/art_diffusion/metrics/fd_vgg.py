@@ -1,7 +1,8 @@
-"""FD-VGG: the Fréchet distance between two image sets in ImageNet VGG16 feature space.
+"""FD-VGG (and KID): the Fréchet distance between two image sets in ImageNet VGG16 feature space.
 
-FID's formula (Heusel et al. 2017) on the spatially averaged activations of one VGG16 layer instead of Inception
-pool3 features, because the Inception weights cannot be fetched offline and the VGG16 ones resolve here
+FID's formula (Heusel et al. 2017; computed by torchmetrics, see art_diffusion.metrics.scores), and KID, on the
+spatially averaged activations of one VGG16 layer instead of Inception pool3 features, because the Inception
+weights cannot be fetched offline and the VGG16 ones resolve here
 (art_diffusion.vgg). The numbers are NOT FID and do not compare with published FIDs; compare FD-VGG with
 FD-VGG, at the same image_size, input_size, layer and a similar number of images (the estimate is biased upwards
 for small sets).
@@ -9,6 +10,9 @@ for small sets).
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import logging
 from pathlib import Path
 
@@ -19,6 +23,8 @@ from torch import Tensor
 from art_diffusion.data.images import IMAGE_EXTENSIONS, BadImage, load_rgb
 from art_diffusion.data.listing import list_images
 from art_diffusion.errors import DataError, MissingPathError
+from art_diffusion.metrics.scores import frechet_distance, scores
+from art_diffusion.storage import atomic_write, cache_dir
 from art_diffusion.vgg import ImageNetNormalize, VGG16Features
 
 log = logging.getLogger(__name__)
@@ -67,30 +73,6 @@ def features(images: Tensor, vgg: VGG16Features, input_size: int = 224, batch_si
     return torch.cat(chunks)
 
 
-def _sqrtm_psd(matrix: Tensor) -> Tensor:
-    values, vectors = torch.linalg.eigh(matrix)
-    return (vectors * values.clamp(min=0).sqrt()) @ vectors.T
-
-
-def frechet_distance_from_stats(mu1: Tensor, cov1: Tensor, mu2: Tensor, cov2: Tensor) -> float:
-    """||mu1 - mu2||^2 + Tr(cov1 + cov2 - 2 (cov1 cov2)^(1/2)), in float64.
-
-    Tr((cov1 cov2)^(1/2)) is computed as the trace of the root of the symmetric PSD matrix
-    cov1^(1/2) cov2 cov1^(1/2) (same eigenvalues), which stays real and stable even for singular covariances.
-    """
-    mu1, cov1, mu2, cov2 = (t.double() for t in (mu1, cov1, mu2, cov2))
-    root1 = _sqrtm_psd(cov1)
-    middle = root1 @ cov2 @ root1
-    trace_root = torch.linalg.eigvalsh((middle + middle.T) / 2).clamp(min=0).sqrt().sum()
-    return float((mu1 - mu2).square().sum() + cov1.trace() + cov2.trace() - 2 * trace_root)
-
-
-def frechet_distance(features1: Tensor, features2: Tensor) -> float:
-    """Fréchet distance between Gaussians fitted to two (N, C) feature sets."""
-    stats = [(f.double().mean(0), torch.cov(f.double().T)) for f in (features1, features2)]
-    return frechet_distance_from_stats(*stats[0], *stats[1])
-
-
 def fd_vgg(
     images1: Tensor,
     images2: Tensor,
@@ -105,15 +87,42 @@ def fd_vgg(
     return frechet_distance(*(features(x, vgg, input_size, batch_size, device) for x in (images1, images2)))
 
 
+def folder_features(folder: str | Path, image_size: int, max_images: int | None, weights: str, layer: int,
+                    input_size: int, batch_size: int, device) -> Tensor:
+    """The (N, C) VGG features of a folder's images, cached in the project cache dir under a key of the folder's
+    files (path, size, mtime) and the settings: a real set is read and run through the VGG once."""
+    root = Path(folder).expanduser()
+    files = list_images(root) if root.is_dir() else []
+    stamp = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    key = hashlib.sha256(json.dumps([stamp, image_size, max_images, str(weights), layer, input_size]).encode())
+    path = cache_dir() / "fd_vgg" / f"{key.hexdigest()[:32]}.pt"
+    if files and weights != "random" and path.is_file():
+        return torch.load(path, weights_only=True)
+    found = features(load_images(folder, image_size, max_images), layer_extractor(weights, layer), input_size,
+                     batch_size, device)
+    if weights != "random":  # random weights differ from run to run: nothing to reuse
+        buffer = io.BytesIO()
+        torch.save(found, buffer)
+        atomic_write(path, buffer.getvalue())
+    return found
+
+
 def fd_vgg_folders(
     real_dir: str | Path,
     fake_dir: str | Path,
     image_size: int = 64,
     max_images: int | None = None,
-    **kwargs,
+    weights: str = "imagenet",
+    layer: int = LAYERS["relu5_3"],
+    input_size: int = 224,
+    batch_size: int = 32,
+    device: str | torch.device = "cpu",
 ) -> dict[str, float | int]:
-    """FD-VGG between two image folders, both first resized to ``image_size`` (the generator's resolution), so
-    the distance measures content rather than a resolution gap. ``kwargs`` go to :func:`fd_vgg`."""
-    real = load_images(real_dir, image_size, max_images)
-    fake = load_images(fake_dir, image_size, max_images)
-    return {"fd_vgg": fd_vgg(real, fake, **kwargs), "num_real": len(real), "num_fake": len(fake)}
+    """FD-VGG and KID between two image folders, both first resized to ``image_size`` (the generator's
+    resolution), so the distances measure content rather than a resolution gap. The real set's features are
+    cached (:func:`folder_features`)."""
+    settings = (image_size, max_images, weights, layer, input_size, batch_size, device)
+    real = folder_features(real_dir, *settings)
+    fake = features(load_images(fake_dir, image_size, max_images), layer_extractor(weights, layer), input_size,
+                    batch_size, device)
+    return {**scores(real, fake), "num_real": len(real), "num_fake": len(fake)}

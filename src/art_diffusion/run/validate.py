@@ -14,6 +14,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from art_diffusion.diffusion.samplers import SAMPLERS
+from art_diffusion.diffusion.schedule import PREDICTIONS
 from art_diffusion.errors import ConfigError
 from art_diffusion.nets import DOWNSAMPLING_FACTOR
 
@@ -113,6 +115,17 @@ TRAIN_RULES: dict[str, tuple[Range, str]] = {
     "callbacks.samples.steps": (POSITIVE_INT, "DDIM steps per grid, at most model.schedule.timesteps"),
     "callbacks.samples.seed": (Range(0, integer=True), "e.g. callbacks.samples.seed=0"),
     "callbacks.samples.guidance_scale": (NON_NEGATIVE, "1 = no guidance; e.g. callbacks.samples.guidance_scale=3"),
+    "callbacks.generation_scores.every_n_epochs": (Range(0, integer=True, null=True), "0 = off, e.g. 10"),
+    "callbacks.generation_scores.num_images": (Range(2, integer=True), "e.g. ...generation_scores.num_images=128"),
+    "callbacks.generation_scores.steps": (POSITIVE_INT, "e.g. callbacks.generation_scores.steps=20"),
+    "callbacks.generation_scores.seed": (Range(0, integer=True), "e.g. callbacks.generation_scores.seed=0"),
+    "callbacks.generation_scores.batch_size": (POSITIVE_INT, "e.g. callbacks.generation_scores.batch_size=64"),
+    "callbacks.generation_scores.layer": (Range(0, 30, integer=True), "a VGG16 features index: 29 relu5_3"),
+    "callbacks.generation_scores.input_size": (Range(32, integer=True), "the VGG's input side, e.g. 224"),
+    "loss.min_snr_gamma": (Range(0, low_open=True, null=True), "null = off; e.g. loss.min_snr_gamma=5"),
+    "model.net.num_res_blocks": (POSITIVE_INT, "e.g. model.net.num_res_blocks=2"),
+    "model.net.dropout": (Range(0, 1, high_open=True), "e.g. model.net.dropout=0.1"),
+    "model.net.image_size": (POSITIVE_INT, "the generated images' side: ${model.image_size}"),
 }
 _SAMPLING = {
     "steps": (POSITIVE_INT, "e.g. steps=50"),
@@ -138,10 +151,11 @@ TOOL_RULES: dict[str, dict[str, tuple[Range, str]]] = {
 }
 CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
     "train": {"trainer.precision": PRECISIONS, "model.schedule.kind": ("linear", "cosine"),
-              "data.cache": ("auto", "True", "False")},
+              "data.cache": ("auto", "True", "False"), "model.prediction": PREDICTIONS,
+              "callbacks.samples.sampler": SAMPLERS, "callbacks.generation_scores.sampler": SAMPLERS},
     "reconstruct": {"size": ("train", "native"), "pad_mode": ("reflect", "replicate", "constant")},
-    "generate": {"sampler": ("ddim", "ddpm")},
-    "evaluate": {"generative.sampler": ("ddim", "ddpm")},
+    "generate": {"sampler": SAMPLERS},
+    "evaluate": {"generative.sampler": SAMPLERS},
     "fd_vgg": {},
 }
 

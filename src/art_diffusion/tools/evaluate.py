@@ -26,9 +26,10 @@ from art_diffusion.data.images import BadImage
 from art_diffusion.errors import DataError, UserError
 from art_diffusion.lightning import DiffusionModule
 from art_diffusion.losses import PerceptualLoss
-from art_diffusion.metrics.fd_vgg import fd_vgg, load_images
+from art_diffusion.metrics.fd_vgg import features, layer_extractor, load_images
 from art_diffusion.metrics.lpips import LPIPS
 from art_diffusion.metrics.pixel import mse, psnr, ssim
+from art_diffusion.metrics.scores import scores
 from art_diffusion.run.validate import check_values
 from art_diffusion.storage import atomic_write
 from art_diffusion.tools.inputs import find_inputs, literal_prefix, resolve_device
@@ -41,7 +42,7 @@ BEST = Path("checkpoints") / "best.ckpt"
 
 #: Row order of the printed table, with the direction that is better.
 METRICS = {"mse": "lower", "psnr": "higher", "ssim": "higher", "perceptual": "lower", "lpips": "lower",
-           "fd_vgg": "lower"}
+           "fd_vgg": "lower", "kid": "lower"}
 
 
 def _specs(ckpt_path) -> list[str]:
@@ -143,7 +144,8 @@ def _real_images(run_config: Mapping, cfg: DictConfig, size: int, count: int) ->
 
 
 def evaluate_generator(module: DiffusionModule, run_config: Mapping, cfg: DictConfig, device: torch.device) -> dict:
-    """FD-VGG between ``generative.num_images`` generated images and as many real ones, at the model's size."""
+    """FD-VGG and KID between ``generative.num_images`` generated images and as many real ones, at the model's
+    size."""
     g = cfg.generative
     generator = torch.Generator().manual_seed(g.seed)
     fake = torch.cat([
@@ -154,8 +156,9 @@ def evaluate_generator(module: DiffusionModule, run_config: Mapping, cfg: DictCo
     real = _real_images(run_config, cfg, module.image_size, g.num_images)
     log.info("FD-VGG of %d generated vs %d real images from %s", len(fake), len(real),
              cfg.data.root or "the run's test split")
-    distance = fd_vgg(real, fake, weights=g.vgg_weights, batch_size=cfg.data.batch_size, device=str(device))
-    return {"fd_vgg": distance, "images": len(fake), "real_images": len(real), "skipped": 0}
+    vgg = layer_extractor(g.vgg_weights)
+    real_f, fake_f = (features(x, vgg, batch_size=cfg.data.batch_size, device=str(device)) for x in (real, fake))
+    return {**scores(real_f, fake_f), "images": len(fake), "real_images": len(real), "skipped": 0}
 
 
 def evaluate_checkpoint(ckpt_path: str, cfg: DictConfig, device: torch.device) -> dict[str, float]:

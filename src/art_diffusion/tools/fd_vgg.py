@@ -1,4 +1,5 @@
-"""fd_vgg(cfg): FD-VGG between a folder of real images and a folder of generated ones, printed and saved as JSON."""
+"""fd_vgg(cfg): FD-VGG and KID between a folder of real images and one of generated images, printed and saved as
+JSON."""
 
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ def fd_vgg(cfg: DictConfig) -> dict:
                             weights=cfg.vgg_weights, layer=cfg.layer, input_size=cfg.input_size,
                             batch_size=cfg.batch_size, device=resolve_device(cfg.device))
     result |= {k: cfg[k] for k in ("image_size", "input_size", "layer", "vgg_weights")}
-    log.info("FD-VGG %.4f (%d real images from %s, %d generated from %s)", result["fd_vgg"], result["num_real"],
-             cfg.real_dir, result["num_fake"], cfg.fake_dir)
+    log.info("FD-VGG %.4f, KID %.5f ± %.5f (%d real images from %s, %d generated from %s)", result["fd_vgg"],
+             result["kid"], result["kid_std"], result["num_real"], cfg.real_dir, result["num_fake"], cfg.fake_dir)
     if cfg.output_json:
         atomic_write(cfg.output_json, json.dumps(result, indent=2) + "\n")
     print(json.dumps(result))

@@ -19,23 +19,42 @@ from art_diffusion.tools.inputs import resolve_device
 
 log = logging.getLogger(__name__)
 
+#: class_name value that samples every class of a conditional model, one grid per class.
+ALL_CLASSES = "all"
 
 
 def generate(cfg: DictConfig) -> list[Path]:
-    """Sample ``cfg.num_images`` images in batches; returns the PNG paths (the grid is written beside them)."""
+    """Sample ``cfg.num_images`` images (of each class with class_name=all) in batches; returns the PNG paths.
+
+    The grid is written beside them: ``grid.png``, or ``grid_<class>.png`` per class with class_name=all.
+    """
     check_values(cfg, "generate")
     if cfg.num_images < 1 or cfg.batch_size < 1:
         raise ConfigError(f"num_images and batch_size must be >= 1, got {cfg.num_images} and {cfg.batch_size}.")
     device = resolve_device(cfg.device)
     module, _ = load_module(cfg.ckpt_path, device, DiffusionModule, cfg.trusted_classes)
+    out = Path(cfg.output_dir)
+    # One generator for the whole run: the same seed (and batch_size) gives the same images on any device.
+    generator = torch.Generator().manual_seed(cfg.seed)
+    if cfg.class_name == ALL_CLASSES:
+        if not module.num_classes:
+            raise ConfigError("class_name=all needs a conditional model (trained with model.num_classes); "
+                              "drop class_name for this unconditional one.")
+        paths = []
+        for name in module.class_names or [str(i) for i in range(module.num_classes)]:
+            paths += _sample_set(cfg, module, module.class_index(name), generator, out / "images" / name,
+                                 out / f"grid_{name}.png")
+        return paths
     label = None if cfg.class_name is None else module.class_index(cfg.class_name)
     if label is None and module.num_classes:
         log.info("Conditional model and no class_name: sampling unconditionally (classes: %s).", module.class_names)
+    return _sample_set(cfg, module, label, generator, out / "images", out / "grid.png")
 
-    # One generator for the whole run: the same seed (and batch_size) gives the same images on any device.
-    generator = torch.Generator().manual_seed(cfg.seed)
-    out = Path(cfg.output_dir)
-    (out / "images").mkdir(parents=True, exist_ok=True)
+
+def _sample_set(cfg: DictConfig, module: DiffusionModule, label: int | None, generator: torch.Generator,
+                images_dir: Path, grid_path: Path) -> list[Path]:
+    """``cfg.num_images`` images of class ``label`` (None: unconditional) as PNGs in ``images_dir``, and a grid."""
+    images_dir.mkdir(parents=True, exist_ok=True)
     images, paths = [], []
     batches = range(0, cfg.num_images, cfg.batch_size)
     if cfg.progress:
@@ -49,12 +68,12 @@ def generate(cfg: DictConfig) -> list[Path]:
                               labels=labels, guidance_scale=cfg.guidance_scale, use_ema=cfg.use_ema,
                               progress=cfg.progress).cpu()
         for i, image in enumerate(batch):
-            paths.append(out / "images" / f"{start + i:05d}.png")
+            paths.append(images_dir / f"{start + i:05d}.png")
             with atomic_path(paths[-1]) as tmp:
                 save_image(image, tmp, format="png")
         images.append(batch)
     grid = make_grid(torch.cat(images), nrow=math.ceil(math.sqrt(cfg.num_images)), padding=2, pad_value=1.0)
-    with atomic_path(out / "grid.png") as tmp:
+    with atomic_path(grid_path) as tmp:
         save_image(grid, tmp, format="png")
-    log.info("Wrote %d images to %s and the grid to %s", len(paths), out / "images", out / "grid.png")
+    log.info("Wrote %d images to %s and the grid to %s", len(paths), images_dir, grid_path)
     return paths
