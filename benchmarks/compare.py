@@ -133,7 +133,8 @@ def run_article(args) -> dict:
         normalize = ImageNetNormalize().to(device)
         trainer.model.eval()
         result |= psnr_ssim(lambda x: denormalize(trainer.model(normalize(x.to(device)))).cpu(),
-                            eval_images(args.eval_root, args.image_size), args.batch_size, getattr(args, "lpips", False))
+                            eval_images(args.eval_root, args.image_size), args.batch_size,
+                            getattr(args, "lpips", False))
     return result
 
 

@@ -91,7 +91,8 @@ def test_every_experiment_with_every_model_composes_and_instantiates(tmp_path, e
 def test_ddpm_presets_compose_and_build(tmp_path, preset):
     cfg = _compose(tmp_path, f"experiment={preset}", "data.root=/data/art")
     OmegaConf.resolve(cfg.model)
-    assert cfg.model.net._target_ == "art_diffusion.nets.UNet" and cfg.trainer.precision == "bf16-mixed"
+    assert cfg.model.net._target_ == "art_diffusion.nets.UNet"
+    assert cfg.trainer.precision == {"ddpm_cpu32": "auto", "ddpm_gpu64": "bf16-mixed"}[preset]
     assert cfg.data.test_fraction > 0 and cfg.data.cache  # a held-out split to score against
     built = _build_all(cfg, trainer=preset == "ddpm_cpu32")  # the GPU preset's Trainer needs a GPU
     assert isinstance(built["model"], DiffusionModule) and built["model"].prediction == "v"
