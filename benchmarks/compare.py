@@ -77,8 +77,10 @@ def eval_images(eval_root: Path, image_size: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def psnr_ssim(reconstruct, images: torch.Tensor, batch: int, lpips: bool = False) -> dict[str, float]:
-    """Held-out quality of ``reconstruct`` (fp32 inference): PSNR and SSIM, and LPIPS (VGG, offline) if asked."""
+def psnr_ssim(reconstruct, images: torch.Tensor, batch: int, lpips: bool = False,
+              grid: str | None = None) -> dict[str, float]:
+    """Held-out quality of ``reconstruct`` (fp32 inference): PSNR and SSIM, and LPIPS (VGG, offline) if asked;
+    ``grid``: a PNG of the first 8 held-out images (top row) above their reconstructions."""
     from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
     psnr = PeakSignalNoiseRatio(data_range=1.0, reduction="elementwise_mean", dim=(1, 2, 3))
@@ -94,6 +96,11 @@ def psnr_ssim(reconstruct, images: torch.Tensor, batch: int, lpips: bool = False
         ssim.update(out, chunk)
         if lpips:
             distances.append(lpips_net(out, chunk))
+    if grid:
+        from torchvision.utils import save_image
+
+        save_image(torch.cat([images[:8], reconstruct(images[:8]).float().clamp(0, 1)]), grid, nrow=8, padding=2,
+                   pad_value=1.0)
     result = {"psnr": float(psnr.compute()), "ssim": float(ssim.compute())}
     return result | ({"lpips": float(torch.cat(distances).mean())} if lpips else {})
 
@@ -134,7 +141,7 @@ def run_article(args) -> dict:
         trainer.model.eval()
         result |= psnr_ssim(lambda x: denormalize(trainer.model(normalize(x.to(device)))).cpu(),
                             eval_images(args.eval_root, args.image_size), args.batch_size,
-                            getattr(args, "lpips", False))
+                            getattr(args, "lpips", False), getattr(args, "grid", None))
     return result
 
 
@@ -202,7 +209,7 @@ def run_project(args, extra: list[str], callbacks=()) -> dict:
     if args.eval_root:
         module.eval()
         result |= psnr_ssim(lambda x: module(x.to(device)).cpu(), eval_images(args.eval_root, args.image_size),
-                            args.batch_size, getattr(args, "lpips", False))
+                            args.batch_size, getattr(args, "lpips", False), getattr(args, "grid", None))
     return result
 
 
@@ -355,6 +362,7 @@ def main() -> None:
     p.add_argument("--project-override", action="append", default=[],
                    help="a Hydra override for the project's runs, e.g. loss.perceptual_weight=0 (repeatable)")
     p.add_argument("--lpips", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--grid", help=argparse.SUPPRESS)
     p.add_argument("--budget-s", type=float, help=argparse.SUPPRESS)
     p.add_argument("--base-override", help=argparse.SUPPRESS)
     p.add_argument("--write", type=Path, nargs="?", const=REPO / "BENCHMARKS.md", help="update this markdown file")

@@ -43,6 +43,9 @@ def spawn(args, name: str) -> dict:
            *(f"--project-override={o}" for o in overrides or [])]
     if args.budget_s:
         cmd += ["--budget-s", str(args.budget_s)]
+    if args.grids:
+        args.grids.mkdir(parents=True, exist_ok=True)
+        cmd += ["--grid", str(args.grids / f"equal_budget_{name}.png")]
     print(f"[equal_budget] {name} ...", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -87,6 +90,8 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--grids", type=Path, help="write <dir>/equal_budget_<pipeline>.png: 8 held-out images above "
+                   "their reconstructions")
     args = p.parse_args()
     if not args.budget_s and args.steps == 10**9:
         p.error("give --budget-s or --steps")

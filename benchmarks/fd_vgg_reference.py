@@ -24,6 +24,8 @@ def main() -> None:
     parser.add_argument("--input-size", type=int, default=224)
     parser.add_argument("--layer", type=int, default=LAYERS["relu5_3"])
     parser.add_argument("--num-noise", type=int, default=500)
+    parser.add_argument("--subset-size", type=int, nargs="*", default=[],
+                        help="also two disjoint random real subsets of this size (the floor at a held-out split's size)")
     parser.add_argument("--weights", default="imagenet")
     args = parser.parse_args()
 
@@ -41,6 +43,9 @@ def main() -> None:
         ("real half vs other real half", len(real) // 2, frechet_distance(shuffled[::2], shuffled[1::2])),
         ("uniform noise", args.num_noise, frechet_distance(real, embed(noise_images))),
     ]
+    for size in args.subset_size:
+        rows.append((f"{size} real vs {size} other real", size,
+                     frechet_distance(shuffled[:size], shuffled[size:2 * size])))
     for folder in args.fake:
         fake = embed(load_images(folder, args.image_size))
         rows.append((folder, len(fake), frechet_distance(real, fake)))
