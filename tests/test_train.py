@@ -66,3 +66,14 @@ def test_multirun_gives_one_run_dir_per_job(tmp_path, demo_root):
     assert runs == ["perceptual_weight=0", "perceptual_weight=0.5"]  # named after the swept value alone
     for run in runs:
         assert (tmp_path / "sweep" / run / "metrics.json").exists()
+
+
+def test_last_checkpoint_follows_every_epoch_even_when_the_best_does_not_improve(compose_cfg, tmp_path):
+    # "best" = the lowest epoch: only epoch 0 improves it. Lightning's save_last on that callback would leave
+    # last.ckpt at epoch 0 (a resume would redo epochs 1 and 2); the project's last_checkpoint writes it every epoch.
+    train(compose_cfg("trainer.max_epochs=3", "+trainer.limit_train_batches=1", "+trainer.limit_val_batches=1",
+                      "test=false", "callbacks.best_checkpoint.monitor=epoch", "callbacks.best_checkpoint.mode=min"))
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert torch.load(checkpoints / "best.ckpt", weights_only=True)["epoch"] == 0
+    assert torch.load(checkpoints / "last.ckpt", weights_only=True)["epoch"] == 2
+    assert not list(checkpoints.glob("last-v*.ckpt"))

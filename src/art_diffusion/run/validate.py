@@ -102,6 +102,8 @@ TRAIN_RULES: dict[str, tuple[Range, str]] = {
     "model.cond_drop_prob": (FRACTION, "e.g. model.cond_drop_prob=0.1"),
     "model.eval_seed": (Range(0, integer=True), "e.g. model.eval_seed=0"),
     "callbacks.best_checkpoint.save_top_k": (Range(-1, integer=True), "-1 keeps every checkpoint, 0 none"),
+    "callbacks.last_checkpoint.save_top_k": (Range(0, 1, integer=True), "1 keeps last.ckpt, 0 writes none"),
+    "callbacks.last_checkpoint.every_n_epochs": (POSITIVE_INT, "e.g. callbacks.last_checkpoint.every_n_epochs=1"),
     "callbacks.periodic_checkpoint.save_top_k": (Range(-1, integer=True), "-1 keeps every checkpoint, 0 none"),
     "callbacks.periodic_checkpoint.every_n_epochs": (POSITIVE_INT, "e.g. ...periodic_checkpoint.every_n_epochs=10"),
     "callbacks.reconstructions.every_n_epochs": (POSITIVE_INT, "e.g. callbacks.reconstructions.every_n_epochs=1"),
