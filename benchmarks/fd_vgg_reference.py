@@ -25,7 +25,7 @@ def main() -> None:
     parser.add_argument("--layer", type=int, default=LAYERS["relu5_3"])
     parser.add_argument("--num-noise", type=int, default=500)
     parser.add_argument("--subset-size", type=int, nargs="*", default=[],
-                        help="also two disjoint random real subsets of this size (the floor at a held-out split's size)")
+                        help="also two disjoint random real subsets of this size (the floor at a held-out size)")
     parser.add_argument("--weights", default="imagenet")
     args = parser.parse_args()
 
