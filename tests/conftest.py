@@ -72,7 +72,8 @@ def tiny_run(tmp_path_factory, demo_root) -> Path:
     from art_diffusion.run.train import train
 
     out = tmp_path_factory.mktemp("tiny-run")
-    train(compose_train_cfg(out, f"data.root={demo_root}"))
+    # fp32: the inference tests compare the scripts' fp32 numbers with the run's own test metrics
+    train(compose_train_cfg(out, f"data.root={demo_root}", "trainer.precision=32-true"))
     GlobalHydra.instance().clear()
     return out
 

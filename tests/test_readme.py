@@ -108,7 +108,7 @@ def adapt(commands: list[str], index: int, paths: dict[str, Path]) -> dict:
         "ddpm" if overrides.get("model") == "ddpm" or script == "generate" else "recon")
 
     def checkpoint(value: str) -> str:
-        if re.fullmatch(r"outputs/[\w-]+/checkpoints/best\.ckpt", value) and "<" not in value:
+        if re.fullmatch(r"outputs/[\w-]+/checkpoints/(best|last)\.ckpt", value) and "<" not in value:
             return value  # made by an earlier README command under that name (hydra.run.dir)
         if value in ("...", "CKPT", "DDPM_CKPT") or "<date>" in value:
             return f"{_producers(commands, index, kind)[0]}/checkpoints/best.ckpt"

@@ -48,6 +48,7 @@ REGISTRY: tuple[str, ...] = (
     "art_diffusion.callbacks.GenerationScores",
     "art_diffusion.callbacks.RNGStateCheckpoint",
     "art_diffusion.callbacks.CheckpointOnSigterm",
+    "art_diffusion.callbacks.LastCheckpoint",
     "art_diffusion.callbacks.RebaseCheckpointPaths",
     "lightning.pytorch.callbacks.ModelCheckpoint",
     "lightning.pytorch.callbacks.LearningRateMonitor",

@@ -1,4 +1,5 @@
-"""Callbacks that make an interrupted run resumable exactly: RNG states in every checkpoint, a checkpoint on SIGTERM."""
+"""Callbacks that make an interrupted run resumable exactly: RNG states in every checkpoint, a checkpoint on SIGTERM,
+last.ckpt after every epoch."""
 
 from __future__ import annotations
 
@@ -10,10 +11,24 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 log = logging.getLogger(__name__)
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """``last.ckpt`` after every epoch, whatever the monitored metric did (configure ``filename: last``).
+
+    Lightning's ``save_last`` on a monitoring ModelCheckpoint rewrites last.ckpt only in epochs that save a new best,
+    so after a plateau it lags behind and a resume would redo epochs. This is a plain unmonitored ModelCheckpoint
+    with a state key of its own: Lightning refuses two ModelCheckpoints with equal keys (an every-epoch periodic one).
+    """
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(kind="last.ckpt", every_n_epochs=self._every_n_epochs)
 
 
 class RNGStateCheckpoint(L.Callback):

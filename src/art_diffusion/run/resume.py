@@ -9,16 +9,18 @@ a last.ckpt, and starts a new run there otherwise; see :func:`auto_resumed_confi
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from art_diffusion.callbacks.rebase_paths import rebase_paths
 from art_diffusion.checkpoints import CheckpointError, UnsafeCheckpointError, load_checkpoint, stored_config
 from art_diffusion.errors import ConfigError, MissingPathError, UserError
+from art_diffusion.run.precision import resolve_precision
 from art_diffusion.run.run_dir import LAST_CHECKPOINT
 
 log = logging.getLogger(__name__)
@@ -186,7 +188,10 @@ def _changed(cfg, stored, key: str) -> bool:
 
 def _refuse_changed_settings(cfg: DictConfig, stored: dict, directory: Path, keys: list[str]) -> None:
     """resume=auto reruns the original command: its keys must give the values the run was trained with."""
-    changed = [key for key in keys if _changed(cfg, OmegaConf.create(stored), key)]
+    mine = copy.deepcopy(cfg)
+    with open_dict(mine):  # trainer.precision=auto stands for what it resolves to, as the stored run's did
+        mine.trainer.precision = resolve_precision(mine.trainer.precision, mine.trainer.get("accelerator", "auto"))[0]
+    changed = [key for key in keys if _changed(mine, OmegaConf.create(stored), key)]
     if changed:
         raise UserError(
             f"resume=auto: {directory} was trained with other values of {changed} than this command gives; a run "
