@@ -273,13 +273,19 @@ def spawn(args, name: str, steps: int, eval_root: Path | None) -> dict:
     if eval_root:
         cmd += ["--eval-root", str(eval_root)]
     print(f"[compare] {name}: {steps} steps ...", file=sys.stderr, flush=True)
+    result = run_worker(cmd, name)
+    print(f"[compare] {name}: done in {result['wall_s']:.0f} s", file=sys.stderr, flush=True)
+    return result
+
+
+def run_worker(cmd: list[str], name: str) -> dict:
+    """Run a benchmark worker subprocess; its ``RESULT {json}`` line, plus ``wall_s``, the subprocess's wall time."""
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode or not lines:
         raise RuntimeError(f"{name} failed:\n{proc.stderr[-4000:]}")
-    print(f"[compare] {name}: done in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
-    return json.loads(lines[-1][len("RESULT "):])
+    return json.loads(lines[-1][len("RESULT "):]) | {"wall_s": time.perf_counter() - t0}
 
 
 def machine() -> str:

@@ -15,11 +15,8 @@ inferred in fp32; the article's outputs are denormalised as its inference step d
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -47,13 +44,7 @@ def spawn(args, name: str) -> dict:
         args.grids.mkdir(parents=True, exist_ok=True)
         cmd += ["--grid", str(args.grids / f"equal_budget_{name}.png")]
     print(f"[equal_budget] {name} ...", file=sys.stderr, flush=True)
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    if proc.returncode or not lines:
-        raise RuntimeError(f"{name} failed:\n{proc.stderr[-4000:]}")
-    result = json.loads(lines[-1][len("RESULT "):])
-    result["wall_s"] = time.perf_counter() - t0
+    result = compare.run_worker(cmd, name)
     print(f"[equal_budget] {name}: {result['steps']} steps, {result['psnr']:.2f} dB", file=sys.stderr, flush=True)
     return result
 

@@ -20,10 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -86,13 +84,7 @@ def spawn(args, name: str, overrides: list[str], patches: list[str]) -> dict:
            "--batch-size", str(args.batch_size), "--workers", str(args.workers), "--seed", str(args.seed),
            "--device", args.device, *(f"--project-override={o}" for o in overrides),
            *(f"--patch={p}" for p in patches)]
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    if proc.returncode or not lines:
-        raise RuntimeError(f"{name} failed:\n{proc.stderr[-4000:]}")
-    result = json.loads(lines[-1][len("RESULT "):])
-    result["wall_s"] = time.perf_counter() - t0
+    result = compare.run_worker(cmd, name)
     print(f"[levers] {name}: {result['wall_s']:.0f} s", file=sys.stderr, flush=True)
     return result
 

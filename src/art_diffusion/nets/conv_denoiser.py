@@ -24,6 +24,18 @@ def timestep_embedding(t: Tensor, dim: int, max_period: float = 10_000.0) -> Ten
     return F.pad(emb, (0, dim % 2))
 
 
+def condition_embedding(time_mlp: nn.Module, class_emb: nn.Embedding | None, num_classes: int | None, t: Tensor,
+                        y: Tensor | None, dim: int) -> Tensor:
+    """What every block of a denoiser receives: ``time_mlp`` of t's ``dim``-wide sinusoid, plus ``class_emb(y)`` for a
+    conditional net, where ``y=None`` asks for the "no class" label ``num_classes`` (classifier-free guidance)."""
+    emb = time_mlp(timestep_embedding(t, dim))
+    if class_emb is not None:
+        if y is None:
+            y = torch.full_like(t, num_classes)
+        emb = emb + class_emb(y)
+    return emb
+
+
 def _norm(channels: int) -> nn.GroupNorm:
     # GroupNorm, not the ConvDiffusionModel's BatchNorm: a training batch mixes every noise level, so batch
     # statistics (and the running averages used at sampling time) would describe no noise level in particular.
@@ -86,12 +98,7 @@ class ConvDenoiser(nn.Module):
         nn.init.zeros_(self.head.bias)
 
     def embed(self, t: Tensor, y: Tensor | None) -> Tensor:
-        emb = self.time_mlp(timestep_embedding(t, self.emb_dim))
-        if self.class_emb is not None:
-            if y is None:  # unconditional request: the "no class" label
-                y = torch.full_like(t, self.num_classes)
-            emb = emb + self.class_emb(y)
-        return emb
+        return condition_embedding(self.time_mlp, self.class_emb, self.num_classes, t, y, self.emb_dim)
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         check_input_size(x)

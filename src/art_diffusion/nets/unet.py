@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from art_diffusion.errors import ConfigError
-from art_diffusion.nets.conv_denoiser import _norm, timestep_embedding
+from art_diffusion.nets.conv_denoiser import _norm, condition_embedding
 
 #: Channels per attention head; narrower layers use one head.
 HEAD_CHANNELS = 32
@@ -135,12 +135,7 @@ class UNet(nn.Module):
         self.out = nn.Sequential(_norm(ch), nn.SiLU(), _zero(_conv(ch, in_channels)))
 
     def embed(self, t: Tensor, y: Tensor | None) -> Tensor:
-        emb = self.time_mlp(timestep_embedding(t, self.base_channels))
-        if self.class_emb is not None:
-            if y is None:  # unconditional request: the "no class" label
-                y = torch.full_like(t, self.num_classes)
-            emb = emb + self.class_emb(y)
-        return emb
+        return condition_embedding(self.time_mlp, self.class_emb, self.num_classes, t, y, self.base_channels)
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         emb = self.embed(t, y)
