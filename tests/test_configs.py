@@ -40,7 +40,7 @@ ENTRY_CONFIGS = sorted(p.stem for p in CONF_DIR.glob("*.yaml") if p.stem != "tra
 
 def test_the_groups_have_the_options_the_readme_names():
     assert options("experiment") == ["article", "ddpm_cpu32", "ddpm_gpu64", "demo"]
-    assert options("model/net") == ["conv_denoiser", "unet"]
+    assert options("model/net") == ["conv_denoiser", "diffusers_unet", "unet"]
     assert options("model") == ["conv_diffusion", "ddpm"]
     assert options("data") == ["art", "demo"]
     assert set(options("trainer")) == {"default", "cpu", "gpu", "ddp", "ddp_cpu"}
@@ -97,6 +97,15 @@ def test_ddpm_presets_compose_and_build(tmp_path, preset):
     built = _build_all(cfg, trainer=preset == "ddpm_cpu32")  # the GPU preset's Trainer needs a GPU
     assert isinstance(built["model"], DiffusionModule) and built["model"].prediction == "v"
     assert built["model"].net.image_size == cfg.data.image_size
+
+
+@pytest.mark.parametrize(("preset", "net"), list(itertools.product(DDPM_PRESETS, ["unet", "diffusers_unet"])))
+def test_both_unets_build_in_every_ddpm_preset(tmp_path, preset, net):
+    """The presets size a UNet (levels, blocks, attention): ours and diffusers' take the same keys."""
+    cfg = _compose(tmp_path, f"experiment={preset}", f"model/net={net}", "data.root=/data/art")
+    module = instantiate(cfg.model)
+    x, t = torch.randn(2, 3, cfg.data.image_size, cfg.data.image_size), torch.tensor([0, 999])
+    assert module.net(x, t).shape == x.shape
 
 
 @pytest.mark.parametrize("trainer", options("trainer"))

@@ -61,9 +61,19 @@ def test_conditional_ddpm_checks_the_class_count_and_stores_class_names(compose_
         train(compose_cfg(*DDPM, "model.num_classes=3", "+trainer.fast_dev_run=true"))
 
     train(compose_cfg(*DDPM, "model.num_classes=7", "trainer.max_epochs=1", "test=false"))
-    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
-    assert checkpoint[CLASS_NAMES_KEY][:2] == ["brush_strokes", "geometric"]
+    out = tmp_path / "run"
+    checkpoint = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    classes = checkpoint[CLASS_NAMES_KEY]
+    assert classes[:2] == ["brush_strokes", "geometric"] and len(classes) == 7
     assert "net.class_emb.weight" in checkpoint["state_dict"]
+
+    # the training-time grid: one per class, all from the same noise, in TensorBoard and as PNGs
+    assert sorted(p.name for p in (out / "samples").iterdir()) == sorted(f"epoch_000_{c}.png" for c in classes)
+    events = EventAccumulator(str(out), size_guidance={"images": 0})
+    events.Reload()
+    assert {f"visuals/samples/{c}" for c in classes} <= set(events.Tags()["images"])
+    grids = {c: events.Images(f"visuals/samples/{c}")[0].encoded_image_string for c in classes[:2]}
+    assert grids["brush_strokes"] != grids["geometric"]  # the class changes what the same noise becomes
 
 
 def test_sample_shapes_range_and_seed(compose_cfg):

@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from art_diffusion.diffusion import NoiseSchedule, ddim_sample, dpm_solver_2m_sample
-from art_diffusion.diffusion.samplers import logsnr_timesteps
+from art_diffusion.diffusion.samplers import solver_timesteps
 from art_diffusion.losses import DiffusionLoss
 from art_diffusion.losses.diffusion import min_snr_weights
-from art_diffusion.nets import UNet
+from art_diffusion.nets import DiffusersUNet, UNet
 from art_diffusion.nets.unet import SelfAttention
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -40,6 +40,23 @@ def test_unet_keeps_the_shape_and_listens_to_time_class_and_every_pixel():
         UNet(channel_mults=(1, 2, 2, 2), image_size=12)
 
 
+def test_diffusers_unet_takes_the_same_call_and_sizes_as_ours():
+    sizes = {"base_channels": 8, "channel_mults": (1, 2), "num_res_blocks": 1, "attention_resolutions": (8,),
+             "image_size": 16}
+    torch.manual_seed(0)
+    net = DiffusersUNet(num_classes=3, **sizes).eval()
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([10, 10])
+    out = net(x, t, torch.tensor([0, 0]))
+    assert out.shape == x.shape and net.num_classes == 3
+    assert not torch.allclose(out, net(x, torch.tensor([500, 500]), torch.tensor([0, 0])))  # timestep
+    assert not torch.allclose(out, net(x, t, torch.tensor([1, 1])))  # class
+    assert torch.allclose(net(x, t, None), net(x, t, torch.tensor([3, 3])))  # None = the "no class" label
+    kinds = [type(block).__name__ for block in net.unet.down_blocks]
+    assert kinds == ["DownBlock2D", "AttnDownBlock2D"]  # attention at 8 px, as asked
+    ours = sum(p.numel() for p in UNet(num_classes=3, **sizes).parameters())
+    assert abs(sum(p.numel() for p in net.parameters()) / ours - 1) < 0.15  # the same size, give or take
+
+
 @pytest.mark.parametrize("prediction", ["eps", "v", "x0"])
 def test_each_prediction_type_round_trips_to_x0_and_eps(prediction):
     schedule = NoiseSchedule("cosine", 100)
@@ -63,9 +80,10 @@ def test_min_snr_weights_cap_the_x0_weight_at_gamma():
     assert torch.isclose(DiffusionLoss(vgg_weights="random")(out, target)["loss"], torch.tensor(1.0))
 
 
-def test_dpm_solver_lands_near_the_exact_ode_solution_of_gaussian_data():
+@pytest.mark.parametrize("kind", ["linear", "cosine"])
+def test_dpm_solver_lands_near_the_exact_ode_solution_of_gaussian_data(kind):
     """Data N(mu, s^2): the exact eps is known and the probability-flow ODE maps x_T to mu + s * standardised x_T."""
-    schedule, mu, s = NoiseSchedule("linear", 1000), 0.3, 0.5
+    schedule, mu, s = NoiseSchedule(kind, 1000), 0.3, 0.5
 
     def exact_eps(x, t):
         a = schedule.alpha_bar[t].view(-1, 1, 1, 1)
@@ -83,5 +101,6 @@ def test_dpm_solver_lands_near_the_exact_ode_solution_of_gaussian_data():
 
     assert error(dpm_solver_2m_sample, 20) < 0.05
     assert error(dpm_solver_2m_sample, 20) < error(ddim_sample, 50) < error(ddim_sample, 20)
-    ts = logsnr_timesteps(schedule, 20)
-    assert ts[0] == 999 and ts[-1] == 0 and ts == sorted(ts, reverse=True) and len(ts) <= 20
+    for spacing in ("time", "logsnr"):
+        ts = solver_timesteps(schedule, 20, spacing)
+        assert ts[0] == 999 and ts[-1] == 0 and ts == sorted(ts, reverse=True) and len(ts) <= 20

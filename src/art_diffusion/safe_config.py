@@ -36,6 +36,7 @@ REGISTRY: tuple[str, ...] = (
     "art_diffusion.nets.ConvDiffusionModel",
     "art_diffusion.nets.ConvDenoiser",
     "art_diffusion.nets.UNet",
+    "art_diffusion.nets.DiffusersUNet",
     "art_diffusion.diffusion.NoiseSchedule",
     "art_diffusion.losses.HybridLoss",
     "art_diffusion.losses.DiffusionLoss",

@@ -46,6 +46,13 @@ class ImageGridLogger(L.Callback):
         """The whole factor that makes an image ``image_height`` px tall at least ``logged_size`` px tall."""
         return max(1, math.ceil(self.logged_size / image_height))
 
+    def make_grids(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, tuple[torch.Tensor, int]]:
+        """Named grids ``{name: (images, nrow)}``, each logged under ``tag/name`` and written to
+        ``epoch_XXX_name.png`` (the name ``""``: ``tag`` and ``epoch_XXX.png``). By default the one grid of
+        :meth:`make_rows`; override for several (a conditional model's grid per class)."""
+        rows = self.make_rows(trainer, pl_module)
+        return {} if rows is None else {"": rows}
+
     @rank_zero_only
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         epoch = trainer.current_epoch
@@ -53,15 +60,15 @@ class ImageGridLogger(L.Callback):
             return
         was_training = pl_module.training
         pl_module.eval()
-        rows = self.make_rows(trainer, pl_module)
+        grids = self.make_grids(trainer, pl_module)
         pl_module.train(was_training)
-        if rows is None:
-            return
-        images, nrow = rows
-        images = images.detach().float().cpu()
+        for name, (images, nrow) in grids.items():
+            self._write(trainer, epoch, name, images.detach().float().cpu(), nrow)
+
+    def _write(self, trainer: L.Trainer, epoch: int, name: str, images: torch.Tensor, nrow: int) -> None:
         enlarged = interpolate(images, scale_factor=self.logged_scale(images.shape[-2]), mode="nearest")
-        log_image(trainer.loggers, self.tag, make_grid(enlarged, nrow=nrow, padding=2, pad_value=1.0),
-                  step=logger_step(trainer))
+        log_image(trainer.loggers, f"{self.tag}/{name}" if name else self.tag,
+                  make_grid(enlarged, nrow=nrow, padding=2, pad_value=1.0), step=logger_step(trainer))
         self.dirpath.mkdir(parents=True, exist_ok=True)
-        with atomic_path(self.dirpath / f"epoch_{epoch:03d}.png") as tmp:
+        with atomic_path(self.dirpath / f"epoch_{epoch:03d}{'_' + name if name else ''}.png") as tmp:
             save_image(make_grid(images, nrow=nrow, padding=2, pad_value=1.0), tmp, format="png")

@@ -3,10 +3,12 @@
 - :class:`ConvDiffusionModel`: the article's encoder-decoder that reconstructs its input.
 - :class:`ConvDenoiser`: the same shape turned into a noise predictor for the DDPM (the article-shaped baseline).
 - :class:`UNet`: the DDPM's default denoiser: residual blocks, self-attention at low resolution.
+- :class:`DiffusersUNet`: diffusers' ``UNet2DModel`` with the same sizes and call signature (optional dependency).
 """
 
 from art_diffusion.nets.conv_denoiser import ConvDenoiser
 from art_diffusion.nets.conv_diffusion import DOWNSAMPLING_FACTOR, ConvDiffusionModel, check_input_size
+from art_diffusion.nets.diffusers_unet import DiffusersUNet
 from art_diffusion.nets.unet import UNet
 
-__all__ = ["DOWNSAMPLING_FACTOR", "ConvDenoiser", "ConvDiffusionModel", "UNet", "check_input_size"]
+__all__ = ["DOWNSAMPLING_FACTOR", "ConvDenoiser", "ConvDiffusionModel", "DiffusersUNet", "UNet", "check_input_size"]
