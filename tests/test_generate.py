@@ -63,9 +63,9 @@ def test_same_seed_same_images_for_both_samplers(ddpm_checkpoint, tmp_path):
                               f"output_dir={tmp_path / name}", *overrides))
         return pixels(tmp_path / name)
 
-    ddim = run("a", "steps=3", "seed=0")
-    assert np.array_equal(ddim, run("b", "steps=3", "seed=0"))
-    assert not np.array_equal(ddim, run("c", "steps=3", "seed=1"))
+    ddim = run("a", "sampler=ddim", "steps=3", "seed=0")
+    assert np.array_equal(ddim, run("b", "sampler=ddim", "steps=3", "seed=0"))
+    assert not np.array_equal(ddim, run("c", "sampler=ddim", "steps=3", "seed=1"))
     ddpm = run("d", "sampler=ddpm", "seed=0", "class_name=geometric")  # the full 20-step chain, guided
     assert np.array_equal(ddpm, run("e", "sampler=ddpm", "seed=0", "class_name=geometric"))
     assert not np.array_equal(ddpm, ddim)

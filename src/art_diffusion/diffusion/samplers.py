@@ -1,6 +1,5 @@
 """Reverse processes: DDPM's ancestral chain (Ho et al. 2020), DDIM's shortcut (Song et al. 2021) and
-DPM-Solver++(2M) (Lu et al. 2022), a second-order multistep ODE solver: in 20 steps it lands closer to the
-probability-flow ODE's solution than DDIM does in 50 (BENCHMARKS.md, "Samplers").
+DPM-Solver++(2M) (Lu et al. 2022), a second-order multistep ODE solver (BENCHMARKS.md, "Samplers").
 
 All take ``eps_fn(x_t, t) -> eps`` (any denoiser, guided or not) and draw all their noise from ``generator``,
 on the CPU, so a seed gives the same images on any device.
@@ -101,25 +100,29 @@ def ddim_sample(
     return x
 
 
-#: How dpm++2m places its steps: evenly in log-SNR (Lu et al.; the default: on the trained ddpm_cpu32 model, 20
-#: steps land 4x closer to the ODE's solution than evenly in t, and 2x closer than DDIM-50; benchmarks/samplers.py)
-#: or evenly in t (as DDIM, and diffusers' default).
-SPACINGS = ("logsnr", "time")
+#: How dpm++2m places its steps: evenly in t (as diffusers' DPMSolverMultistepScheduler) or evenly in log-SNR
+#: (Lu et al.'s choice: nearer the ODE's exact solution, but on the trained ddpm_cpu32 model further from the real
+#: images' statistics; BENCHMARKS.md, "Samplers").
+SPACINGS = ("time", "logsnr")
 
 
-def solver_timesteps(schedule: NoiseSchedule, steps: int, spacing: str = "logsnr") -> list[int]:
-    """At most ``steps`` distinct timesteps from T - 1 down to 0, evenly spaced in t or in log-SNR, rounded."""
-    if not 2 <= steps <= schedule.timesteps:
-        raise ConfigError(f"dpm++2m needs 2 <= steps <= model.schedule.timesteps ({schedule.timesteps}), "
+def solver_timesteps(schedule: NoiseSchedule, steps: int, spacing: str = "time") -> list[int]:
+    """The model calls' timesteps, from T - 1 down: the first ``steps`` points of a grid of ``steps + 1`` from T - 1 to
+    0, evenly spaced in t or in log-SNR and rounded (fewer when rounding merges some). The grid's last interval
+    is not stepped: the last call's x0 is the result (diffusers' ``final_sigmas_type="zero"``)."""
+    if not 1 <= steps <= schedule.timesteps:
+        raise ConfigError(f"dpm++2m needs 1 <= steps <= model.schedule.timesteps ({schedule.timesteps}), "
                           f"got steps={steps}.")
+    last = schedule.timesteps - 1
     if spacing == "time":
-        return ddim_timesteps(schedule.timesteps, steps)
-    if spacing != "logsnr":
+        grid = torch.linspace(last, 0, steps + 1, dtype=torch.float64).round().long()
+    elif spacing == "logsnr":
+        lam = _half_logsnr(schedule.alpha_bar.double())  # decreasing in t
+        wanted = torch.linspace(float(lam[-1]), float(lam[0]), steps + 1, dtype=torch.float64)
+        grid = torch.searchsorted(-lam, -wanted).clamp(max=last)  # the first t with lam[t] <= wanted
+    else:
         raise ConfigError(f"spacing must be one of {SPACINGS}, got {spacing!r}.")
-    lam = _half_logsnr(schedule.alpha_bar.double())  # decreasing in t
-    wanted = torch.linspace(float(lam[-1]), float(lam[0]), steps, dtype=torch.float64)
-    ts = torch.searchsorted(-lam, -wanted).clamp(max=schedule.timesteps - 1)  # first t with lam[t] <= wanted
-    return sorted(set(ts.tolist()) | {0, schedule.timesteps - 1}, reverse=True)
+    return grid[:-1].unique_consecutive().tolist()
 
 
 def _half_logsnr(alpha_bar: Tensor) -> Tensor:
@@ -137,11 +140,12 @@ def dpm_solver_2m_sample(
     generator: torch.Generator | None = None,
     clip: bool = True,
     progress: bool = False,
-    spacing: str = "logsnr",
+    spacing: str = "time",
 ) -> Tensor:
     """DPM-Solver++(2M), Lu et al. 2022 (Alg. 2): deterministic, data prediction, multistep second order.
 
-    ``steps`` model calls at the timesteps of :func:`solver_timesteps`; the last call (t = 0) returns its x0.
+    ``steps`` model calls at the timesteps of :func:`solver_timesteps`; the last call's x0 is the result. Without
+    ``clip`` it gives diffusers' DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=2).
     """
     x = _randn(shape, generator, device)
     ts = solver_timesteps(schedule, steps, spacing)
