@@ -104,13 +104,15 @@ def main() -> None:
     parser.add_argument("--sample-steps", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=196)
     parser.add_argument("--keep", type=Path, help="keep the runs here (default: a temporary directory)")
+    parser.add_argument("--rescore", action="store_true", help="score the runs already in --keep, not train them")
     args = parser.parse_args()
 
     vgg, real, rows, nets = layer_extractor("imagenet"), None, [], {}
     with tempfile.TemporaryDirectory() as tmp:
         base = args.keep or Path(tmp)
         for name in args.variants:
-            seconds = train(args, name, base / name)
+            done = base / name / "checkpoints" / "last.ckpt"
+            seconds = float("nan") if args.rescore and done.exists() else train(args, name, base / name)
             with torch.no_grad():
                 module, run_config = load_module(str(base / name / "checkpoints" / "last.ckpt"), "cpu")
                 if real is None:

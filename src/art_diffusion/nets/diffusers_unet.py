@@ -1,8 +1,8 @@
 """diffusers' ``UNet2DModel`` (the field's standard DDPM UNet) behind the project's denoiser call signature, so
 ``model/net=diffusers_unet`` swaps it in for :class:`art_diffusion.nets.UNet` with the same sizes.
 
-Its weights are built here, never downloaded. The two were compared at equal sizes and budget in
-``benchmarks/ddpm_objectives.py`` (BENCHMARKS.md, "Generation"); ours stays the default.
+Its weights are built here, never downloaded. ``benchmarks/ddpm_objectives.py`` compares the two at equal sizes
+(BENCHMARKS.md, "Objectives and the net"); ours stays the default.
 """
 
 from __future__ import annotations
