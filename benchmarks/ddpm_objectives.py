@@ -83,10 +83,8 @@ def step_seconds(net: torch.nn.Module, repeats: int = 15) -> float:
 def score(args, module, real, vgg, use_ema: bool) -> tuple[list[float], list[float]]:
     fds, kids = [], []
     for seed in range(args.seeds):
-        generator = torch.Generator().manual_seed(seed)
-        fake = torch.cat([module.sample(min(args.batch_size, args.num_images - s), sampler=args.sampler,
-                                        steps=args.sample_steps, generator=generator, use_ema=use_ema).cpu()
-                          for s in range(0, args.num_images, args.batch_size)])
+        fake = samplers.sample(module, args.sampler, args.sample_steps, None, args.num_images, args.batch_size, seed,
+                               use_ema)
         result = scores(real, features(fake, vgg))
         fds.append(result["fd_vgg"])
         kids.append(result["kid"])

@@ -43,13 +43,14 @@ def test_split(run_config: dict, batch_size: int) -> torch.Tensor:
     return torch.cat([images for images, _labels, _events in datamodule.test_dataloader()])
 
 
-def sample(module, sampler: str, steps: int, spacing: str | None, count: int, batch: int, seed: int):
+def sample(module, sampler: str, steps: int, spacing: str | None, count: int, batch: int, seed: int,
+           use_ema: bool = True):
     generator = torch.Generator().manual_seed(seed)
     out = []
     for start in range(0, count, batch):
         n = min(batch, count - start)
         if spacing is None:
-            out.append(module.sample(n, sampler=sampler, steps=steps, generator=generator))
+            out.append(module.sample(n, sampler=sampler, steps=steps, generator=generator, use_ema=use_ema))
         else:  # the module's sample() uses the default spacing; call the solver for the others
             out.append(sample_with_spacing(module, n, steps, spacing, generator))
     return torch.cat(out).cpu()

@@ -22,14 +22,20 @@ def _unet(**kwargs) -> UNet:
     return net.eval()
 
 
-def test_unet_keeps_the_shape_and_listens_to_time_class_and_every_pixel():
-    net = _unet(num_classes=3)
+def _assert_listens_to_time_and_class(net) -> tuple[torch.Tensor, torch.Tensor]:
+    """The denoiser call both UNets share: shape kept, timestep and class heard, None = the "no class" label."""
     x, t = torch.randn(2, 3, 16, 16), torch.tensor([10, 10])
     out = net(x, t, torch.tensor([0, 0]))
     assert out.shape == x.shape and net.num_classes == 3
     assert not torch.allclose(out, net(x, torch.tensor([500, 500]), torch.tensor([0, 0])))  # timestep
     assert not torch.allclose(out, net(x, t, torch.tensor([1, 1])))  # class
     assert torch.allclose(net(x, t, None), net(x, t, torch.tensor([3, 3])))  # None = the "no class" label
+    return x, t
+
+
+def test_unet_keeps_the_shape_and_listens_to_time_class_and_every_pixel():
+    net = _unet(num_classes=3)
+    x, t = _assert_listens_to_time_and_class(net)
     # attention where asked (8 px) and in the middle, not at 16 px
     assert sum(isinstance(m, SelfAttention) for m in net.modules()) == 1 + 1 + 2  # down 8 px, mid, up 8 px x 2
     # self-attention gives a corner pixel's output a dependence on the opposite corner
@@ -45,12 +51,7 @@ def test_diffusers_unet_takes_the_same_call_and_sizes_as_ours():
              "image_size": 16}
     torch.manual_seed(0)
     net = DiffusersUNet(num_classes=3, **sizes).eval()
-    x, t = torch.randn(2, 3, 16, 16), torch.tensor([10, 10])
-    out = net(x, t, torch.tensor([0, 0]))
-    assert out.shape == x.shape and net.num_classes == 3
-    assert not torch.allclose(out, net(x, torch.tensor([500, 500]), torch.tensor([0, 0])))  # timestep
-    assert not torch.allclose(out, net(x, t, torch.tensor([1, 1])))  # class
-    assert torch.allclose(net(x, t, None), net(x, t, torch.tensor([3, 3])))  # None = the "no class" label
+    _assert_listens_to_time_and_class(net)
     kinds = [type(block).__name__ for block in net.unet.down_blocks]
     assert kinds == ["DownBlock2D", "AttnDownBlock2D"]  # attention at 8 px, as asked
     ours = sum(p.numel() for p in UNet(num_classes=3, **sizes).parameters())

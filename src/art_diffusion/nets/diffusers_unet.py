@@ -11,9 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from art_diffusion.errors import ConfigError, UserError
-
-#: Channels per attention head, as in art_diffusion.nets.unet.
-HEAD_CHANNELS = 32
+from art_diffusion.nets.unet import HEAD_CHANNELS
 
 
 class DiffusersUNet(nn.Module):
