@@ -58,7 +58,7 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def vgg_state():
-    from art_diffusion.vgg import load_vgg16_state
+    from art_diffusion.nets.vgg import load_vgg16_state
 
     return load_vgg16_state("imagenet", 16)
 
@@ -135,7 +135,7 @@ def run_article(args) -> dict:
         break
     result = {"startup_s": startup, "stamps": stamps, "peak_mb": peak_memory_mb(device), "steps": steps}
     if args.eval_root:
-        from art_diffusion.vgg import ImageNetNormalize
+        from art_diffusion.nets.vgg import ImageNetNormalize
 
         normalize = ImageNetNormalize().to(device)
         trainer.model.eval()

@@ -21,8 +21,8 @@ from art_diffusion.checkpoints import (
     load_checkpoint,
     load_net,
 )
+from art_diffusion.checkpoints.registry import UnsafeConfigError
 from art_diffusion.run.train import train
-from art_diffusion.safe_config import UnsafeConfigError
 from tests.conftest import REPO, TINY, compose_train_cfg
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*random.*", "ignore:.*num_workers.*")

@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from art_diffusion.errors import UserError
+from art_diffusion import UserError
 from art_diffusion.run.job import run_job
 from art_diffusion.run.train import train
 from tests.conftest import CONF_DIR, compose_train_cfg

@@ -9,11 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
+from art_diffusion import DataError
 from art_diffusion.data import ArtDataModule, DemoDataModule, pixel_cache
 from art_diffusion.data.datamodule import split_indices
 from art_diffusion.data.dataset import CachedImages
 from art_diffusion.data.images import load_rgb
-from art_diffusion.errors import DataError
 from tests.messy_folder import LAZY_BAD, corrupt_scan_jpeg, make_messy_folder, pattern
 
 

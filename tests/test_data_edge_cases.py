@@ -8,9 +8,9 @@ import os
 
 import pytest
 
+from art_diffusion import UserError
 from art_diffusion.data import ArtDataModule
 from art_diffusion.data.listing import list_image_folder
-from art_diffusion.errors import UserError
 from tests.messy_folder import jpeg_bytes, pattern
 
 RAW_NAME = b"caf\xe9_\xff.jpg"  # Latin-1 bytes: not valid UTF-8

@@ -1,6 +1,6 @@
 """trainer=ddp_cpu through scripts/train.py: 2 gloo ranks share one run dir and one TensorBoard run, and stay in sync.
 
-Lightning re-runs the script for rank 1; without art_diffusion.run.hydra_ddp that rank would make its own Hydra run
+Lightning re-runs the script for rank 1; without art_diffusion.run.cluster.ddp that rank would make its own Hydra run
 dir (single run) or run the whole sweep again (multirun).
 """
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from art_diffusion import DataError
 from art_diffusion.data.demo import DEMO_CLASSES, write_demo_dataset
-from art_diffusion.errors import DataError
 
 N, SIZE = 3, 64
 

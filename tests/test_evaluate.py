@@ -14,8 +14,8 @@ from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
 from art_diffusion.metrics.lpips import LPIPS
+from art_diffusion.nets.vgg import load_vgg16_state
 from art_diffusion.tools.evaluate import evaluate
-from art_diffusion.vgg import load_vgg16_state
 from tests.conftest import CONF_DIR, REPO
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*random.*", "ignore:.*weights_only.*")

@@ -4,7 +4,7 @@ import torch.nn.functional as F
 
 from art_diffusion.losses import HybridLoss
 from art_diffusion.nets import ConvDiffusionModel
-from art_diffusion.vgg import IMAGENET_MEAN, IMAGENET_STD, VGG16Features, load_vgg16_state
+from art_diffusion.nets.vgg import IMAGENET_MEAN, IMAGENET_STD, VGG16Features, load_vgg16_state
 
 
 def _normalise(x):

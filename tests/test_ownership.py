@@ -21,8 +21,8 @@ import torch
 
 from art_diffusion.data import pixel_cache
 from art_diffusion.data.listing import list_image_folder
-from art_diffusion.ownership import InUseError
 from art_diffusion.run.train import train
+from art_diffusion.storage.locks import InUseError
 from tests.conftest import REPO, compose_train_cfg
 from tests.messy_folder import pattern
 from tests.test_checkpoints import _train_cli

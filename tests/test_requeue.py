@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from art_diffusion.errors import UserError
-from art_diffusion.run.resume import hydra_subdir
+from art_diffusion import UserError
+from art_diffusion.checkpoints.resume import hydra_subdir
 from art_diffusion.run.train import train
 from tests.conftest import REPO
 from tests.train_script import script_env, tiny

@@ -20,8 +20,8 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from art_diffusion.checkpoints import CONFIG_KEY, load_checkpoint
-from art_diffusion.run.resume import resumed_config
-from art_diffusion.safe_config import REGISTRY, UnsafeConfigError, check_targets
+from art_diffusion.checkpoints.registry import REGISTRY, UnsafeConfigError, check_targets
+from art_diffusion.checkpoints.resume import resumed_config
 from art_diffusion.tools.evaluate import evaluate
 from art_diffusion.tools.generate import generate
 from tests.conftest import CONF_DIR, REPO, compose_train_cfg
@@ -46,7 +46,7 @@ def _options(group: str) -> list[str]:
 
 
 def test_every_target_in_conf_is_in_the_registry(tmp_path):
-    """Adding a config class fails here until the registry (art_diffusion.safe_config.REGISTRY) lists it."""
+    """Adding a config class fails here until the registry (art_diffusion.checkpoints.registry.REGISTRY) lists it."""
     composed: set[str] = set()
     choices = [[f"experiment={e}", f"model={m}"] for e, m in itertools.product(_options("experiment"),
                                                                                _options("model"))]
@@ -65,15 +65,15 @@ def test_every_target_in_conf_is_in_the_registry(tmp_path):
     assert written <= composed  # every option was composed
     assert composed <= set(REGISTRY), sorted(composed - set(REGISTRY))
     # no stale entries: each is in conf/ or added by resume (moved run dirs)
-    assert set(REGISTRY) - composed == {"art_diffusion.callbacks.RebaseCheckpointPaths"}
+    assert set(REGISTRY) - composed == {"art_diffusion.checkpoints.RebaseCheckpointPaths"}
 
 
 @pytest.mark.parametrize(("node", "key_path"), [
     ({"net": {"_target_": "os.system", "command": "x"}}, "net._target_"),  # outside the packages: never imported
     ({"net": {"_target_": "art_diffusion.storage.atomic_write", "path": "x", "data": "y"}}, "net._target_"),
-    ({"net": {"_target_": "art_diffusion.storage.os.system", "_args_": ["x"]}}, "net._args_"),
-    ({"net": {"_target_": "art_diffusion.storage.os.system"}}, "net._target_"),  # a function under the package
-    ({"net": {"_target_": "art_diffusion.storage.os"}}, "net._target_"),  # a module
+    ({"net": {"_target_": "art_diffusion.storage.files.os.system", "_args_": ["x"]}}, "net._args_"),
+    ({"net": {"_target_": "art_diffusion.storage.files.os.system"}}, "net._target_"),  # a function under the package
+    ({"net": {"_target_": "art_diffusion.storage.files.os"}}, "net._target_"),  # a module
     ({"net": {"_target_": "art_diffusion.nets.ConvDenoiser.__class__"}}, "net._target_"),  # a class, not registered
     ({"net": {"_target_": "art_diffusion.nets.ConvDenoiser.forward"}}, "net._target_"),
     ({"a": [{"b": [1, {"_target_": "art_diffusion.storage.atomic_write"}]}]}, "a[0].b[1]._target_"),  # nested
@@ -94,7 +94,7 @@ def test_hostile_shapes_are_refused_naming_the_key(node, key_path):
 
 def test_registered_classes_and_vouched_ones_pass():
     check_targets({"opt": {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 0.1},
-                  "cb": {"_target_": "art_diffusion.callbacks.crash_safety.RNGStateCheckpoint"}}, "x")  # an alias
+                  "cb": {"_target_": "art_diffusion.checkpoints.callbacks.RNGStateCheckpoint"}}, "x")  # an alias
     with pytest.raises(UnsafeConfigError, match="trusted_classes='\\[tests.crash.CrashAfterEpoch\\]'"):
         check_targets({"cb": {"_target_": "tests.crash.CrashAfterEpoch"}}, "x")
     check_targets({"cb": {"_target_": "tests.crash.CrashAfterEpoch"}}, "x", ["tests.crash.CrashAfterEpoch"])

@@ -18,10 +18,10 @@ from tensorboard.backend.event_processing import data_provider, event_file_loade
 from tensorboard.plugins import base_plugin
 from tensorboard.plugins.hparams import api_pb2, backend_context, list_session_groups
 
-from art_diffusion.errors import ConfigError, UserError
-from art_diffusion.loggers.tensorboard import readable_tag
+from art_diffusion import ConfigError, UserError
+from art_diffusion.lightning.loggers import readable_tag
 from art_diffusion.run.job import run_job
-from art_diffusion.run.sweep_record import describe_sweep, job_dirname
+from art_diffusion.run.sweeps.record import describe_sweep, job_dirname
 from art_diffusion.run.train import train
 from tests.conftest import compose_train_cfg
 from tests.train_script import SHORT, tiny, train_script

@@ -1,4 +1,4 @@
-"""Tests for art_diffusion.vgg: offline, fast, never touching the real caches."""
+"""Tests for art_diffusion.nets.vgg: offline, fast, never touching the real caches."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ import pytest
 import torch
 import torchvision
 
-from art_diffusion import storage, vgg
-from art_diffusion.vgg import sources, weights
+from art_diffusion import storage
+from art_diffusion.nets import vgg
+from art_diffusion.nets.vgg import sources, weights
 
 CONV_INDICES = [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28]
 CONV_CHANNELS = [(3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 256),

@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from art_diffusion.run.hydra_ddp import RUN_DIR_ENV
+from art_diffusion.run.cluster.ddp import RUN_DIR_ENV
 from tests.conftest import REPO, TINY
 
 # One epoch of two batches, one validation and one test batch: enough for every metric to exist.

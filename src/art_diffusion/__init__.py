@@ -3,18 +3,21 @@ trained with PyTorch Lightning and configured with Hydra, and a DDPM that genera
 
 One package per concept (``ls`` shows the architecture):
 
-    nets/         the networks, plain nn.Modules: ConvDiffusionModel, ConvDenoiser
-    losses/       the objectives: HybridLoss (the article's), DiffusionLoss (the DDPM's)
-    vgg/          the one frozen VGG16 feature extractor and its offline weight sources
-    diffusion/    schedule, samplers, EMA: diffusion maths without Lightning
-    lightning/    the LightningModules: ReconstructionModule, DiffusionModule and their base
-    callbacks/    image grids, RNG state, checkpoint on SIGTERM
-    data/         the art ImageFolder data module, decoding, bad-file report, pixel cache, demo data
-    metrics/      PSNR/SSIM, LPIPS, FD-VGG
-    run/          train(cfg) under Hydra: sweep jobs, resume, HPARAMS, DDP run dirs, sweep summary, resolvers
-    tools/        reconstruct, evaluate, generate, fd_vgg (behind scripts/)
-    checkpoints   the one safe checkpoint loader
-    storage       the one cache dir, file lock and atomic write
+    nets/         the networks, plain nn.Modules: ConvDiffusionModel, ConvDenoiser, UNet, DiffusersUNet;
+                  nets/vgg/ the one frozen VGG16 feature extractor and its offline weight sources
+    losses/       the objectives: HybridLoss (the article's), DiffusionLoss (the DDPM's), the perceptual term
+    diffusion/    DDPM maths without Lightning: schedule, prediction types and weighting, samplers, EMA
+    data/         the art ImageFolder data module, file listing, decoding, bad-file report, pixel cache, demo data
+    lightning/    what Lightning runs: the LightningModules, the image-grid and score callbacks, the loggers
+    checkpoints/  loading without trusting, the class registry, atomic saves, resume, the resumability callbacks
+    metrics/      PSNR/SSIM, LPIPS, FD-VGG and KID
+    run/          train(cfg) under Hydra: config checks, precision, sweep jobs and summaries, clusters, the CLI
+    tools/        reconstruct, evaluate, generate, fd_vgg: what scripts/ other than train.py run
+    storage/      the one cache dir, file lock, lock owner record and atomic write
+
+This file also holds the errors a user can act on (:class:`UserError` and its kinds): their message is complete on
+its own (the key or path, what is wrong, the fix); the scripts print it alone and exit with status 2 (see
+``art_diffusion.run.cli.user_errors``). Anything else is a bug and keeps its traceback.
 
 The public names below are imported on first use, so ``import art_diffusion`` stays cheap.
 """
@@ -25,12 +28,30 @@ import importlib
 
 __version__ = "0.1.0"
 
+
+class UserError(Exception):
+    """An error the user can fix; the scripts show its message without a traceback."""
+
+
+class ConfigError(UserError, ValueError):
+    """A config value out of its allowed range: the message names the key, the value, the range and the fix."""
+
+
+class DataError(UserError, ValueError):
+    """A data folder that cannot be trained on as given (wrong path, nothing usable, class sets that disagree)."""
+
+
+class MissingPathError(UserError, FileNotFoundError):
+    """A file or folder the user named (a checkpoint, an input, a data folder) does not exist."""
+
+
 _EXPORTS = {
     "ConvDiffusionModel": "art_diffusion.nets",
     "ConvDenoiser": "art_diffusion.nets",
+    "UNet": "art_diffusion.nets",
+    "VGG16Features": "art_diffusion.nets.vgg",
     "HybridLoss": "art_diffusion.losses",
     "DiffusionLoss": "art_diffusion.losses",
-    "VGG16Features": "art_diffusion.vgg",
     "NoiseSchedule": "art_diffusion.diffusion",
     "ReconstructionModule": "art_diffusion.lightning",
     "DiffusionModule": "art_diffusion.lightning",
@@ -43,7 +64,7 @@ _EXPORTS = {
     "train": "art_diffusion.run.train",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = ["ConfigError", "DataError", "MissingPathError", "UserError", "__version__", *_EXPORTS]
 
 
 def __getattr__(name: str):

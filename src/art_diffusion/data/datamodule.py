@@ -25,7 +25,7 @@ from art_diffusion.data.folders import describe_oddities, list_checked_folder, m
 from art_diffusion.data.listing import Listing, SourceFile
 from art_diffusion.data.report import BadFileReport, printable
 from art_diffusion.data.epoch_sampler import EpochShuffleSampler
-from art_diffusion.errors import DataError
+from art_diffusion import DataError
 from art_diffusion.storage import cache_dir
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ The build runs in a process pool, under the slot's file lock (DDP ranks and conc
 and writes to temporary names renamed into place, so a killed build never looks complete.
 
 A store in use is never deleted under its reader: every process that opens one registers in ``<store>.readers/``
-(a lock it holds until it exits, see art_diffusion.ownership), and a stale store is removed only once no live
+(a lock it holds until it exits, see art_diffusion.storage.locks), and a stale store is removed only once no live
 process is registered; until then it is kept, and the next run that opens this slot tries again.
 """
 
@@ -29,7 +29,7 @@ import numpy as np
 from art_diffusion.data.images import BadImage, load_rgb
 from art_diffusion.data.listing import SourceFile
 from art_diffusion.data.pool import parallel_map
-from art_diffusion.ownership import in_use, register, registration_path
+from art_diffusion.storage.locks import in_use, register, registration_path
 from art_diffusion.storage import atomic_path, atomic_write, file_lock, stale_temporaries
 
 log = logging.getLogger(__name__)

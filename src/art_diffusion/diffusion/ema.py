@@ -7,7 +7,7 @@ import copy
 import torch
 from torch import nn
 
-from art_diffusion.errors import ConfigError
+from art_diffusion import ConfigError
 
 
 class EMA(nn.Module):

@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor
 
+from art_diffusion import ConfigError
 from art_diffusion.diffusion.schedule import NoiseSchedule, per_sample
-from art_diffusion.errors import ConfigError
 
 EpsFn = Callable[[Tensor, Tensor], Tensor]
 SAMPLERS = ("ddim", "dpm++2m", "ddpm")

@@ -10,7 +10,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from art_diffusion.errors import ConfigError
+from art_diffusion import ConfigError
 
 #: Ho et al. (2020) use betas from 1e-4 to 0.02 over 1000 steps; other T rescale them (Nichol & Dhariwal 2021, 3.2)
 #: so the chain ends at the same noise level.

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from art_diffusion import ConfigError
 from art_diffusion.diffusion import (
     EMA,
     PREDICTIONS,
@@ -19,7 +20,6 @@ from art_diffusion.diffusion import (
     to_model_space,
     to_pixels,
 )
-from art_diffusion.errors import ConfigError
 from art_diffusion.lightning.base_module import NetworkModule
 from art_diffusion.losses import DiffusionLoss
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from art_diffusion.errors import ConfigError
+from art_diffusion import ConfigError
 from art_diffusion.losses.perceptual import WeightedLoss
 
 

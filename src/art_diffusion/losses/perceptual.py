@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from art_diffusion.vgg import ImageNetNormalize, VGG16Features, load_vgg16_state
+from art_diffusion.nets.vgg import ImageNetNormalize, VGG16Features, load_vgg16_state
 
 
 class PerceptualLoss(nn.Module):

@@ -3,7 +3,7 @@
 FID's formula (Heusel et al. 2017; computed by torchmetrics, see art_diffusion.metrics.scores), and KID, on the
 spatially averaged activations of one VGG16 layer instead of Inception pool3 features, because the Inception
 weights cannot be fetched offline and the VGG16 ones resolve here
-(art_diffusion.vgg). The numbers are NOT FID and do not compare with published FIDs; compare FD-VGG with
+(art_diffusion.nets.vgg). The numbers are NOT FID and do not compare with published FIDs; compare FD-VGG with
 FD-VGG, at the same image_size, input_size, layer and a similar number of images (the estimate is biased upwards
 for small sets).
 """
@@ -20,12 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from art_diffusion import DataError, MissingPathError
 from art_diffusion.data.images import IMAGE_EXTENSIONS, BadImage, load_rgb
 from art_diffusion.data.listing import list_images
-from art_diffusion.errors import DataError, MissingPathError
 from art_diffusion.metrics.scores import frechet_distance, scores
+from art_diffusion.nets.vgg import ImageNetNormalize, VGG16Features
 from art_diffusion.storage import atomic_write, cache_dir
-from art_diffusion.vgg import ImageNetNormalize, VGG16Features
 
 log = logging.getLogger(__name__)
 

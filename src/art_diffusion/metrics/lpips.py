@@ -1,7 +1,7 @@
 """LPIPS (VGG variant) computed offline: torchmetrics' shipped linear heads on this project's resolved VGG16.
 
 torchmetrics' ``LearnedPerceptualImagePatchSimilarity(net_type="vgg")`` downloads its VGG16 backbone through
-torchvision. Here the backbone comes from :func:`art_diffusion.vgg.load_vgg16_state` (the same offline
+torchvision. Here the backbone comes from :func:`art_diffusion.nets.vgg.load_vgg16_state` (the same offline
 resolver as the perceptual loss) and the five linear heads from the ``lpips_models/vgg.pth`` torchmetrics ships,
 loaded with ``weights_only=True``. The arithmetic follows torchmetrics' ``_LPIPS.forward`` (Zhang et al., 2018);
 ``tests/test_evaluate.py`` checks that both give the same numbers on the same backbone weights.
@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from art_diffusion.vgg import VGG16_NUM_LAYERS, VGG16Features, load_vgg16_state
+from art_diffusion.nets.vgg import VGG16_NUM_LAYERS, VGG16Features, load_vgg16_state
 
 #: VGG16 ``features`` indices of relu1_2, relu2_2, relu3_3, relu4_3, relu5_3: the layers LPIPS compares.
 LPIPS_VGG_LAYERS = (3, 8, 15, 22, 29)

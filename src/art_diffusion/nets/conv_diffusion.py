@@ -2,7 +2,7 @@
 
 from torch import Tensor, nn
 
-from art_diffusion.errors import ConfigError
+from art_diffusion import ConfigError
 
 #: Every encoder level halves the resolution, so input sides must be divisible by 2**3.
 DOWNSAMPLING_FACTOR = 8

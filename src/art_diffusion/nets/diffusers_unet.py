@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from art_diffusion.errors import ConfigError, UserError
+from art_diffusion import ConfigError, UserError
 from art_diffusion.nets.unet import HEAD_CHANNELS
 
 

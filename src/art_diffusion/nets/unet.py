@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from art_diffusion.errors import ConfigError
+from art_diffusion import ConfigError
 from art_diffusion.nets.conv_denoiser import _norm, condition_embedding
 
 #: Channels per attention head; narrower layers use one head.

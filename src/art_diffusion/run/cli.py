@@ -13,7 +13,7 @@ from typing import TypeVar
 
 from hydra.core.hydra_config import HydraConfig
 
-from art_diffusion.errors import UserError
+from art_diffusion import UserError
 from art_diffusion.run import resolvers  # noqa: F401  (registers the config resolvers before Hydra composes)
 
 T = TypeVar("T")

@@ -20,9 +20,9 @@ from tensorboard.compat.proto import summary_pb2
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 from torch.utils.tensorboard.writer import FileWriter
 
-from art_diffusion.loggers.tensorboard import readable_tag
+from art_diffusion.lightning.loggers import readable_tag
 from art_diffusion.run.run_dir import OVERRIDES_FILE
-from art_diffusion.run.sweep_record import read_sweep
+from art_diffusion.run.sweeps.record import read_sweep
 
 Scalar = int | float | str | bool
 

@@ -19,10 +19,10 @@ from hydra.types import RunMode
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
+from art_diffusion import ConfigError
 from art_diffusion.data.datamodule import skipped_stages
-from art_diffusion.errors import ConfigError
 from art_diffusion.run import resolvers  # noqa: F401  (a submitit worker resolves the job's config after unpickling this)
-from art_diffusion.run.hydra_ddp import job_scope
+from art_diffusion.run.cluster.ddp import job_scope
 from art_diffusion.run.run_dir import ERROR_FILE, JOB_FILE
 from art_diffusion.run.train import train
 from art_diffusion.storage import atomic_write

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 def sweep_job_dirname(sweep_dir: str, overrides, num: int) -> str:
     """A sweep job's directory name: its swept values (the sweep dir's sweep.yaml says which keys are swept)."""
-    from art_diffusion.run.sweep_record import job_dirname, read_sweep
+    from art_diffusion.run.sweeps.record import job_dirname, read_sweep
 
     record = read_sweep(sweep_dir)
     as_typed = OmegaConf.to_container(overrides, resolve=False) if OmegaConf.is_config(overrides) else overrides
@@ -27,8 +27,8 @@ def sqlite_url(path: str) -> str:
 
 
 def resume_run_dir(resume, default: str) -> str:
-    from art_diffusion.errors import UserError
-    from art_diffusion.run.resume import run_dir  # lazy: keeps config composition free of torch imports
+    from art_diffusion import UserError
+    from art_diffusion.checkpoints.resume import run_dir  # lazy: keeps config composition free of torch imports
 
     try:
         return run_dir(resume, default)
@@ -37,7 +37,7 @@ def resume_run_dir(resume, default: str) -> str:
 
 
 def resume_hydra_subdir(resume, stamp: str, run_dir: str | None = None) -> str:
-    from art_diffusion.run.resume import hydra_subdir
+    from art_diffusion.checkpoints.resume import hydra_subdir
 
     return hydra_subdir(resume, stamp, run_dir)
 

@@ -16,20 +16,20 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from art_diffusion.callbacks.image_grid import logger_step
 from art_diffusion.checkpoints import check_checkpoint_fits
-from art_diffusion.lightning.checkpoint_io import AtomicCheckpointIO
-from art_diffusion.ownership import claim
+from art_diffusion.checkpoints.atomic_io import AtomicCheckpointIO
+from art_diffusion.checkpoints.registry import check_targets
+from art_diffusion.checkpoints.resume import AUTO, auto_resumed_config, find_run_to_resume, resumed_config
+from art_diffusion.lightning.image_grids import logger_step
+from art_diffusion.run.cluster.ddp import is_spawned_rank
+from art_diffusion.run.cluster.requeue import checkpoint_before_requeue, cluster_plugins
 from art_diffusion.run.config_tree import print_config_tree
 from art_diffusion.run.hparams import log_hparams
-from art_diffusion.run.hydra_ddp import is_spawned_rank
 from art_diffusion.run.precision import resolve_trainer_precision
-from art_diffusion.run.requeue import checkpoint_before_requeue, cluster_plugins
-from art_diffusion.run.resume import AUTO, auto_resumed_config, find_run_to_resume, resumed_config
 from art_diffusion.run.run_dir import METRICS_FILE, OWNER_LOCK
 from art_diffusion.run.validate import check_values
-from art_diffusion.safe_config import check_targets
 from art_diffusion.storage import atomic_write
+from art_diffusion.storage.locks import claim
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from art_diffusion import ConfigError
 from art_diffusion.diffusion.samplers import SAMPLERS
 from art_diffusion.diffusion.schedule import PREDICTIONS
-from art_diffusion.errors import ConfigError
 from art_diffusion.nets import DOWNSAMPLING_FACTOR
 
 _ABSENT = object()

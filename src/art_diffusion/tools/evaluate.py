@@ -21,20 +21,20 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig
 from torch import Tensor, nn
 
+from art_diffusion import DataError, UserError
 from art_diffusion.checkpoints import load_module
 from art_diffusion.data.images import BadImage
-from art_diffusion.errors import DataError, UserError
 from art_diffusion.lightning import DiffusionModule
 from art_diffusion.losses import PerceptualLoss
 from art_diffusion.metrics.fd_vgg import features, layer_extractor, load_images
 from art_diffusion.metrics.lpips import LPIPS
 from art_diffusion.metrics.pixel import mse, psnr, ssim
 from art_diffusion.metrics.scores import scores
+from art_diffusion.nets.vgg import ImageNetNormalize
 from art_diffusion.run.validate import check_values
 from art_diffusion.storage import atomic_write
 from art_diffusion.tools.inputs import find_inputs, literal_prefix, resolve_device
 from art_diffusion.tools.reconstruct import Reconstructor
-from art_diffusion.vgg import ImageNetNormalize
 
 log = logging.getLogger(__name__)
 

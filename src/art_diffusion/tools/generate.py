@@ -10,8 +10,8 @@ import torch
 from omegaconf import DictConfig
 from torchvision.utils import make_grid, save_image
 
+from art_diffusion import ConfigError
 from art_diffusion.checkpoints import load_module
-from art_diffusion.errors import ConfigError
 from art_diffusion.lightning import DiffusionModule
 from art_diffusion.run.validate import check_values
 from art_diffusion.storage import atomic_path

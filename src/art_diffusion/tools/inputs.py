@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 
+from art_diffusion import ConfigError, MissingPathError
 from art_diffusion.data.images import IMAGE_EXTENSIONS
 from art_diffusion.data.listing import list_images
-from art_diffusion.errors import ConfigError, MissingPathError
 
 
 @dataclass

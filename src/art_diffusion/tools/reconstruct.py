@@ -22,10 +22,10 @@ from omegaconf import DictConfig
 from PIL import Image
 from torch import Tensor, nn
 
+from art_diffusion import ConfigError, DataError
 from art_diffusion.checkpoints import load_module
 from art_diffusion.data.images import BadImage, load_rgb
 from art_diffusion.data.report import printable
-from art_diffusion.errors import ConfigError, DataError
 from art_diffusion.lightning import ReconstructionModule
 from art_diffusion.metrics.pixel import pixel_metrics
 from art_diffusion.nets import DOWNSAMPLING_FACTOR

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from art_diffusion import storage
-from art_diffusion.errors import ConfigError, DataError
+from art_diffusion import ConfigError, DataError
 from art_diffusion.data.demo.painters import (
     DEMO_CLASSES,
     DEMO_VERSION,

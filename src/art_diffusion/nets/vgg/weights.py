@@ -1,6 +1,6 @@
 """Resolving VGG16 weights: ``"imagenet"`` (cached once per machine), ``"random"`` (tests) or a file path.
 
-ImageNet weights come from the first source in :mod:`art_diffusion.vgg.sources` that works and are cached under
+ImageNet weights come from the first source in :mod:`art_diffusion.nets.vgg.sources` that works and are cached under
 :func:`art_diffusion.storage.cache_dir` as ``vgg16_imagenet_features<N>.pt``. The cache is filled under
 :func:`art_diffusion.storage.file_lock` (DDP ranks resolve once) and written with
 :func:`art_diffusion.storage.atomic_path`.
@@ -16,10 +16,9 @@ import warnings
 
 import torch
 
-from art_diffusion import storage
-from art_diffusion.errors import ConfigError, MissingPathError, UserError
-from art_diffusion.vgg import sources
-from art_diffusion.vgg.layers import check_num_layers, expected_shapes, features_state
+from art_diffusion import ConfigError, MissingPathError, UserError, storage
+from art_diffusion.nets.vgg import sources
+from art_diffusion.nets.vgg.layers import check_num_layers, expected_shapes, features_state
 
 logger = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
-"""Callbacks that make an interrupted run resumable exactly: RNG states in every checkpoint, a checkpoint on SIGTERM,
-last.ckpt after every epoch."""
+"""The checkpoint callbacks that make an interrupted run resumable exactly: last.ckpt after every epoch, RNG states in
+every checkpoint, a checkpoint on SIGTERM, and a moved run dir's bookkeeping rebased on resume."""
 
 from __future__ import annotations
 
@@ -89,3 +89,29 @@ class CheckpointOnSigterm(L.Callback):
         trainer.save_checkpoint(self.path)
         log.warning("SIGTERM: saved %s (epoch %d, step %d) before exiting", self.path, trainer.current_epoch,
                     trainer.global_step)
+
+
+def rebase_paths(node: Any, old: str, new: str) -> Any:
+    """Every path under the run's old location moved to its new one (a run dir copied to another machine)."""
+    if isinstance(node, dict):
+        return {rebase_paths(k, old, new): rebase_paths(v, old, new) for k, v in node.items()}
+    if isinstance(node, list):
+        return [rebase_paths(v, old, new) for v in node]
+    if isinstance(node, str) and (node == old or node.startswith(old.rstrip("/") + "/")):
+        return new + node[len(old.rstrip("/")):]
+    return node
+
+
+class RebaseCheckpointPaths(L.Callback):
+    """For a run dir that was moved: points the paths in the checkpoint's callback states at the new location.
+
+    Lightning's ModelCheckpoint restores its best score and file names only when its saved ``dirpath`` equals the
+    current one; otherwise it starts afresh and writes ``best-v1.ckpt`` beside the old ``best.ckpt``.
+    """
+
+    def __init__(self, old: str, new: str) -> None:
+        self.old, self.new = old, new
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        if "callbacks" in checkpoint:
+            checkpoint["callbacks"] = rebase_paths(checkpoint["callbacks"], self.old, self.new)

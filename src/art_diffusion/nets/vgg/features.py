@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from art_diffusion.vgg.layers import check_num_layers, features_state, layer_kinds
-from art_diffusion.vgg.weights import load_vgg16_state
+from art_diffusion.nets.vgg.layers import check_num_layers, features_state, layer_kinds
+from art_diffusion.nets.vgg.weights import load_vgg16_state
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

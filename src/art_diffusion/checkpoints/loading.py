@@ -1,7 +1,7 @@
 """Loading checkpoints without trusting them: plain data only, clear errors, and a model rebuilt from the stored config.
 
 A checkpoint is untrusted input. ``torch.load(weights_only=True)`` refuses any pickle that names code, and the
-stored config passes :func:`art_diffusion.safe_config.check_targets` (only registered classes) before anything
+stored config passes :func:`art_diffusion.checkpoints.registry.check_targets` (only registered classes) before anything
 of it is instantiated, so opening a file never runs code from it.
 """
 
@@ -17,8 +17,8 @@ import torch
 from hydra.utils import get_class, instantiate
 from torch import nn
 
-from art_diffusion.errors import MissingPathError, UserError
-from art_diffusion.safe_config import check_targets
+from art_diffusion import MissingPathError, UserError
+from art_diffusion.checkpoints.registry import check_targets, renamed_targets
 
 #: Checkpoint entry holding the run's resolved config (plain dicts), enough to rebuild model and data settings.
 CONFIG_KEY = "art_diffusion_config"
@@ -88,6 +88,7 @@ def stored_config(checkpoint: Mapping, path: str | Path, trusted_classes: Iterab
             f"{path} has no '{CONFIG_KEY}' entry, so the model cannot be rebuilt from it alone. Only checkpoints "
             "written by scripts/train.py carry their config; retrain, or load the weights by hand."
         )
+    config = renamed_targets(config)  # checkpoints written before a registry class moved
     check_targets(config, f"the config stored in {path}", trusted_classes)
     return config
 

@@ -7,7 +7,7 @@ import pickle
 
 import torch
 
-from art_diffusion.vgg.layers import (
+from art_diffusion.nets.vgg.layers import (
     VGG16_NUM_LAYERS,
     check_num_layers,
     features_state,

@@ -19,7 +19,7 @@ from hydra.core.override_parser.types import IntervalSweep, Override
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from art_diffusion.errors import UserError
+from art_diffusion import UserError
 from art_diffusion.storage import atomic_write
 
 log = logging.getLogger(__name__)

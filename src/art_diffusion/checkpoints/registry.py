@@ -1,8 +1,8 @@
 """The closed registry of classes a config may instantiate, and the one check that runs before any config is built.
 
 A config read from a file (a checkpoint's stored config, a resumed run's ``last.ckpt``) is untrusted: Hydra's
-``instantiate`` calls whatever ``_target_`` names, so ``art_diffusion.storage.os.system`` would run a shell
-command. :func:`check_targets` walks every node first and refuses the whole config unless
+``instantiate`` calls whatever ``_target_`` names, so ``art_diffusion.storage.files.os.system`` would run a
+shell command. :func:`check_targets` walks every node first and refuses the whole config unless
 
 - every ``_target_`` resolves to *exactly* (``is``) one of the classes in :data:`REGISTRY` (or a class the user
   passed in ``trusted_classes`` on the command line), not a function, a module or any other attribute reachable
@@ -14,6 +14,9 @@ command. :func:`check_targets` walks every node first and refuses the whole conf
 Every path that instantiates a config calls it: train (fresh or resumed), resume, reconstruct, evaluate, generate.
 ``tests/test_safe_config.py`` checks that every ``_target_`` under ``conf/`` is in the registry, so a new config
 class cannot ship without this list being reviewed.
+
+Classes that moved keep working in checkpoints written before the move: :func:`renamed_targets` rewrites their old
+dotted paths (:data:`RENAMED`, each to a registry entry) before the check; nothing else of a stored config changes.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import Any
 
 from hydra.utils import get_class
 
-from art_diffusion.errors import UserError
+from art_diffusion import UserError
 
 #: The classes the project's own configs name (conf/ and resume's RebaseCheckpointPaths). Reviewed by hand.
 REGISTRY: tuple[str, ...] = (
@@ -44,18 +47,18 @@ REGISTRY: tuple[str, ...] = (
     "art_diffusion.data.ArtDataModule",
     "art_diffusion.data.DemoDataModule",
     # callbacks (conf/callbacks; RebaseCheckpointPaths is added by resume.py)
-    "art_diffusion.callbacks.ReconstructionLogger",
-    "art_diffusion.callbacks.SampleLogger",
-    "art_diffusion.callbacks.GenerationScores",
-    "art_diffusion.callbacks.RNGStateCheckpoint",
-    "art_diffusion.callbacks.CheckpointOnSigterm",
-    "art_diffusion.callbacks.LastCheckpoint",
-    "art_diffusion.callbacks.RebaseCheckpointPaths",
+    "art_diffusion.lightning.ReconstructionLogger",
+    "art_diffusion.lightning.SampleLogger",
+    "art_diffusion.lightning.GenerationScores",
+    "art_diffusion.checkpoints.RNGStateCheckpoint",
+    "art_diffusion.checkpoints.CheckpointOnSigterm",
+    "art_diffusion.checkpoints.LastCheckpoint",
+    "art_diffusion.checkpoints.RebaseCheckpointPaths",
     "lightning.pytorch.callbacks.ModelCheckpoint",
     "lightning.pytorch.callbacks.LearningRateMonitor",
     "lightning.pytorch.callbacks.EarlyStopping",
     # loggers, trainer, profiler, optimisation (conf/logger, trainer, debug, optim: the two _partial_ ones)
-    "art_diffusion.loggers.TensorBoardLogger",
+    "art_diffusion.lightning.TensorBoardLogger",
     "lightning.pytorch.loggers.CSVLogger",
     "lightning.pytorch.loggers.MLFlowLogger",
     "lightning.pytorch.loggers.WandbLogger",
@@ -65,6 +68,17 @@ REGISTRY: tuple[str, ...] = (
     "torch.optim.Adam",
     "torch.optim.lr_scheduler.StepLR",
 )
+#: Old dotted paths of registry classes that moved (stored in older checkpoints) -> where they are now.
+RENAMED: dict[str, str] = {
+    "art_diffusion.callbacks.ReconstructionLogger": "art_diffusion.lightning.ReconstructionLogger",
+    "art_diffusion.callbacks.SampleLogger": "art_diffusion.lightning.SampleLogger",
+    "art_diffusion.callbacks.GenerationScores": "art_diffusion.lightning.GenerationScores",
+    "art_diffusion.callbacks.RNGStateCheckpoint": "art_diffusion.checkpoints.RNGStateCheckpoint",
+    "art_diffusion.callbacks.CheckpointOnSigterm": "art_diffusion.checkpoints.CheckpointOnSigterm",
+    "art_diffusion.callbacks.LastCheckpoint": "art_diffusion.checkpoints.LastCheckpoint",
+    "art_diffusion.callbacks.RebaseCheckpointPaths": "art_diffusion.checkpoints.RebaseCheckpointPaths",
+    "art_diffusion.loggers.TensorBoardLogger": "art_diffusion.lightning.TensorBoardLogger",
+}
 #: Hydra keys a config may use; every other ``_name_`` key (``_args_``, ``_convert_``, ``_recursive_``) is refused.
 ALLOWED_SPECIAL_KEYS = ("_target_", "_partial_")
 _PLAIN = (str, int, float, bool, type(None))
@@ -72,6 +86,17 @@ _PLAIN = (str, int, float, bool, type(None))
 
 class UnsafeConfigError(UserError):
     """A config names something outside the registry of classes; nothing of it was instantiated."""
+
+
+def renamed_targets(node: Any) -> Any:
+    """``node`` with every ``_target_`` that names a moved class (:data:`RENAMED`) set to its current path."""
+    if isinstance(node, Mapping):
+        target = node.get("_target_")
+        return {key: RENAMED.get(value, value) if key == "_target_" and isinstance(target, str) else
+                renamed_targets(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [renamed_targets(item) for item in node]
+    return node
 
 
 @cache
@@ -131,7 +156,7 @@ def check_targets(node: Any, origin: str, trusted_classes: Iterable[str] = (), w
     def refuse(what: str, at: str, hint: str = "") -> None:
         raise UnsafeConfigError(
             f"Refusing {origin}: {what} at '{at or '<root>'}'. A config may only instantiate the project's own "
-            "classes (art_diffusion.safe_config.REGISTRY); nothing from it was run." + hint)
+            "classes (art_diffusion.checkpoints.registry.REGISTRY); nothing from it was run." + hint)
 
     def walk(value: Any, at: str) -> None:
         if isinstance(value, Mapping):

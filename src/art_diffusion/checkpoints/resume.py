@@ -17,9 +17,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from art_diffusion.callbacks.rebase_paths import rebase_paths
+from art_diffusion import ConfigError, MissingPathError, UserError
 from art_diffusion.checkpoints import CheckpointError, UnsafeCheckpointError, load_checkpoint, stored_config
-from art_diffusion.errors import ConfigError, MissingPathError, UserError
+from art_diffusion.checkpoints.callbacks import rebase_paths
 from art_diffusion.run.precision import resolve_precision
 from art_diffusion.run.run_dir import LAST_CHECKPOINT
 
@@ -141,7 +141,7 @@ def resumed_config(cfg: DictConfig, auto: bool = False) -> DictConfig:
         log.info("Run dir moved from %s to %s: rebasing its paths", old_dir, directory)
         stored = rebase_paths(stored, old_dir, str(directory))
         stored.setdefault("callbacks", {})["rebase_checkpoint_paths"] = {
-            "_target_": "art_diffusion.callbacks.RebaseCheckpointPaths", "old": old_dir, "new": str(directory)}
+            "_target_": "art_diffusion.checkpoints.RebaseCheckpointPaths", "old": old_dir, "new": str(directory)}
 
     keys = [key for key in _command_line_keys() if key not in ("resume", "ckpt_path")]
     if auto:

