@@ -45,26 +45,9 @@ def test_split(run_config: dict, batch_size: int) -> torch.Tensor:
 
 def sample(module, sampler: str, steps: int, spacing: str | None, count: int, batch: int, seed: int,
            use_ema: bool = True):
-    generator = torch.Generator().manual_seed(seed)
-    out = []
-    for start in range(0, count, batch):
-        n = min(batch, count - start)
-        if spacing is None:
-            out.append(module.sample(n, sampler=sampler, steps=steps, generator=generator, use_ema=use_ema))
-        else:  # the module's sample() uses the default spacing; call the solver for the others
-            out.append(sample_with_spacing(module, n, steps, spacing, generator))
-    return torch.cat(out).cpu()
-
-
-def sample_with_spacing(module, n: int, steps: int, spacing: str, generator):
-    from art_diffusion.diffusion.samplers import dpm_solver_2m_sample, guided
-    from art_diffusion.diffusion.schedule import to_pixels
-
-    net = module.ema.eval()
-    eps_fn = guided(module.eps_net(net), None, module.num_classes, 1.0)
-    shape = (n, 3, module.image_size, module.image_size)
-    return to_pixels(dpm_solver_2m_sample(eps_fn, module.schedule, shape, module.device, steps, generator,
-                                          spacing=spacing))
+    """``count`` images through the module's one sampling entry point (``spacing`` None: the sampler's default)."""
+    return module.sample(count, sampler=sampler, steps=steps, generator=torch.Generator().manual_seed(seed),
+                         use_ema=use_ema, batch_size=batch, spacing=spacing or "time").cpu()
 
 
 def main() -> None:

@@ -116,7 +116,7 @@ def _read_draws(path: Path) -> dict[int, dict]:
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, demo_root, compose_cfg):
     # StepLR halving every epoch: a scheduler restored wrongly changes the weights
     common = [f"data.root={demo_root}", "trainer.deterministic=true", "trainer.max_epochs=3", "test=false",
-              "optim.step_size=1", "optim.gamma=0.5", "+callbacks.crash._target_=tests.crash.CrashAfterEpoch",
+              "scheduler.step_size=1", "scheduler.gamma=0.5", "+callbacks.crash._target_=tests.crash.CrashAfterEpoch",
               "trusted_classes=[tests.crash.CrashAfterEpoch]"]
     full, crashed = tmp_path / "full", tmp_path / "crashed"
     train(compose_cfg(*common, f"+callbacks.crash.log_path={full / 'draws.jsonl'}", output_dir=full))

@@ -26,7 +26,7 @@ BAD_VALUES = [  # override, what the message must say
     ("data.batch_size=0", r"data.batch_size=0 must be an integer ≥ 1"),
     ("trainer.max_epochs=0", r"trainer.max_epochs=0 must be an integer ≥ 1"),
     ("optim.lr=0", r"optim.lr=0 must be a number > 0"),
-    ("optim.step_size=2.5", r"optim.step_size=2.5 must be an integer ≥ 1"),
+    ("scheduler.step_size=2.5", r"scheduler.step_size=2.5 must be an integer ≥ 1"),
     ("callbacks.reconstructions.num_images=0", r"callbacks.reconstructions.num_images=0 must be an integer ≥ 1"),
     ("model.net.base_channels=-4", r"model.net.base_channels=-4 must be an integer ≥ 1"),
     ("trainer.devices=0", r"trainer.devices=0 must be a count ≥ 1"),
@@ -36,6 +36,10 @@ BAD_PAIRS = [
     (("data.val_fraction=0.6", "data.test_fraction=0.4"), r"their sum must be < 1"),
     (("model=ddpm", "model.ema_decay=1"), r"model.ema_decay=1 must be a number in \[0, 1\)"),
     (("model=ddpm", "callbacks.samples.steps=2000"), r"callbacks.samples.steps=2000 must be at most"),
+    (("model=ddpm", "model.schedule.kind=bogus"), r"model.schedule.kind='bogus' must be one of linear, cosine"),
+    (("model=ddpm", "model.prediction=noise"), r"model.prediction='noise' must be one of eps, v, x0"),
+    (("model=ddpm", "data.image_size=40", "model.net.channel_mults=[1,2,2,2,2]"),
+     r"model.net.image_size=40 must be divisible by 2\*\*\(levels - 1\) = 16"),
 ]
 
 
@@ -88,6 +92,13 @@ def test_zero_test_fraction_skips_the_test(compose_cfg, tmp_path):
     assert value == metrics["val/psnr"] and not any(k.startswith("test/") for k in metrics)
 
 
+class RefusesItsArgument:
+    """A class whose constructor raises a user error (as DiffusersUNet does without its optional package)."""
+
+    def __init__(self, value: str) -> None:
+        raise UserError(f"value={value!r} cannot be used")
+
+
 def test_a_user_error_wrapped_by_hydra_instantiate_is_still_one_message():
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
@@ -95,7 +106,7 @@ def test_a_user_error_wrapped_by_hydra_instantiate_is_still_one_message():
     from art_diffusion.run.cli import user_error_in
 
     with pytest.raises(InstantiationException) as info:
-        instantiate({"_target_": "art_diffusion.diffusion.NoiseSchedule", "kind": "bogus"})
+        instantiate({"_target_": f"{__name__}.RefusesItsArgument", "value": "bogus"})
     assert isinstance(user_error_in(info.value), UserError)
-    assert "model.schedule.kind must be one of" in str(user_error_in(info.value))
+    assert "value='bogus' cannot be used" in str(user_error_in(info.value))
     assert user_error_in(RuntimeError("a bug")) is None

@@ -40,8 +40,8 @@ ENTRY_CONFIGS = sorted(p.stem for p in CONF_DIR.glob("*.yaml") if p.stem != "tra
 
 def test_the_groups_have_the_options_the_readme_names():
     assert options("experiment") == ["article", "ddpm_cpu32", "ddpm_gpu64", "demo"]
-    assert options("model/net") == ["conv_denoiser", "diffusers_unet", "unet"]
-    assert options("model") == ["conv_diffusion", "ddpm"]
+    assert options("model/net") == ["conv_denoiser", "conv_diffusion", "diffusers_unet", "unet"]
+    assert options("model") == ["ddpm", "reconstructor"]
     assert options("data") == ["art", "demo"]
     assert set(options("trainer")) == {"default", "cpu", "gpu", "ddp", "ddp_cpu"}
     assert options("logger") == ["csv", "many", "mlflow", "tensorboard", "wandb"]
@@ -84,7 +84,7 @@ def test_every_experiment_with_every_model_composes_and_instantiates(tmp_path, e
     assert isinstance(built["data"], L.LightningDataModule) and isinstance(built["trainer"], L.Trainer)
     assert built["trainer"].max_epochs == {"demo": 24, "article": 150}.get(experiment, built["trainer"].max_epochs)
     if experiment == "article":  # the article's network and schedule
-        assert cfg.model.net.base_channels == 64 and cfg.optim.step_size == 30
+        assert cfg.model.net.base_channels == 64 and cfg.scheduler.step_size == 30
 
 
 @pytest.mark.parametrize("preset", DDPM_PRESETS)

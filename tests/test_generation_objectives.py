@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from art_diffusion.diffusion import NoiseSchedule, ddim_sample, dpm_solver_2m_sample
+from art_diffusion.diffusion.prediction import min_snr_weights, target, x0_and_eps
 from art_diffusion.diffusion.samplers import solver_timesteps
 from art_diffusion.losses import DiffusionLoss
-from art_diffusion.losses.diffusion import min_snr_weights
 from art_diffusion.nets import DiffusersUNet, UNet
 from art_diffusion.nets.unet import SelfAttention
 
@@ -65,8 +65,8 @@ def test_each_prediction_type_round_trips_to_x0_and_eps(prediction):
     x0, noise = torch.rand(4, 3, 8, 8, generator=gen) * 2 - 1, torch.randn(4, 3, 8, 8, generator=gen)
     t = torch.tensor([0, 10, 50, 99])
     x_t = schedule.q_sample(x0, t, noise)
-    perfect = schedule.target(prediction, x0, t, noise)  # what a perfect denoiser of this type outputs
-    x0_hat, eps_hat = schedule.x0_and_eps(prediction, x_t, t, perfect)
+    perfect = target(schedule, prediction, x0, t, noise)  # what a perfect denoiser of this type outputs
+    x0_hat, eps_hat = x0_and_eps(schedule, prediction, x_t, t, perfect)
     assert torch.allclose(x0_hat, x0, atol=2e-3) and torch.allclose(eps_hat, noise, atol=2e-3)
 
 
@@ -117,7 +117,7 @@ def test_dpm_solver_matches_diffusers_dpm_solver_multistep_scheduler(kind):
     net = _unet()
 
     def eps_fn(x, t):  # a random net as a bounded v-predictor, so x0 stays in a data-like range
-        return schedule.x0_and_eps("v", x, t, torch.tanh(net(x, t)))[1]
+        return x0_and_eps(schedule, "v", x, t, torch.tanh(net(x, t)))[1]
 
     ours = dpm_solver_2m_sample(eps_fn, schedule, shape, "cpu", steps=12, generator=torch.Generator().manual_seed(0),
                                 clip=False)

@@ -190,3 +190,49 @@ def test_hydra_rerun_of_a_pickled_config_is_refused_in_one_line(capsys):
     assert stop.value.code == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("error: --experimental-rerun is not supported") and "resume=RUN_DIR" in line
+
+
+def test_a_checkpoint_written_before_classes_moved_still_loads_and_resumes(tiny_run, tmp_path):
+    """Stored configs name callbacks and loggers by the paths they had before the layout of 0.1 moved them
+    (art_diffusion.callbacks.*, art_diffusion.loggers.*): they load, and resume with the current classes."""
+    import shutil
+
+    from art_diffusion.checkpoints import load_module, stored_config
+    from art_diffusion.checkpoints.registry import RENAMED
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    last = run / "checkpoints" / "last.ckpt"
+    old_names = {new: old for old, new in RENAMED.items()}
+
+    def back_to_old_paths(config):
+        for group in ("callbacks", "logger"):
+            for node in config[group].values():
+                if node and node.get("_target_") in old_names:
+                    node["_target_"] = old_names[node["_target_"]]
+
+    _poison(last, last, back_to_old_paths)
+    stored = load_checkpoint(last)[CONFIG_KEY]
+    assert stored["callbacks"]["rng_state"]["_target_"] == "art_diffusion.callbacks.RNGStateCheckpoint"
+    assert stored["logger"]["tensorboard"]["_target_"] == "art_diffusion.loggers.TensorBoardLogger"
+    config = stored_config(load_checkpoint(last), last)
+    assert config["callbacks"]["rng_state"]["_target_"] == "art_diffusion.checkpoints.RNGStateCheckpoint"
+    assert config["logger"]["tensorboard"]["_target_"] == "art_diffusion.lightning.TensorBoardLogger"
+    module, _ = load_module(last)
+    assert module.net is not None
+    resumed = resumed_config(compose_train_cfg(tmp_path / "unused", f"resume={run}", tiny=False))
+    assert resumed.callbacks.sigterm_checkpoint._target_ == "art_diffusion.checkpoints.CheckpointOnSigterm"
+
+
+def test_absurd_values_in_a_stored_config_are_refused_in_one_message(tiny_run, tmp_path):
+    from art_diffusion import ConfigError
+    from art_diffusion.checkpoints import load_module
+
+    best = tiny_run / "checkpoints" / "best.ckpt"
+
+    def absurd(config):
+        config["model"]["net"]["base_channels"] = -4
+
+    edited = _poison(best, tmp_path / "edited.ckpt", absurd)
+    with pytest.raises(ConfigError, match=f"Refusing the config stored in {edited}: model.net.base_channels=-4 must"):
+        load_module(edited)

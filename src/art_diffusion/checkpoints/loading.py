@@ -19,6 +19,7 @@ from torch import nn
 
 from art_diffusion import MissingPathError, UserError
 from art_diffusion.checkpoints.registry import check_targets, renamed_targets
+from art_diffusion.run.validate import check_stored_values
 
 #: Checkpoint entry holding the run's resolved config (plain dicts), enough to rebuild model and data settings.
 CONFIG_KEY = "art_diffusion_config"
@@ -90,6 +91,7 @@ def stored_config(checkpoint: Mapping, path: str | Path, trusted_classes: Iterab
         )
     config = renamed_targets(config)  # checkpoints written before a registry class moved
     check_targets(config, f"the config stored in {path}", trusted_classes)
+    check_stored_values(config, f"the config stored in {path}")
     return config
 
 

@@ -57,7 +57,7 @@ REGISTRY: tuple[str, ...] = (
     "lightning.pytorch.callbacks.ModelCheckpoint",
     "lightning.pytorch.callbacks.LearningRateMonitor",
     "lightning.pytorch.callbacks.EarlyStopping",
-    # loggers, trainer, profiler, optimisation (conf/logger, trainer, debug, optim: the two _partial_ ones)
+    # loggers, trainer, profiler, optimisation (conf/logger, trainer, debug; conf/optim, scheduler: _partial_ ones)
     "art_diffusion.lightning.TensorBoardLogger",
     "lightning.pytorch.loggers.CSVLogger",
     "lightning.pytorch.loggers.MLFlowLogger",

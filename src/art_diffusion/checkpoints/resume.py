@@ -95,13 +95,9 @@ def _read_stored(path: Path, trusted: list[str]) -> dict:
 
 def newest_loadable_checkpoint(directory: Path, trusted: list[str]) -> tuple[Path, dict]:
     """``last.ckpt`` and its stored config; if it cannot be read (a damaged copy, a disk error), the newest other
-    checkpoint of the run that loads, with a warning saying which and why (last.ckpt is moved aside to
-    last.ckpt.unreadable). A hostile config is refused, not skipped.
-    Temporary files of saves killed half-way are removed first (the caller owns the run dir)."""
+    checkpoint of the run that loads, with a warning saying which and why. A hostile config is refused, not skipped.
+    Reads only: :func:`tidy_run_dir` readies the dir once this process owns it."""
     last = directory / LAST_CHECKPOINT
-    for leftover in sorted(last.parent.glob("*.ckpt.*.tmp")):
-        log.info("Removing %s, left by a save that was interrupted", leftover)
-        leftover.unlink(missing_ok=True)
     try:
         return last, _read_stored(last, trusted)
     except UnsafeCheckpointError:
@@ -118,13 +114,23 @@ def newest_loadable_checkpoint(directory: Path, trusted: list[str]) -> tuple[Pat
         except CheckpointError as error:
             log.warning("Cannot resume from %s either: %s", path, error)
             continue
-        aside = last.with_name(last.name + ".unreadable")
-        last.replace(aside)  # else Lightning would save the next last.ckpt as last-v1.ckpt beside it
         log.warning("%s is unreadable (%s). Resuming from %s instead, the newest checkpoint of the run that loads; "
-                    "the unreadable file is kept as %s.", last, reason, path, aside)
+                    "the unreadable file is kept as %s.unreadable.", last, reason, path, last.name)
         return path, stored
     raise CheckpointError(f"resume: {last} is unreadable ({reason}) and no other checkpoint in {last.parent} loads; "
                           "this run cannot be continued. Start a new run (ckpt_path= can take weights of a good file).")
+
+
+def tidy_run_dir(directory: Path, checkpoint: Path) -> None:
+    """Ready a resumed run dir, once this process owns it: temporary files of saves killed half-way are removed, and
+    an unreadable last.ckpt is moved aside to last.ckpt.unreadable when the run continues from another ``checkpoint``
+    (else Lightning would save the next last.ckpt as last-v1.ckpt beside it)."""
+    last = directory / LAST_CHECKPOINT
+    for leftover in sorted(last.parent.glob("*.ckpt.*.tmp")):
+        log.info("Removing %s, left by a save that was interrupted", leftover)
+        leftover.unlink(missing_ok=True)
+    if Path(checkpoint).resolve() != last.resolve() and last.exists():
+        last.replace(last.with_name(last.name + ".unreadable"))
 
 
 def resumed_config(cfg: DictConfig, auto: bool = False) -> DictConfig:

@@ -19,13 +19,13 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from art_diffusion import DataError
 from art_diffusion.data import header_check, pixel_cache
 from art_diffusion.data.dataset import CachedImages, DecodedImages, collate
+from art_diffusion.data.epoch_sampler import EpochShuffleSampler
 from art_diffusion.data.folders import describe_oddities, list_checked_folder, map_classes
 from art_diffusion.data.listing import Listing, SourceFile
 from art_diffusion.data.report import BadFileReport, printable
-from art_diffusion.data.epoch_sampler import EpochShuffleSampler
-from art_diffusion import DataError
 from art_diffusion.storage import cache_dir
 
 log = logging.getLogger(__name__)

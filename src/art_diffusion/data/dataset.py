@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from art_diffusion.data.images import BadImage, load_rgb
 from art_diffusion import DataError
+from art_diffusion.data.images import BadImage, load_rgb
 from art_diffusion.data.listing import SourceFile
 
 Events = dict

@@ -7,9 +7,9 @@ import logging
 import os
 from pathlib import Path
 
+from art_diffusion import DataError, MissingPathError
 from art_diffusion.data.listing import Listing, list_image_folder
 from art_diffusion.data.report import printable
-from art_diffusion import DataError, MissingPathError
 
 log = logging.getLogger(__name__)
 EXPECTED_LAYOUT = """\

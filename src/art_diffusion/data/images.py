@@ -11,8 +11,8 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -155,7 +155,8 @@ def _rgb_or_rgba(img: Image.Image) -> Image.Image:
         raise BadImage("unsupported", "32-bit float pixels have no defined range")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
         return img.convert("RGBA")
-    return img if img.mode == "RGB" else img.convert("RGB")  # convert() would copy even an RGB image  # L, 1, P, CMYK (Adobe-inverted handled by Pillow), YCbCr, RGB
+    # L, 1, P, CMYK (Adobe-inverted handled by Pillow), YCbCr -> RGB; convert() would copy even an RGB image
+    return img if img.mode == "RGB" else img.convert("RGB")
 
 
 def _on_white(img: Image.Image) -> Image.Image:

@@ -29,8 +29,8 @@ import numpy as np
 from art_diffusion.data.images import BadImage, load_rgb
 from art_diffusion.data.listing import SourceFile
 from art_diffusion.data.pool import parallel_map
-from art_diffusion.storage.locks import in_use, register, registration_path
 from art_diffusion.storage import atomic_path, atomic_write, file_lock, stale_temporaries
+from art_diffusion.storage.locks import in_use, register, registration_path
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ _DISK_MARGIN = 1.1  # refuse to start a build that would fill the disk
 
 @dataclass(frozen=True)
 class PixelStore:
-    """A complete store: ``pixels`` rows line up with the files it was built from; ``bad`` maps row -> (reason, detail)."""
+    """A complete store: ``pixels`` rows line up with the files it was built from; ``bad``: row -> (reason, detail)."""
 
     path: Path
     bad: dict[int, tuple[str, str]]

@@ -6,7 +6,8 @@ import logging
 import multiprocessing
 import signal
 import time
-from typing import Callable, Iterable, Iterator, TypeVar
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
 
 log = logging.getLogger(__name__)
 

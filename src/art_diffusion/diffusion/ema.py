@@ -7,8 +7,6 @@ import copy
 import torch
 from torch import nn
 
-from art_diffusion import ConfigError
-
 
 class EMA(nn.Module):
     """Holds ``average``, a frozen copy of the tracked net; its tensors are ordinary state (saved in checkpoints).
@@ -20,7 +18,7 @@ class EMA(nn.Module):
     def __init__(self, net: nn.Module, decay: float = 0.999) -> None:
         super().__init__()
         if not 0.0 <= decay < 1.0:
-            raise ConfigError(f"model.ema_decay must be in [0, 1), got {decay}.")
+            raise ValueError(f"EMA decay must be in [0, 1), got {decay}.")
         self.decay = decay
         self.average = copy.deepcopy(net).requires_grad_(False).eval()
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))

@@ -2,7 +2,8 @@
 DPM-Solver++(2M) (Lu et al. 2022), a second-order multistep ODE solver (BENCHMARKS.md, "Samplers").
 
 All take ``eps_fn(x_t, t) -> eps`` (any denoiser, guided or not) and draw all their noise from ``generator``,
-on the CPU, so a seed gives the same images on any device.
+on the CPU, so a seed gives the same images on any device. :func:`sample` is the one entry point that picks a
+sampler by name (``DiffusionModule.sample`` calls it, and through it the tools, callbacks and benchmarks).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor
 
-from art_diffusion import ConfigError
 from art_diffusion.diffusion.schedule import NoiseSchedule, per_sample
 
 EpsFn = Callable[[Tensor, Tensor], Tensor]
@@ -69,7 +69,7 @@ def ddpm_sample(
 def ddim_timesteps(timesteps: int, steps: int) -> list[int]:
     """``steps`` evenly spaced timesteps from T - 1 down to 0 (both ends included)."""
     if not 1 <= steps <= timesteps:
-        raise ConfigError(f"DDIM needs 1 <= steps <= model.schedule.timesteps ({timesteps}), got steps={steps}.")
+        raise ValueError(f"DDIM needs 1 <= steps <= the schedule's timesteps ({timesteps}), got steps={steps}.")
     return torch.linspace(timesteps - 1, 0, steps).round().long().unique_consecutive().tolist()
 
 
@@ -111,8 +111,8 @@ def solver_timesteps(schedule: NoiseSchedule, steps: int, spacing: str = "time")
     0, evenly spaced in t or in log-SNR and rounded (fewer when rounding merges some). The grid's last interval
     is not stepped: the last call's x0 is the result (diffusers' ``final_sigmas_type="zero"``)."""
     if not 1 <= steps <= schedule.timesteps:
-        raise ConfigError(f"dpm++2m needs 1 <= steps <= model.schedule.timesteps ({schedule.timesteps}), "
-                          f"got steps={steps}.")
+        raise ValueError(f"dpm++2m needs 1 <= steps <= the schedule's timesteps ({schedule.timesteps}), "
+                         f"got steps={steps}.")
     last = schedule.timesteps - 1
     if spacing == "time":
         grid = torch.linspace(last, 0, steps + 1, dtype=torch.float64).round().long()
@@ -121,7 +121,7 @@ def solver_timesteps(schedule: NoiseSchedule, steps: int, spacing: str = "time")
         wanted = torch.linspace(float(lam[-1]), float(lam[0]), steps + 1, dtype=torch.float64)
         grid = torch.searchsorted(-lam, -wanted).clamp(max=last)  # the first t with lam[t] <= wanted
     else:
-        raise ConfigError(f"spacing must be one of {SPACINGS}, got {spacing!r}.")
+        raise ValueError(f"spacing must be one of {SPACINGS}, got {spacing!r}.")
     return grid[:-1].unique_consecutive().tolist()
 
 
@@ -167,6 +167,21 @@ def dpm_solver_2m_sample(
         x = sigma_ratio * x - float(alpha_bar[nxt].sqrt() * math.expm1(-h)) * d
         previous_x0, previous_h = x0, h
     return x
+
+
+def sample(eps_fn: EpsFn, schedule: NoiseSchedule, shape: tuple[int, ...], device, sampler: str = "dpm++2m",
+           steps: int = 20, eta: float = 0.0, generator: torch.Generator | None = None, progress: bool = False,
+           spacing: str = "time") -> Tensor:
+    """Images of ``shape`` in model space ([-1, 1]) from pure noise, by ``sampler``: ``ddim`` (``steps``, ``eta``),
+    ``dpm++2m`` (``steps``, ``spacing``) or ``ddpm`` (every timestep; ``steps`` ignored)."""
+    if sampler == "ddpm":
+        return ddpm_sample(eps_fn, schedule, shape, device, generator, progress=progress)
+    if sampler == "dpm++2m":
+        return dpm_solver_2m_sample(eps_fn, schedule, shape, device, steps, generator, progress=progress,
+                                    spacing=spacing)
+    if sampler == "ddim":
+        return ddim_sample(eps_fn, schedule, shape, device, steps, eta, generator, progress=progress)
+    raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}.")
 
 
 def guided(eps_fn: Callable[[Tensor, Tensor, Tensor | None], Tensor], labels: Tensor | None,

@@ -1,4 +1,5 @@
-"""Noise schedules and the closed-form forward process q(x_t | x_0) of a DDPM.
+"""Noise schedules and the closed-form forward process q(x_t | x_0) of a DDPM (what the denoiser outputs, and how
+its loss is weighted, is in :mod:`art_diffusion.diffusion.prediction`).
 
 Timesteps are 0-indexed: t = 0 is the first noising step, t = T - 1 the last (x_{T-1} is ~pure noise).
 """
@@ -10,17 +11,12 @@ import math
 import torch
 from torch import Tensor, nn
 
-from art_diffusion import ConfigError
-
 #: Ho et al. (2020) use betas from 1e-4 to 0.02 over 1000 steps; other T rescale them (Nichol & Dhariwal 2021, 3.2)
 #: so the chain ends at the same noise level.
 LINEAR_BETA_START, LINEAR_BETA_END, LINEAR_REFERENCE_STEPS = 1e-4, 0.02, 1000
 #: Nichol & Dhariwal's offset s keeps beta_0 from being vanishingly small; 0.999 caps beta near t = T.
 COSINE_OFFSET, MAX_BETA = 0.008, 0.999
 SCHEDULES = ("linear", "cosine")
-#: What the denoiser outputs: the noise eps (Ho et al.), v = sqrt(a) eps - sqrt(1 - a) x0 (Salimans & Ho 2022)
-#: or the clean image x0 itself (a = alpha_bar_t).
-PREDICTIONS = ("eps", "v", "x0")
 
 
 def linear_betas(timesteps: int) -> Tensor:
@@ -44,9 +40,9 @@ class NoiseSchedule(nn.Module):
     def __init__(self, kind: str = "linear", timesteps: int = 1000) -> None:
         super().__init__()
         if kind not in SCHEDULES:
-            raise ConfigError(f"model.schedule.kind must be one of {SCHEDULES}, got {kind!r}.")
+            raise ValueError(f"NoiseSchedule: kind must be one of {SCHEDULES}, got {kind!r}.")
         if timesteps < 2:
-            raise ConfigError(f"model.schedule.timesteps must be >= 2, got {timesteps}.")
+            raise ValueError(f"NoiseSchedule: timesteps must be >= 2, got {timesteps}.")
         self.kind = kind
         self.timesteps = timesteps
         betas = linear_betas(timesteps) if kind == "linear" else cosine_betas(timesteps)
@@ -81,26 +77,6 @@ class NoiseSchedule(nn.Module):
         """Signal-to-noise ratio alpha_bar_t / (1 - alpha_bar_t), per timestep."""
         a = self.alpha_bar[t]
         return a / (1 - a)
-
-    def target(self, prediction: str, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
-        """What a denoiser of this ``prediction`` type should output for x_t = q_sample(x0, t, noise)."""
-        if prediction == "eps":
-            return noise
-        if prediction == "x0":
-            return x0
-        a = per_sample(self.alpha_bar[t], x0)
-        return a.sqrt() * noise - (1 - a).sqrt() * x0
-
-    def x0_and_eps(self, prediction: str, x_t: Tensor, t: Tensor, output: Tensor) -> tuple[Tensor, Tensor]:
-        """The one conversion of a denoiser's ``output`` (of type ``prediction``) to the clean image and noise."""
-        a = per_sample(self.alpha_bar[t], x_t)
-        if prediction == "eps":
-            return self.predict_x0(x_t, t, output), output
-        if prediction == "x0":
-            return output, (x_t - a.sqrt() * output) / (1 - a).sqrt()
-        if prediction == "v":
-            return a.sqrt() * x_t - (1 - a).sqrt() * output, (1 - a).sqrt() * x_t + a.sqrt() * output
-        raise ConfigError(f"model.prediction must be one of {PREDICTIONS}, got {prediction!r}.")
 
 
 def to_model_space(images: Tensor) -> Tensor:

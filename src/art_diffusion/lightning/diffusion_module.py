@@ -7,21 +7,12 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from art_diffusion import ConfigError
-from art_diffusion.diffusion import (
-    EMA,
-    PREDICTIONS,
-    SAMPLERS,
-    NoiseSchedule,
-    ddim_sample,
-    ddpm_sample,
-    dpm_solver_2m_sample,
-    guided,
-    to_model_space,
-    to_pixels,
-)
+from art_diffusion.diffusion import EMA, NoiseSchedule, eps_predictor, guided, target, to_model_space, to_pixels
+from art_diffusion.diffusion import sample as run_sampler
+from art_diffusion.diffusion.prediction import check_prediction, x0_and_eps
 from art_diffusion.lightning.base_module import NetworkModule
 from art_diffusion.losses import DiffusionLoss
+from art_diffusion.run.validate import check_num_classes
 
 #: Checkpoint entry with the ImageFolder class names of a conditional model, so samplers can ask for "painting".
 CLASS_NAMES_KEY = "art_diffusion_class_names"
@@ -30,7 +21,7 @@ CLASS_NAMES_KEY = "art_diffusion_class_names"
 class DiffusionModule(NetworkModule):
     """DDPM training with an EMA of the weights, optional class conditioning and classifier-free guidance.
 
-    The net predicts ``prediction``: eps, v or x0 (every sampler converts it with ``schedule.x0_and_eps``). The
+    The net predicts ``prediction``: eps, v or x0 (converted by :mod:`art_diffusion.diffusion.prediction`). The
     objective is a :class:`DiffusionLoss` (output MSE, optional min-SNR weighting and perceptual term on the
     predicted x0). The EMA weights are used for validation, test and sampling, and are saved in checkpoints.
     """
@@ -58,14 +49,11 @@ class DiffusionModule(NetworkModule):
     ) -> None:
         super().__init__(net, loss, optimizer, scheduler, channels_last, compile, compile_options)
         if num_classes != getattr(net, "num_classes", None):
-            raise ConfigError(
-                f"The denoiser was built for num_classes={getattr(net, 'num_classes', None)} but the module for "
-                f"{num_classes}: set both from model.num_classes (see conf/model/ddpm.yaml)."
-            )
-        if prediction not in PREDICTIONS:
-            raise ConfigError(f"model.prediction must be one of {PREDICTIONS}, got {prediction!r}.")
+            raise ValueError(f"The denoiser was built for num_classes={getattr(net, 'num_classes', None)} but the "
+                             f"module for {num_classes}: build both with the same number of classes.")
+        check_prediction(prediction)
         if not 0.0 <= cond_drop_prob < 1.0:
-            raise ConfigError(f"model.cond_drop_prob must be in [0, 1), got {cond_drop_prob}.")
+            raise ValueError(f"cond_drop_prob must be in [0, 1), got {cond_drop_prob}.")
         self.ema = EMA(self.net, ema_decay)
         self.schedule = schedule or NoiseSchedule()
         self.image_size = image_size
@@ -81,11 +69,7 @@ class DiffusionModule(NetworkModule):
         super().setup(stage)
         classes = getattr(getattr(self.trainer, "datamodule", None), "classes", None)
         if self.num_classes and classes:
-            if len(classes) != self.num_classes:
-                raise ConfigError(
-                    f"model.num_classes={self.num_classes} but the data has {len(classes)} classes {classes}: "
-                    f"set model.num_classes={len(classes)} (or null for an unconditional model)."
-                )
+            check_num_classes(self.num_classes, list(classes))
             self.class_names = list(classes)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -113,16 +97,12 @@ class DiffusionModule(NetworkModule):
     def _losses(self, net: nn.Module, x0: Tensor, t: Tensor, noise: Tensor, labels: Tensor | None) -> dict:
         x_t = self.schedule.q_sample(x0, t, noise)
         output = net(x_t, t, labels)
-        target = self.schedule.target(self.prediction, x0, t, noise)
+        wanted = target(self.schedule, self.prediction, x0, t, noise)
         x0_hat = None
         if self.loss.needs_x0:
-            x0_hat = to_pixels(self.schedule.x0_and_eps(self.prediction, x_t, t, output)[0])
-        return self.loss(output, target, x0_hat, to_pixels(x0) if x0_hat is not None else None,
+            x0_hat = to_pixels(x0_and_eps(self.schedule, self.prediction, x_t, t, output)[0])
+        return self.loss(output, wanted, x0_hat, to_pixels(x0) if x0_hat is not None else None,
                          snr=self.schedule.snr(t), prediction=self.prediction)
-
-    def eps_net(self, net: nn.Module) -> Callable[[Tensor, Tensor, Tensor | None], Tensor]:
-        """``net`` as a noise predictor, whatever it outputs (what the samplers and guidance take)."""
-        return lambda x, t, y: self.schedule.x0_and_eps(self.prediction, x, t, net(x, t, y))[1]
 
     def _log(self, stage: str, parts: dict, batch_size: int) -> None:
         for name, value in parts.items():
@@ -161,16 +141,16 @@ class DiffusionModule(NetworkModule):
         x_t = self.schedule.q_sample(x0, t, torch.randn(x0.shape, generator=generator).to(self.device))
         # the logger passes no labels: a conditional model is asked with the "no class" label
         labels = torch.full_like(t, self.num_classes) if self.num_classes else None
-        x0_hat = self.schedule.x0_and_eps(self.prediction, x_t, t, self.ema(x_t, t, labels))[0]
+        x0_hat = x0_and_eps(self.schedule, self.prediction, x_t, t, self.ema(x_t, t, labels))[0]
         return {"inputs": images.to(self.device), "noised": to_pixels(x_t), "denoised": to_pixels(x0_hat)}
 
     def class_index(self, class_name: str) -> int:
+        """The label of ``class_name`` (one of :attr:`class_names`) for a conditional model."""
         if not self.num_classes:
-            raise ConfigError(f"class_name={class_name!r} given, but this model is unconditional "
-                             "(trained with model.num_classes=null): drop class_name.")
+            raise ValueError(f"class {class_name!r} asked of an unconditional model.")
         names = self.class_names or []
         if class_name not in names:
-            raise ConfigError(f"Unknown class_name={class_name!r}; this model knows {names}.")
+            raise ValueError(f"Unknown class {class_name!r}; this model knows {names}.")
         return names.index(class_name)
 
     @torch.no_grad()
@@ -185,22 +165,26 @@ class DiffusionModule(NetworkModule):
         guidance_scale: float = 1.0,
         use_ema: bool = True,
         progress: bool = False,
+        batch_size: int | None = None,
+        spacing: str = "time",
     ) -> Tensor:
-        """``num_images`` new images in [0, 1] (one batch) from pure noise; ``labels`` for a conditional model."""
-        if sampler not in SAMPLERS:
-            raise ConfigError(f"sampler must be one of {SAMPLERS}, got {sampler!r}.")
+        """``num_images`` new images in [0, 1] from pure noise (``labels``: one per image, for a conditional model).
+
+        The project's one way to sample (generate.py, evaluate.py, the callbacks and the benchmarks call it): batches
+        of ``batch_size`` (default: all at once) drawn one after the other from ``generator``, so the same seed and
+        ``batch_size`` give the same images; the sampler itself is :func:`art_diffusion.diffusion.sample`.
+        """
         net = self.ema if use_ema else self.net
         was_training = net.training
         net.eval()
-        if labels is not None:
-            labels = labels.to(self.device)
-        eps_fn = guided(self.eps_net(net), labels, self.num_classes, guidance_scale)
-        shape = (num_images, 3, self.image_size, self.image_size)
-        if sampler == "ddpm":
-            x = ddpm_sample(eps_fn, self.schedule, shape, self.device, generator, progress=progress)
-        elif sampler == "dpm++2m":
-            x = dpm_solver_2m_sample(eps_fn, self.schedule, shape, self.device, steps, generator, progress=progress)
-        else:
-            x = ddim_sample(eps_fn, self.schedule, shape, self.device, steps, eta, generator, progress=progress)
+        batch_size = batch_size or num_images
+        batches = []
+        for start in range(0, num_images, batch_size):
+            n = min(batch_size, num_images - start)
+            y = None if labels is None else labels[start:start + n].to(self.device)
+            eps_fn = guided(eps_predictor(net, self.schedule, self.prediction), y, self.num_classes, guidance_scale)
+            shape = (n, 3, self.image_size, self.image_size)
+            batches.append(to_pixels(run_sampler(eps_fn, self.schedule, shape, self.device, sampler, steps, eta,
+                                                 generator, progress, spacing)))
         net.train(was_training)
-        return to_pixels(x)
+        return torch.cat(batches)

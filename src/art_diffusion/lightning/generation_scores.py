@@ -51,12 +51,9 @@ class GenerationScores(L.Callback):
             device = pl_module.device
             if self._real is None:
                 self._real = self._features(self._real_images(trainer), device)
-            generator = torch.Generator().manual_seed(self.seed)
-            fake = torch.cat([
-                pl_module.sample(min(self.batch_size, len(self._real) - start), sampler=self.sampler,
-                                 steps=self.steps, generator=generator).cpu()
-                for start in range(0, len(self._real), self.batch_size)
-            ])
+            fake = pl_module.sample(len(self._real), sampler=self.sampler, steps=self.steps,
+                                    batch_size=self.batch_size, generator=torch.Generator().manual_seed(self.seed))
+            fake = fake.cpu()
             found = scores(self._real, self._features(fake, device))
             pl_module.log("val/fd_vgg", found["fd_vgg"], rank_zero_only=True)
             pl_module.log("val/kid", found["kid"], rank_zero_only=True)

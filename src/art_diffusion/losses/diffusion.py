@@ -6,21 +6,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from art_diffusion import ConfigError
+from art_diffusion.diffusion.prediction import min_snr_weights
 from art_diffusion.losses.perceptual import WeightedLoss
-
-
-def min_snr_weights(snr: Tensor, gamma: float, prediction: str) -> Tensor:
-    """Min-SNR-γ (Hang et al. 2023): weight each timestep's loss so it equals min(SNR, γ) times the x0 MSE.
-
-    The MSE of an eps output is the x0 MSE divided by SNR, that of a v output divided by SNR + 1.
-    """
-    clipped = snr.clamp(max=gamma)
-    if prediction == "eps":
-        return clipped / snr
-    if prediction == "v":
-        return clipped / (snr + 1)
-    return clipped
 
 
 class DiffusionLoss(WeightedLoss):
@@ -35,7 +22,7 @@ class DiffusionLoss(WeightedLoss):
                  vgg_layers: int = 16, min_snr_gamma: float | None = None) -> None:
         super().__init__(mse_weight, perceptual_weight, vgg_weights, vgg_layers)
         if min_snr_gamma is not None and min_snr_gamma <= 0:
-            raise ConfigError(f"loss.min_snr_gamma must be > 0 or null, got {min_snr_gamma}.")
+            raise ValueError(f"min_snr_gamma must be > 0 or None, got {min_snr_gamma}.")
         self.min_snr_gamma = min_snr_gamma
 
     @property

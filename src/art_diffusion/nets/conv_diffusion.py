@@ -2,8 +2,6 @@
 
 from torch import Tensor, nn
 
-from art_diffusion import ConfigError
-
 #: Every encoder level halves the resolution, so input sides must be divisible by 2**3.
 DOWNSAMPLING_FACTOR = 8
 
@@ -58,7 +56,5 @@ class ConvDiffusionModel(nn.Module):
 def check_input_size(x: Tensor) -> None:
     h, w = x.shape[-2:]
     if h % DOWNSAMPLING_FACTOR or w % DOWNSAMPLING_FACTOR:
-        raise ConfigError(
-            f"ConvDiffusionModel needs height and width divisible by {DOWNSAMPLING_FACTOR}, got {h}x{w}. "
-            f"Resize (data.image_size) or pad the input to a multiple of {DOWNSAMPLING_FACTOR}."
-        )
+        raise ValueError(f"The network needs height and width divisible by {DOWNSAMPLING_FACTOR}, got {h}x{w}: resize "
+                         f"or pad the input to a multiple of {DOWNSAMPLING_FACTOR}.")

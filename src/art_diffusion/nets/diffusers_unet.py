@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from art_diffusion import ConfigError, UserError
+from art_diffusion import UserError
 from art_diffusion.nets.unet import HEAD_CHANNELS
 
 
@@ -26,11 +26,12 @@ class DiffusersUNet(nn.Module):
         try:
             from diffusers import UNet2DModel
         except ImportError:
-            raise UserError("model/net=diffusers_unet needs diffusers: pip install -e \".[diffusers]\"") from None
+            raise UserError("DiffusersUNet needs the optional diffusers package: "
+                            "pip install -e \".[diffusers]\"") from None
         mults, attn_at = list(channel_mults), {int(r) for r in attention_resolutions}
         if not mults or image_size % 2 ** (len(mults) - 1):
-            raise ConfigError(f"model.net.image_size={image_size} must be divisible by 2**(levels - 1) with "
-                              f"channel_mults={mults} (e.g. data.image_size=32 with 3 levels).")
+            raise ValueError(f"DiffusersUNet: image_size={image_size} must be divisible by 2**(levels - 1) with "
+                             f"channel_mults={mults}.")
         sides = [image_size // 2**level for level in range(len(mults))]
         widths = [base_channels * m for m in mults]
         # heads of HEAD_CHANNELS channels; one head where a layer with attention (or the middle) is narrower

@@ -7,8 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from art_diffusion import ConfigError
-from art_diffusion.nets.conv_denoiser import _norm, condition_embedding
+from art_diffusion.nets.conditioning import condition_embedding, group_norm
 
 #: Channels per attention head; narrower layers use one head.
 HEAD_CHANNELS = 32
@@ -30,9 +29,9 @@ class ResBlock(nn.Module):
 
     def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float) -> None:
         super().__init__()
-        self.in_layers = nn.Sequential(_norm(in_ch), nn.SiLU(), _conv(in_ch, out_ch))
+        self.in_layers = nn.Sequential(group_norm(in_ch), nn.SiLU(), _conv(in_ch, out_ch))
         self.emb = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, 2 * out_ch))
-        self.norm = _norm(out_ch)
+        self.norm = group_norm(out_ch)
         self.out_layers = nn.Sequential(nn.SiLU(), nn.Dropout(dropout), _zero(_conv(out_ch, out_ch)))
         self.skip = nn.Identity() if in_ch == out_ch else nn.Conv2d(in_ch, out_ch, kernel_size=1)
 
@@ -49,7 +48,7 @@ class SelfAttention(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.heads = channels // HEAD_CHANNELS if channels % HEAD_CHANNELS == 0 else 1
-        self.norm = _norm(channels)
+        self.norm = group_norm(channels)
         self.qkv = nn.Conv2d(channels, 3 * channels, kernel_size=1)
         self.proj = _zero(nn.Conv2d(channels, channels, kernel_size=1))
 
@@ -106,8 +105,8 @@ class UNet(nn.Module):
         super().__init__()
         mults, attn_at = list(channel_mults), {int(r) for r in attention_resolutions}
         if not mults or image_size % 2 ** (len(mults) - 1):
-            raise ConfigError(f"model.net.image_size={image_size} must be divisible by 2**(levels - 1) with "
-                              f"channel_mults={mults} (e.g. data.image_size=32 with 3 levels).")
+            raise ValueError(f"UNet: image_size={image_size} must be divisible by 2**(levels - 1) with "
+                             f"channel_mults={mults}.")
         c, emb_dim = base_channels, 4 * base_channels
         self.base_channels, self.num_classes, self.image_size = c, num_classes, image_size
         self.time_mlp = nn.Sequential(nn.Linear(c, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
@@ -132,7 +131,7 @@ class UNet(nn.Module):
             if level > 0:
                 self.up.append(Upsample(ch))
                 res *= 2
-        self.out = nn.Sequential(_norm(ch), nn.SiLU(), _zero(_conv(ch, in_channels)))
+        self.out = nn.Sequential(group_norm(ch), nn.SiLU(), _zero(_conv(ch, in_channels)))
 
     def embed(self, t: Tensor, y: Tensor | None) -> Tensor:
         return condition_embedding(self.time_mlp, self.class_emb, self.num_classes, t, y, self.base_channels)

@@ -67,7 +67,7 @@ def run_hparams(cfg: DictConfig) -> dict[str, Scalar]:
 
 
 def _sweep(cfg: DictConfig) -> dict[str, list[str]] | None:
-    """The record of the sweep this job (or the resumed job) belongs to (see run/sweep_record.py); None if none."""
+    """The record of the sweep this job (or the resumed job) belongs to (see run/sweeps/record.py); None if none."""
     if cfg.get("resume"):
         return read_sweep(Path(cfg.resume).parent)
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:

@@ -2,7 +2,7 @@
 
 Lightning has no "auto" precision, so the project resolves it before the Trainer is built and stores the result in
 the run's config (a resumed run keeps the numerics it started with). On a CPU, bf16 autocast pays off only with
-native bf16 arithmetic (AVX512-BF16 or AMX: about 2x per step here, see BENCHMARKS.md); without it, bf16 is
+native bf16 arithmetic (AVX512-BF16 or AMX; measured in BENCHMARKS.md); without it, bf16 is
 emulated and slower than fp32. On a GPU, bf16 needs compute capability 8.0 or newer (A100, H100, RTX 30xx+).
 """
 

@@ -19,7 +19,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from art_diffusion.checkpoints import check_checkpoint_fits
 from art_diffusion.checkpoints.atomic_io import AtomicCheckpointIO
 from art_diffusion.checkpoints.registry import check_targets
-from art_diffusion.checkpoints.resume import AUTO, auto_resumed_config, find_run_to_resume, resumed_config
+from art_diffusion.checkpoints.resume import (
+    AUTO,
+    auto_resumed_config,
+    find_run_to_resume,
+    resumed_config,
+    tidy_run_dir,
+)
 from art_diffusion.lightning.image_grids import logger_step
 from art_diffusion.run.cluster.ddp import is_spawned_rank
 from art_diffusion.run.cluster.requeue import checkpoint_before_requeue, cluster_plugins
@@ -86,23 +92,35 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     Also ``best_epoch``, the epoch of the best checkpoint. The metrics are logged with the run's hyperparameters
     (TensorBoard's HPARAMS tab); scripts/train.py returns the one named by ``cfg.optimized_metric`` to sweepers.
-    The run dir is owned by this process throughout (see :func:`own_run_dir`).
+    Two steps: :func:`prepare_config`, which writes nothing, then :func:`fit_and_test` while this process owns
+    the run dir (see :func:`own_run_dir`).
     """
-    if not cfg.get("resume"):
-        check_values(cfg, "train")  # every value in its range before any work (a resumed run's: once it is loaded)
+    cfg = prepare_config(cfg)
     with own_run_dir(cfg):
-        return _train(cfg)
+        return fit_and_test(cfg)
 
 
-def _train(cfg: DictConfig) -> dict[str, float]:
+def prepare_config(cfg: DictConfig) -> DictConfig:
+    """The config this run trains with, checked before anything is written or built: a resumed run's stored config
+    (with the overrides it may take), every value in its range, ``trainer.precision=auto`` resolved for this
+    machine, every ``_target_`` in the registry."""
     if cfg.get("resume"):
         cfg = auto_resumed_config(cfg) if cfg.resume == AUTO else resumed_config(cfg)
-        check_values(cfg, "train")
+    check_values(cfg, "train")
     resolve_trainer_precision(cfg)  # trainer.precision=auto -> this machine's, stored in the run's config
     origin = f"the config of the resumed run {cfg.resume}" if cfg.get("resume") else "the run config"
     check_targets(_plain(cfg), origin, cfg.get("trusted_classes") or ())  # before anything is instantiated
+    return cfg
+
+
+def fit_and_test(cfg: DictConfig) -> dict[str, float]:
+    """With a prepared ``cfg``, in a run dir this process owns: print the config, build data, model, callbacks,
+    loggers and trainer, fit (a resumed run from its checkpoint), test the best checkpoint, write
+    ``metrics.json``."""
     if cfg.get("extras", {}).get("print_config", True):  # runs stored before extras existed print it too
         print_config_tree(cfg, cfg.paths.output_dir)
+    if cfg.get("resume"):
+        tidy_run_dir(Path(cfg.resume), Path(cfg.ckpt_path))
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
 
@@ -115,7 +133,7 @@ def _train(cfg: DictConfig) -> dict[str, float]:
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
     loggers = [instantiate(c) for c in cfg.get("logger", {}).values() if c is not None]
     # every checkpoint is written atomically in its own directory (see AtomicCheckpointIO); under SLURM, Lightning's
-    # SLURM environment without a requeue of its own (see run/requeue.py)
+    # SLURM environment without a requeue of its own (see run/cluster/requeue.py)
     plugins = [AtomicCheckpointIO(), *cluster_plugins()]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=plugins)
 

@@ -15,8 +15,9 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from art_diffusion import ConfigError
+from art_diffusion.diffusion.prediction import PREDICTIONS
 from art_diffusion.diffusion.samplers import SAMPLERS
-from art_diffusion.diffusion.schedule import PREDICTIONS
+from art_diffusion.diffusion.schedule import SCHEDULES
 from art_diffusion.nets import DOWNSAMPLING_FACTOR
 
 _ABSENT = object()
@@ -85,8 +86,8 @@ TRAIN_RULES: dict[str, tuple[Range, str]] = {
     "loss.vgg_layers": (Range(1, 31, integer=True), "VGG16 has 31 feature layers; 16 = through relu3_3"),
     "optim.lr": (POSITIVE, "e.g. optim.lr=1e-3"),
     "optim.weight_decay": (NON_NEGATIVE, "0 = no weight decay"),
-    "optim.step_size": (POSITIVE_INT, "epochs between learning-rate drops, e.g. optim.step_size=30"),
-    "optim.gamma": (POSITIVE, "the factor of each drop, e.g. optim.gamma=0.1"),
+    "scheduler.step_size": (POSITIVE_INT, "epochs between learning-rate drops, e.g. scheduler.step_size=30"),
+    "scheduler.gamma": (POSITIVE, "the factor of each drop, e.g. scheduler.gamma=0.1"),
     "trainer.max_epochs": (POSITIVE_INT, "e.g. trainer.max_epochs=10"),
     "trainer.num_nodes": (POSITIVE_INT, "e.g. trainer.num_nodes=1"),
     "trainer.check_val_every_n_epoch": (POSITIVE_INT, "e.g. trainer.check_val_every_n_epoch=1"),
@@ -152,7 +153,7 @@ TOOL_RULES: dict[str, dict[str, tuple[Range, str]]] = {
                "batch_size": (POSITIVE_INT, "e.g. batch_size=32")},
 }
 CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
-    "train": {"trainer.precision": PRECISIONS, "model.schedule.kind": ("linear", "cosine"),
+    "train": {"trainer.precision": PRECISIONS, "model.schedule.kind": SCHEDULES,
               "data.cache": ("auto", "True", "False"), "model.prediction": PREDICTIONS,
               "callbacks.samples.sampler": SAMPLERS, "callbacks.generation_scores.sampler": SAMPLERS},
     "reconstruct": {"size": ("train", "native"), "pad_mode": ("reflect", "replicate", "constant")},
@@ -199,11 +200,6 @@ def _train_relations(cfg: DictConfig) -> list[str]:
     if mse == 0 and perceptual == 0:
         problems.append("loss.mse_weight=0 and loss.perceptual_weight=0: the loss would be 0 and nothing would be "
                         "learnt; set at least one > 0 (e.g. loss.mse_weight=1)")
-    weights = _select(cfg, "loss.vgg_weights")
-    if perceptual not in (0, _ABSENT) and weights not in (_ABSENT, "imagenet", "random") and not \
-            Path(str(weights)).expanduser().is_file():
-        problems.append(f"loss.vgg_weights={weights!r} is neither 'imagenet', 'random' nor an existing file: pass "
-                        "the path of a torchvision vgg16-397923af.pth, or loss.vgg_weights=imagenet")
     devices = _select(cfg, "trainer.devices")
     if isinstance(devices, int) and not isinstance(devices, bool) and (devices == 0 or devices < -1):
         problems.append(f"trainer.devices={devices} must be a count ≥ 1, -1 (every device), 'auto' or a list of "
@@ -212,9 +208,16 @@ def _train_relations(cfg: DictConfig) -> list[str]:
     if metric not in (None, _ABSENT, "best_epoch") and not str(metric).startswith(("val/", "test/")):
         problems.append(f"optimized_metric={metric!r} must be a final metric: val/<name>, test/<name> or best_epoch "
                         "(e.g. optimized_metric=val/loss)")
-    steps, timesteps = _select(cfg, "callbacks.samples.steps"), _select(cfg, "model.schedule.timesteps")
-    if steps is not _ABSENT and timesteps is not _ABSENT and steps > timesteps:
-        problems.append(f"callbacks.samples.steps={steps} must be at most model.schedule.timesteps={timesteps}")
+    timesteps = _select(cfg, "model.schedule.timesteps")
+    for key in ("callbacks.samples.steps", "callbacks.generation_scores.steps"):
+        steps = _select(cfg, key)
+        if steps is not _ABSENT and timesteps is not _ABSENT and steps > timesteps:
+            problems.append(f"{key}={steps} must be at most model.schedule.timesteps={timesteps}")
+    side, mults = _select(cfg, "model.net.image_size"), _select(cfg, "model.net.channel_mults")
+    if side is not _ABSENT and mults is not _ABSENT and (not mults or side % 2 ** (len(mults) - 1)):
+        problems.append(f"model.net.image_size={side} must be divisible by 2**(levels - 1) = "
+                        f"{2 ** max(len(mults) - 1, 0)} with model.net.channel_mults={list(mults)} (the UNet halves "
+                        "the resolution between levels), e.g. data.image_size=32 with 3 levels")
     return problems
 
 
@@ -227,15 +230,58 @@ def check_values(cfg: DictConfig, tool: str = "train") -> None:
     if problems:
         raise ConfigError("Invalid config values:\n" + "\n".join(f"  - {p}" for p in problems))
     if tool == "train":
-        _check_folders(cfg)
+        _check_paths(cfg)
 
 
-def _check_folders(cfg: DictConfig) -> None:
-    """data.root and data.val_root are folders (the demo's root is generated, so it may not exist yet)."""
+def check_stored_values(config: dict, origin: str) -> None:
+    """A stored run config (a checkpoint's) holds values training would accept: else one :class:`ConfigError`
+    naming ``origin``. Its data folders are not checked: a model is used where its data may not be."""
+    problems = _problems(OmegaConf.create(config), "train")
+    if problems:
+        raise ConfigError(f"Refusing {origin}: " + "; ".join(problems) + ". The file was not written by this "
+                          "project's training as it is, or was edited; use another checkpoint.")
+
+
+def _check_paths(cfg: DictConfig) -> None:
+    """The files and folders a training run reads exist on this machine: the VGG weights file, data.root and
+    data.val_root (the demo's root is generated, so it may not exist yet)."""
     from art_diffusion.data.folders import check_image_folder
+
+    weights, perceptual = _select(cfg, "loss.vgg_weights"), _select(cfg, "loss.perceptual_weight")
+    if perceptual not in (0, _ABSENT) and weights not in (_ABSENT, "imagenet", "random") and not \
+            Path(str(weights)).expanduser().is_file():
+        raise ConfigError(f"Invalid config value: loss.vgg_weights={weights!r} is neither 'imagenet', 'random' nor an "
+                          "existing file: pass the path of a torchvision vgg16-397923af.pth, or "
+                          "loss.vgg_weights=imagenet.")
 
     demo = str(_select(cfg, "data._target_")).endswith("DemoDataModule")
     for key in ("data.val_root",) if demo else ("data.root", "data.val_root"):
         value = _select(cfg, key)
         if value not in (None, _ABSENT):
             check_image_folder(str(value), key)
+
+
+# Rules whose facts are only known after loading (a checkpoint's schedule, the data's class folders): the places
+# that learn them call these, so the rule and its message still live here.
+
+def check_steps(key: str, steps: int, sampler: str, timesteps: int) -> None:
+    """``key``'s sampler steps against the model's schedule (``sampler=ddpm`` walks every timestep: no rule)."""
+    if sampler != "ddpm" and steps > timesteps:
+        raise ConfigError(f"Invalid config value: {key}={steps} must be at most the model's "
+                          f"model.schedule.timesteps={timesteps} (e.g. {key}=20).")
+
+
+def check_class_name(key: str, class_name: str, class_names: list[str] | None, num_classes: int | None) -> None:
+    """A class asked of a model: it must be conditional and know the class."""
+    if not num_classes:
+        raise ConfigError(f"{key}={class_name!r} given, but this model is unconditional (trained with "
+                          f"model.num_classes=null): drop {key}.")
+    if class_name not in (class_names or []):
+        raise ConfigError(f"Unknown {key}={class_name!r}; this model knows {class_names}.")
+
+
+def check_num_classes(num_classes: int, classes: list[str]) -> None:
+    """A conditional model's class count against the data's class folders."""
+    if len(classes) != num_classes:
+        raise ConfigError(f"model.num_classes={num_classes} but the data has {len(classes)} classes {classes}: set "
+                          f"model.num_classes={len(classes)} (or null for an unconditional model).")

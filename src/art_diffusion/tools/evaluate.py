@@ -31,7 +31,7 @@ from art_diffusion.metrics.lpips import LPIPS
 from art_diffusion.metrics.pixel import mse, psnr, ssim
 from art_diffusion.metrics.scores import scores
 from art_diffusion.nets.vgg import ImageNetNormalize
-from art_diffusion.run.validate import check_values
+from art_diffusion.run.validate import check_steps, check_values
 from art_diffusion.storage import atomic_write
 from art_diffusion.tools.inputs import find_inputs, literal_prefix, resolve_device
 from art_diffusion.tools.reconstruct import Reconstructor
@@ -147,12 +147,9 @@ def evaluate_generator(module: DiffusionModule, run_config: Mapping, cfg: DictCo
     """FD-VGG and KID between ``generative.num_images`` generated images and as many real ones, at the model's
     size."""
     g = cfg.generative
-    generator = torch.Generator().manual_seed(g.seed)
-    fake = torch.cat([
-        module.sample(min(g.batch_size, g.num_images - start), sampler=g.sampler, steps=g.steps,
-                      generator=generator).cpu()
-        for start in range(0, g.num_images, g.batch_size)
-    ])
+    check_steps("generative.steps", g.steps, g.sampler, module.schedule.timesteps)
+    fake = module.sample(g.num_images, sampler=g.sampler, steps=g.steps, batch_size=g.batch_size,
+                         generator=torch.Generator().manual_seed(g.seed)).cpu()
     real = _real_images(run_config, cfg, module.image_size, g.num_images)
     log.info("FD-VGG of %d generated vs %d real images from %s", len(fake), len(real),
              cfg.data.root or "the run's test split")

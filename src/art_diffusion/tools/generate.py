@@ -13,7 +13,7 @@ from torchvision.utils import make_grid, save_image
 from art_diffusion import ConfigError
 from art_diffusion.checkpoints import load_module
 from art_diffusion.lightning import DiffusionModule
-from art_diffusion.run.validate import check_values
+from art_diffusion.run.validate import check_class_name, check_steps, check_values
 from art_diffusion.storage import atomic_path
 from art_diffusion.tools.inputs import resolve_device
 
@@ -29,10 +29,9 @@ def generate(cfg: DictConfig) -> list[Path]:
     The grid is written beside them: ``grid.png``, or ``grid_<class>.png`` per class with class_name=all.
     """
     check_values(cfg, "generate")
-    if cfg.num_images < 1 or cfg.batch_size < 1:
-        raise ConfigError(f"num_images and batch_size must be >= 1, got {cfg.num_images} and {cfg.batch_size}.")
     device = resolve_device(cfg.device)
     module, _ = load_module(cfg.ckpt_path, device, DiffusionModule, cfg.trusted_classes)
+    check_steps("steps", cfg.steps, cfg.sampler, module.schedule.timesteps)
     out = Path(cfg.output_dir)
     # One generator for the whole run: the same seed (and batch_size) gives the same images on any device.
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -45,7 +44,10 @@ def generate(cfg: DictConfig) -> list[Path]:
             paths += _sample_set(cfg, module, module.class_index(name), generator, out / "images" / name,
                                  out / f"grid_{name}.png")
         return paths
-    label = None if cfg.class_name is None else module.class_index(cfg.class_name)
+    label = None
+    if cfg.class_name is not None:
+        check_class_name("class_name", cfg.class_name, module.class_names, module.num_classes)
+        label = module.class_index(cfg.class_name)
     if label is None and module.num_classes:
         log.info("Conditional model and no class_name: sampling unconditionally (classes: %s).", module.class_names)
     return _sample_set(cfg, module, label, generator, out / "images", out / "grid.png")
@@ -55,24 +57,16 @@ def _sample_set(cfg: DictConfig, module: DiffusionModule, label: int | None, gen
                 images_dir: Path, grid_path: Path) -> list[Path]:
     """``cfg.num_images`` images of class ``label`` (None: unconditional) as PNGs in ``images_dir``, and a grid."""
     images_dir.mkdir(parents=True, exist_ok=True)
-    images, paths = [], []
-    batches = range(0, cfg.num_images, cfg.batch_size)
-    if cfg.progress:
-        from tqdm.auto import tqdm
-
-        batches = tqdm(batches, desc="batches", unit="batch")
-    for start in batches:
-        n = min(cfg.batch_size, cfg.num_images - start)
-        labels = None if label is None else torch.full((n,), label, dtype=torch.long)
-        batch = module.sample(n, sampler=cfg.sampler, steps=cfg.steps, eta=cfg.eta, generator=generator,
-                              labels=labels, guidance_scale=cfg.guidance_scale, use_ema=cfg.use_ema,
-                              progress=cfg.progress).cpu()
-        for i, image in enumerate(batch):
-            paths.append(images_dir / f"{start + i:05d}.png")
-            with atomic_path(paths[-1]) as tmp:
-                save_image(image, tmp, format="png")
-        images.append(batch)
-    grid = make_grid(torch.cat(images), nrow=math.ceil(math.sqrt(cfg.num_images)), padding=2, pad_value=1.0)
+    labels = None if label is None else torch.full((cfg.num_images,), label, dtype=torch.long)
+    images = module.sample(cfg.num_images, sampler=cfg.sampler, steps=cfg.steps, eta=cfg.eta, generator=generator,
+                           labels=labels, guidance_scale=cfg.guidance_scale, use_ema=cfg.use_ema,
+                           progress=cfg.progress, batch_size=cfg.batch_size).cpu()
+    paths = []
+    for i, image in enumerate(images):
+        paths.append(images_dir / f"{i:05d}.png")
+        with atomic_path(paths[-1]) as tmp:
+            save_image(image, tmp, format="png")
+    grid = make_grid(images, nrow=math.ceil(math.sqrt(cfg.num_images)), padding=2, pad_value=1.0)
     with atomic_path(grid_path) as tmp:
         save_image(grid, tmp, format="png")
     log.info("Wrote %d images to %s and the grid to %s", len(paths), images_dir, grid_path)

@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from PIL import Image
 from torch import Tensor, nn
 
-from art_diffusion import ConfigError, DataError
+from art_diffusion import DataError
 from art_diffusion.checkpoints import load_module
 from art_diffusion.data.images import BadImage, load_rgb
 from art_diffusion.data.report import printable
@@ -70,7 +70,7 @@ class Reconstructor:
         device: torch.device | str = "cpu",
     ) -> None:
         if size not in SIZE_MODES:
-            raise ConfigError(f"size={size!r}: choose one of {SIZE_MODES}.")
+            raise ValueError(f"size must be one of {SIZE_MODES}, got {size!r}.")
         self.net = net.to(device).eval()
         self.image_size = image_size
         self.size = size

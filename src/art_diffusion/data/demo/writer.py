@@ -15,8 +15,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from art_diffusion import storage
-from art_diffusion import ConfigError, DataError
+from art_diffusion import DataError, storage
 from art_diffusion.data.demo.painters import (
     DEMO_CLASSES,
     DEMO_VERSION,
@@ -70,7 +69,7 @@ def write_demo_dataset(root, images_per_class: int = 48, image_size: int = 128, 
     root = Path(root).expanduser()
     images_per_class, image_size, seed = int(images_per_class), int(image_size), int(seed)
     if images_per_class < 1 or image_size < 16 or seed < 0:
-        raise ConfigError("need images_per_class >= 1, image_size >= 16 and seed >= 0")
+        raise ValueError("need images_per_class >= 1, image_size >= 16 and seed >= 0")
     params = _params(images_per_class, image_size, seed)
     if _is_complete(root, params):
         return root
