@@ -1,4 +1,5 @@
-"""Shared fixtures: the real Hydra config, composed with overrides that make runs tiny and offline."""
+"""Shared fixtures: the real Hydra config, composed with overrides that make runs tiny and offline
+(tests/helpers/config.py), one tiny demo dataset and one tiny trained run per session."""
 
 from __future__ import annotations
 
@@ -6,31 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
 
-import art_diffusion.run.resolvers  # noqa: F401  (registers the resolvers the configs use)
-
-REPO = Path(__file__).resolve().parents[1]
-CONF_DIR = REPO / "conf"
-
-# Small enough for a 2-core CPU: 4-channel net, 32 px, 20 demo images, random VGG (no weight download).
-TINY = [
-    "experiment=demo",
-    "model.net.base_channels=4",
-    "loss.vgg_weights=random",
-    "data.images_per_class=4",
-    "data.source_size=48",
-    "data.image_size=32",
-    "data.batch_size=4",
-    "data.num_workers=0",
-    "trainer=cpu",
-    "trainer.max_epochs=1",
-    "trainer.enable_progress_bar=false",
-    "callbacks.reconstructions.num_images=4",
-]
+from tests.helpers.config import compose_train_cfg
 
 
 @pytest.fixture(scope="session")
@@ -43,27 +22,11 @@ def demo_root(tmp_path_factory) -> Path:
 def compose_cfg(tmp_path, demo_root):
     """compose_cfg(*overrides) -> the real train config with TINY and the given overrides, run dir in tmp_path."""
 
-    def _compose(*overrides: str, output_dir: Path | None = None) -> DictConfig:
+    def _compose(*overrides: str, output_dir: Path | None = None):
         return compose_train_cfg(output_dir or tmp_path / "run", f"data.root={demo_root}", *overrides)
 
     yield _compose
     GlobalHydra.instance().clear()
-
-
-def compose_train_cfg(output_dir: Path, *overrides: str, tiny: bool = True) -> DictConfig:
-    """The real train config with (TINY and) ``overrides``, its run dir set to ``output_dir``."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        # header checks and pixel caches stay out of ~/.cache, shared by the runs of one test
-        cache = f"data.cache_dir={output_dir.parent / 'data-cache'}"
-        cfg = compose("train", overrides=[*(TINY if tiny else []), cache, *overrides], return_hydra_config=True)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    with open_dict(cfg):
-        cfg.paths.root_dir = str(REPO)
-        cfg.paths.output_dir = str(output_dir)
-        cfg.hydra.runtime.output_dir = str(output_dir)
-    HydraConfig().set_config(cfg)
-    return cfg
 
 
 @pytest.fixture(scope="session")

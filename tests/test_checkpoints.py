@@ -23,7 +23,7 @@ from art_diffusion.checkpoints import (
 )
 from art_diffusion.checkpoints.registry import UnsafeConfigError
 from art_diffusion.run.train import train
-from tests.conftest import REPO, TINY, compose_train_cfg
+from tests.helpers.config import REPO, TINY, compose_train_cfg
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*random.*", "ignore:.*num_workers.*")
 
@@ -116,8 +116,9 @@ def _read_draws(path: Path) -> dict[int, dict]:
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, demo_root, compose_cfg):
     # StepLR halving every epoch: a scheduler restored wrongly changes the weights
     common = [f"data.root={demo_root}", "trainer.deterministic=true", "trainer.max_epochs=3", "test=false",
-              "scheduler.step_size=1", "scheduler.gamma=0.5", "+callbacks.crash._target_=tests.crash.CrashAfterEpoch",
-              "trusted_classes=[tests.crash.CrashAfterEpoch]"]
+              "scheduler.step_size=1", "scheduler.gamma=0.5",
+              "+callbacks.crash._target_=tests.helpers.crash.CrashAfterEpoch",
+              "trusted_classes=[tests.helpers.crash.CrashAfterEpoch]"]
     full, crashed = tmp_path / "full", tmp_path / "crashed"
     train(compose_cfg(*common, f"+callbacks.crash.log_path={full / 'draws.jsonl'}", output_dir=full))
 
@@ -126,7 +127,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, demo_root, c
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert torch.load(crashed / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0  # end of epoch 0
 
-    resumed = _train_cli(f"resume={crashed}", "trusted_classes=[tests.crash.CrashAfterEpoch]")  # a test class
+    resumed = _train_cli(f"resume={crashed}", "trusted_classes=[tests.helpers.crash.CrashAfterEpoch]")  # a test class
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
     a = torch.load(full / "checkpoints" / "last.ckpt", weights_only=True)

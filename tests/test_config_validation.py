@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from art_diffusion import UserError
 from art_diffusion.run.job import run_job
 from art_diffusion.run.train import train
-from tests.conftest import CONF_DIR, compose_train_cfg
+from tests.helpers.config import CONF_DIR, compose_train_cfg
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*random.*", "ignore:.*num_workers.*")
 

@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 
 from art_diffusion.lightning import DiffusionModule, NetworkModule, ReconstructionModule
 from art_diffusion.run.precision import resolve_trainer_precision
-from tests.conftest import CONF_DIR, compose_train_cfg
+from tests.helpers.config import CONF_DIR, compose_train_cfg
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*random.*")
 

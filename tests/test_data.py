@@ -14,7 +14,7 @@ from art_diffusion.data import ArtDataModule, DemoDataModule, pixel_cache
 from art_diffusion.data.datamodule import split_indices
 from art_diffusion.data.dataset import CachedImages
 from art_diffusion.data.images import load_rgb
-from tests.messy_folder import LAZY_BAD, corrupt_scan_jpeg, make_messy_folder, pattern
+from tests.helpers.messy_folder import LAZY_BAD, corrupt_scan_jpeg, make_messy_folder, pattern
 
 
 def _image_folder(root, per_class=6, classes=("drawings", "painting")):

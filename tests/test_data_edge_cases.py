@@ -11,7 +11,7 @@ import pytest
 from art_diffusion import UserError
 from art_diffusion.data import ArtDataModule
 from art_diffusion.data.listing import list_image_folder
-from tests.messy_folder import jpeg_bytes, pattern
+from tests.helpers.messy_folder import jpeg_bytes, pattern
 
 RAW_NAME = b"caf\xe9_\xff.jpg"  # Latin-1 bytes: not valid UTF-8
 

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image, ImageFile
 
 from art_diffusion.data.images import BadImage, check_header, load_rgb
-from tests.messy_folder import LAZY_BAD, make_messy_folder, pattern
+from tests.helpers.messy_folder import LAZY_BAD, make_messy_folder, pattern
 
 LIMITS = {"max_pixels": 50_000_000, "min_size": 32}
 

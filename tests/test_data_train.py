@@ -7,7 +7,7 @@ import os
 import pytest
 
 from art_diffusion.run.train import train
-from tests.messy_folder import make_messy_folder
+from tests.helpers.messy_folder import make_messy_folder
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*random.*", "ignore:.*num_workers.*")
 

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import torch
 
-from tests.train_script import SHORT, tiny, train_script
+from tests.helpers.scripts import SHORT, tiny, train_script
 
-PROBE = ["+callbacks.rank_probe._target_=tests.rank_probe.RankProbe",
-         "+callbacks.rank_probe.dirpath=${paths.output_dir}/ranks", "trusted_classes=[tests.rank_probe.RankProbe]"]
+PROBE = ["+callbacks.rank_probe._target_=tests.helpers.rank_probe.RankProbe",
+         "+callbacks.rank_probe.dirpath=${paths.output_dir}/ranks",
+         "trusted_classes=[tests.helpers.rank_probe.RankProbe]"]
 
 
 def assert_one_synced_ddp_run(run: Path, spawned: bool = True) -> None:

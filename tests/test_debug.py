@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from art_diffusion.run.train import train
-from tests.conftest import CONF_DIR, TINY, compose_train_cfg
-from tests.train_script import tiny, train_script
+from tests.helpers.config import CONF_DIR, TINY, compose_train_cfg
+from tests.helpers.scripts import tiny, train_script
 
 pytestmark = [
     pytest.mark.usefixtures("one_thread"),

@@ -16,7 +16,7 @@ from PIL import Image
 from art_diffusion.metrics.lpips import LPIPS
 from art_diffusion.nets.vgg import load_vgg16_state
 from art_diffusion.tools.evaluate import evaluate
-from tests.conftest import CONF_DIR, REPO
+from tests.helpers.config import CONF_DIR, REPO
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*random.*", "ignore:.*weights_only.*")
 

@@ -12,7 +12,7 @@ import torch
 from art_diffusion.data.demo import DEMO_CLASSES, render_demo_image
 from art_diffusion.metrics.fd_vgg import fd_vgg_folders, frechet_distance, load_images
 from art_diffusion.metrics.scores import kernel_distance
-from tests.conftest import REPO
+from tests.helpers.config import REPO
 
 pytestmark = [
     pytest.mark.usefixtures("one_thread"),

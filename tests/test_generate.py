@@ -12,7 +12,7 @@ from PIL import Image
 
 from art_diffusion.run.train import train
 from art_diffusion.tools.generate import generate
-from tests.conftest import CONF_DIR, REPO
+from tests.helpers.config import CONF_DIR, REPO
 
 pytestmark = [
     pytest.mark.usefixtures("one_thread"),

@@ -23,8 +23,8 @@ from art_diffusion.data import pixel_cache
 from art_diffusion.data.listing import list_image_folder
 from art_diffusion.run.train import train
 from art_diffusion.storage.locks import InUseError
-from tests.conftest import REPO, compose_train_cfg
-from tests.messy_folder import pattern
+from tests.helpers.config import REPO, compose_train_cfg
+from tests.helpers.messy_folder import pattern
 from tests.test_checkpoints import _train_cli
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*random.*", "ignore:.*num_workers.*")

@@ -1,12 +1,12 @@
 """Every ``python scripts/...`` command in README.md's code blocks works as a user runs it (issue 11, section 6).
 
 The commands are read from the README, not copied here, so a command added later is run too. Each is run through
-its real script (``tests/readme_runner.py``: one Python process runs them in order, each as ``python scripts/X.py``
-would) with tiny-size overrides appended, in a scratch directory laid out like a user's: ``my_art/`` and
-``../shared/data/art-dev`` exist there, ``/data/...`` folders are replaced by a tiny Kaggle-like ImageFolder, and
-a placeholder checkpoint (``outputs/<date>/<time>/checkpoints/best.ckpt``, ``CKPT``, ``...``) is the one an earlier
-README command of the right kind trained. A command with something this file does not know how to stand in for
-fails loudly with the command named: teach :func:`adapt` about it.
+its real script (``tests/helpers/readme_runner.py``: one Python process runs them in order, each as
+``python scripts/X.py`` would) with tiny-size overrides appended, in a scratch directory laid out like a user's:
+``my_art/`` and ``../shared/data/art-dev`` exist there, ``/data/...`` folders are replaced by a tiny Kaggle-like
+ImageFolder, and a placeholder checkpoint (``outputs/<date>/<time>/checkpoints/best.ckpt``, ``CKPT``, ``...``) is
+the one an earlier README command of the right kind trained. A command with something this file does not know how
+to stand in for fails loudly with the command named: teach :func:`adapt` about it.
 
 A few user mistakes run through the same scripts and must end in one ``error:`` line and exit status 2.
 """
@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.conftest import REPO
-from tests.messy_folder import jpeg_bytes, pattern
+from tests.helpers.config import REPO
+from tests.helpers.messy_folder import jpeg_bytes, pattern
 
 SCRIPTS = ("train", "reconstruct", "evaluate", "generate", "fd_vgg")
 KAGGLE_CLASSES = ("drawings", "engraving", "iconography", "painting", "sculpture")
@@ -188,7 +188,7 @@ def readme_run(tmp_path_factory):
     (base / "commands.json").write_text(json.dumps(entries, indent=1))
     env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}:{REPO}", "ART_DIFFUSION_CACHE": str(base / "cache")}
     env.pop("ART_DIFFUSION_RUN_DIR", None)
-    subprocess.run([sys.executable, str(REPO / "tests" / "readme_runner.py"), str(base / "commands.json"),
+    subprocess.run([sys.executable, str(REPO / "tests" / "helpers" / "readme_runner.py"), str(base / "commands.json"),
                     str(base / "results.json")], cwd=work, env=env, timeout=900, check=False)
     results = json.loads((base / "results.json").read_text())
     return commands, not_covered, entries, results

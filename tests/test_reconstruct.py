@@ -19,7 +19,7 @@ from art_diffusion.data.images import load_rgb
 from art_diffusion.metrics.pixel import psnr
 from art_diffusion.tools.inputs import find_inputs
 from art_diffusion.tools.reconstruct import Reconstructor, pad_to_multiple, reconstruct
-from tests.conftest import CONF_DIR, REPO
+from tests.helpers.config import CONF_DIR, REPO
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*random.*")
 

@@ -15,8 +15,8 @@ import torch
 from art_diffusion import UserError
 from art_diffusion.checkpoints.resume import hydra_subdir
 from art_diffusion.run.train import train
-from tests.conftest import REPO
-from tests.train_script import script_env, tiny
+from tests.helpers.config import REPO
+from tests.helpers.scripts import script_env, tiny
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*random.*", "ignore:.*num_workers.*")
 
@@ -78,8 +78,8 @@ def test_submitit_job_signalled_saves_last_ckpt_requeues_and_continues(tmp_path,
     job = sweep / "job"
     args = [*tiny(demo_root), f"trainer.max_epochs={epochs}", f"+trainer.limit_train_batches={batches}",
             "+trainer.limit_val_batches=1", "callbacks.reconstructions=null", "test=false", "resume=auto",
-            "+callbacks.pace._target_=tests.pace.Pace", "+callbacks.pace.seconds=0.3",  # >= 0.6 s per epoch
-            "trusted_classes=[tests.pace.Pace]",
+            "+callbacks.pace._target_=tests.helpers.pace.Pace", "+callbacks.pace.seconds=0.3",  # >= 0.6 s per epoch
+            "trusted_classes=[tests.helpers.pace.Pace]",
             "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", f"hydra.sweep.dir={sweep}",
             "hydra.sweep.subdir=job"]
     proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "train.py"), "-m", *args], cwd=tmp_path,

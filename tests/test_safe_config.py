@@ -24,7 +24,7 @@ from art_diffusion.checkpoints.registry import REGISTRY, UnsafeConfigError, chec
 from art_diffusion.checkpoints.resume import resumed_config
 from art_diffusion.tools.evaluate import evaluate
 from art_diffusion.tools.generate import generate
-from tests.conftest import CONF_DIR, REPO, compose_train_cfg
+from tests.helpers.config import CONF_DIR, REPO, compose_train_cfg
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*random.*", "ignore:.*num_workers.*")
 
@@ -95,9 +95,10 @@ def test_hostile_shapes_are_refused_naming_the_key(node, key_path):
 def test_registered_classes_and_vouched_ones_pass():
     check_targets({"opt": {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 0.1},
                   "cb": {"_target_": "art_diffusion.checkpoints.callbacks.RNGStateCheckpoint"}}, "x")  # an alias
-    with pytest.raises(UnsafeConfigError, match="trusted_classes='\\[tests.crash.CrashAfterEpoch\\]'"):
-        check_targets({"cb": {"_target_": "tests.crash.CrashAfterEpoch"}}, "x")
-    check_targets({"cb": {"_target_": "tests.crash.CrashAfterEpoch"}}, "x", ["tests.crash.CrashAfterEpoch"])
+    with pytest.raises(UnsafeConfigError, match="trusted_classes='\\[tests.helpers.crash.CrashAfterEpoch\\]'"):
+        check_targets({"cb": {"_target_": "tests.helpers.crash.CrashAfterEpoch"}}, "x")
+    vouched = "tests.helpers.crash.CrashAfterEpoch"
+    check_targets({"cb": {"_target_": vouched}}, "x", [vouched])
 
 
 def _script(name: str, *overrides: str) -> subprocess.CompletedProcess:
@@ -164,8 +165,8 @@ def test_poisoned_last_ckpt_is_refused_by_resume(tiny_run, tmp_path):
 
     def in_callbacks(config):  # resume instantiates every callback of the stored config
         config["callbacks"]["evil"] = {"_target_": "art_diffusion.storage.atomic_write", "_args_": [str(marker), "x"]}
-        config["callbacks"]["crash"] = {"_target_": "tests.crash.CrashAfterEpoch", "log_path": str(marker)}
-        config["trusted_classes"] = ["tests.crash.CrashAfterEpoch"]  # never read back from a file
+        config["callbacks"]["crash"] = {"_target_": "tests.helpers.crash.CrashAfterEpoch", "log_path": str(marker)}
+        config["trusted_classes"] = ["tests.helpers.crash.CrashAfterEpoch"]  # never read back from a file
 
     last = run / "checkpoints" / "last.ckpt"
     _poison(last, last, in_callbacks)
@@ -178,7 +179,8 @@ def test_poisoned_last_ckpt_is_refused_by_resume(tiny_run, tmp_path):
     del checkpoint[CONFIG_KEY]["callbacks"]["evil"]
     torch.save(checkpoint, last)
     cfg = compose_train_cfg(tmp_path / "unused", f"resume={run}", tiny=False)
-    with pytest.raises(UnsafeConfigError, match="_target_ 'tests.crash.CrashAfterEpoch'.*'callbacks.crash._target_'"):
+    refused = "_target_ 'tests.helpers.crash.CrashAfterEpoch'.*'callbacks.crash._target_'"
+    with pytest.raises(UnsafeConfigError, match=refused):
         resumed_config(cfg)  # the stored trusted_classes does not vouch for it; only the command line can
 
 

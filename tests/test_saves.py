@@ -14,7 +14,7 @@ import torch
 
 from art_diffusion.checkpoints import load_checkpoint
 from art_diffusion.run.train import train
-from tests.conftest import TINY, compose_train_cfg
+from tests.helpers.config import TINY, compose_train_cfg
 from tests.test_checkpoints import _train_cli
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*random.*", "ignore:.*num_workers.*")
@@ -43,15 +43,15 @@ def _checkpoints_all_load(run: Path) -> dict[str, int]:
 
 def test_kill_9_at_any_moment_of_a_save_leaves_only_whole_checkpoints(tmpfs, tmp_path, demo_root):
     run, state = tmpfs / "run", tmp_path / "kills.txt"
-    killer = ["+callbacks.kill._target_=tests.crash.KillDuringSave", f"+callbacks.kill.state_path={state}",
+    killer = ["+callbacks.kill._target_=tests.helpers.crash.KillDuringSave", f"+callbacks.kill.state_path={state}",
               f"+callbacks.kill.dirpath={run / 'checkpoints'}", "+callbacks.kill.moments=[write,open,replace]",
-              "trusted_classes=[tests.crash.KillDuringSave]"]
+              "trusted_classes=[tests.helpers.crash.KillDuringSave]"]
     result = _train_cli(*FAST, f"data.root={demo_root}", *killer, f"hydra.run.dir={run}")
     for moment in ("write", "open", "replace"):  # each run of the chain is killed once, at the next moment
         assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
         assert state.read_text().splitlines()[-1].startswith(moment)
         assert _checkpoints_all_load(run)["last.ckpt"] == 0  # the epoch-1 save never became a final name
-        result = _train_cli(f"resume={run}", "trusted_classes=[tests.crash.KillDuringSave]")
+        result = _train_cli(f"resume={run}", "trusted_classes=[tests.helpers.crash.KillDuringSave]")
     assert result.returncode == 0, result.stderr[-3000:]
     assert _checkpoints_all_load(run)["last.ckpt"] == 1
     assert not list((run / "checkpoints").glob("*.tmp"))  # leftovers of the killed saves are removed on resume
@@ -60,8 +60,8 @@ def test_kill_9_at_any_moment_of_a_save_leaves_only_whole_checkpoints(tmpfs, tmp
 def test_a_full_disk_ends_with_one_message_and_keeps_the_last_good_checkpoint(tmpfs, demo_root):
     # epoch 0 saves; before epoch 1's save the disk is filled, so that less than half a checkpoint fits
     run = tmpfs / "run"
-    filler = ["+callbacks.fill._target_=tests.crash.FillDiskBeforeSave", f"+callbacks.fill.filler={run / 'filler'}",
-              "trusted_classes=[tests.crash.FillDiskBeforeSave]"]
+    filler = ["+callbacks.fill._target_=tests.helpers.crash.FillDiskBeforeSave",
+              f"+callbacks.fill.filler={run / 'filler'}", "trusted_classes=[tests.helpers.crash.FillDiskBeforeSave]"]
     result = _train_cli(*FAST, f"data.root={demo_root}", *filler, f"hydra.run.dir={run}")
     assert result.returncode == 2, result.stderr[-3000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]

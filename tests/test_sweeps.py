@@ -23,8 +23,8 @@ from art_diffusion.lightning.loggers import readable_tag
 from art_diffusion.run.job import run_job
 from art_diffusion.run.sweeps.record import describe_sweep, job_dirname
 from art_diffusion.run.train import train
-from tests.conftest import compose_train_cfg
-from tests.train_script import SHORT, tiny, train_script
+from tests.helpers.config import compose_train_cfg
+from tests.helpers.scripts import SHORT, tiny, train_script
 
 
 def _hparams_context(logdir: Path) -> backend_context.Context:

@@ -9,7 +9,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from art_diffusion.run.train import train
-from tests.conftest import REPO, TINY
+from tests.helpers.config import REPO, TINY
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*random.*", "ignore:.*num_workers.*")
 

@@ -14,9 +14,9 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import REPO
+from tests.helpers.config import REPO
+from tests.helpers.scripts import SHORT, script_env, tiny, train_script
 from tests.test_ddp import PROBE, assert_one_synced_ddp_run
-from tests.train_script import SHORT, script_env, tiny, train_script
 
 pytestmark = pytest.mark.slurm
 
@@ -132,8 +132,8 @@ def test_signalled_requeued_and_preempted_job_continues_to_the_same_end(slurm, t
     last = sweep / "job" / "checkpoints" / "last.ckpt"
     args = [*tiny(demo_root), f"trainer.max_epochs={epochs}", f"+trainer.limit_train_batches={batches}",
             "+trainer.limit_val_batches=1", "callbacks.reconstructions=null", "test=false", "resume=auto",
-            "+callbacks.pace._target_=tests.pace.Pace", "+callbacks.pace.seconds=0.3",  # >= 0.6 s per epoch
-            "trusted_classes=[tests.pace.Pace]",
+            "+callbacks.pace._target_=tests.helpers.pace.Pace", "+callbacks.pace.seconds=0.3",  # >= 0.6 s per epoch
+            "trusted_classes=[tests.helpers.pace.Pace]",
             *launcher(cpus=2), f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=job"]
     proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "train.py"), "-m", *args], cwd=tmp_path,
                             env=script_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -3,7 +3,7 @@ would (``runpy`` with ``__name__ == "__main__"``, the script's own argv and envi
 status and output. tests/test_readme.py uses it to run every README command without paying Python's and torch's
 start-up once per command.
 
-    python tests/readme_runner.py commands.json results.json
+    python tests/helpers/readme_runner.py commands.json results.json
 """
 
 import contextlib

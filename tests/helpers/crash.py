@@ -2,7 +2,7 @@
 SIGKILLs its own process during epoch ``kill_after + 1``, after epoch ``kill_after``'s checkpoints are on disk;
 only the first time. KillDuringSave: a SIGKILL in the middle of a save. FillDiskBeforeSave: a full disk.
 
-Used by the kill-and-resume test through ``+callbacks.crash._target_=tests.crash.CrashAfterEpoch``.
+Used by the kill-and-resume test through ``+callbacks.crash._target_=tests.helpers.crash.CrashAfterEpoch``.
 """
 
 import json

@@ -1,5 +1,6 @@
 """A test-only callback: every training batch takes at least ``seconds``, so a test can signal a run while it trains
-on any machine, however fast. Used through ``+callbacks.pace._target_=tests.pace.Pace +callbacks.pace.seconds=...``."""
+on any machine, however fast. Used through ``+callbacks.pace._target_=tests.helpers.pace.Pace``
+``+callbacks.pace.seconds=...``."""
 
 import time
 

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from art_diffusion.run.cluster.ddp import RUN_DIR_ENV
-from tests.conftest import REPO, TINY
+from tests.helpers.config import REPO, TINY
 
 # One epoch of two batches, one validation and one test batch: enough for every metric to exist.
 SHORT = ["trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1",
