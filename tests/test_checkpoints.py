@@ -113,6 +113,7 @@ def _read_draws(path: Path) -> dict[int, dict]:
     return {d["epoch"]: d for d in map(json.loads, path.read_text().splitlines())}
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, demo_root, compose_cfg):
     # StepLR halving every epoch: a scheduler restored wrongly changes the weights
     common = [f"data.root={demo_root}", "trainer.deterministic=true", "trainer.max_epochs=3", "test=false",
@@ -162,6 +163,7 @@ def test_resume_refuses_to_change_what_is_trained(tiny_run, tmp_path):
         train(compose_train_cfg(tmp_path, f"resume={tmp_path / 'nowhere'}", tiny=False))
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_before_exiting(tmp_path, demo_root):
     run = tmp_path / "run"
     last = run / "checkpoints" / "last.ckpt"

@@ -70,6 +70,7 @@ def test_bf16_mixed_precision_with_channels_last_trains(compose_cfg):
     assert 0 < metrics["val/psnr"] < 100
 
 
+@pytest.mark.slow  # inductor compiles C++ in worker processes
 def test_compiled_network_checkpoint_loads_into_a_plain_model(compose_cfg, tmp_path):
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()

@@ -39,6 +39,7 @@ def test_training_survives_and_reports_every_bad_file(compose_cfg, tmp_path, cap
     assert len([r for r in caplog.records if r.getMessage().startswith("Skipping")]) == len(bad)
 
 
+@pytest.mark.slow  # two runs of two epochs
 def test_second_epoch_and_second_run_read_the_pixel_cache_without_decoding(compose_cfg, tmp_path, caplog):
     root = tmp_path / "messy"
     _, bad = make_messy_folder(root, good_per_class=2)

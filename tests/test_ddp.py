@@ -6,9 +6,12 @@ dir (single run) or run the whole sweep again (multirun).
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.helpers.scripts import SHORT, tiny, train_script
+
+pytestmark = pytest.mark.slow  # every test starts DDP processes
 
 PROBE = ["+callbacks.rank_probe._target_=tests.helpers.rank_probe.RankProbe",
          "+callbacks.rank_probe.dirpath=${paths.output_dir}/ranks",

@@ -70,6 +70,7 @@ def test_every_debug_option_runs_a_tiny_fit_without_checkpoints(tmp_path, demo_r
         assert (run / "test-profiler.txt").exists()
 
 
+@pytest.mark.slow
 def test_debug_run_from_the_command_line_prints_and_saves_the_config_tree(tmp_path, demo_root):
     result = train_script(*tiny(demo_root), "debug=fdr", "model.net.base_channels=5", cwd=tmp_path)
     assert result.returncode == 0, result.stderr

@@ -85,6 +85,7 @@ def test_ema_warms_up_then_tracks_with_its_decay():
     assert not ema.average.weight.requires_grad and "average.weight" in ema.state_dict()
 
 
+@pytest.mark.slow
 def test_tiny_denoiser_overfit_on_one_image_regenerates_it_from_noise():
     torch.manual_seed(0)
     image = torch.from_numpy(np.array(render_demo_image("landscapes", 0, image_size=16))).permute(2, 0, 1)

@@ -47,6 +47,7 @@ def test_lpips_equals_torchmetrics_on_the_same_backbone(monkeypatch):
     assert float(LPIPS("random")(x, x).abs().max()) < 1e-6
 
 
+@pytest.mark.slow
 def test_cli_compares_checkpoints_on_their_test_split(tiny_run, tmp_path):
     checkpoints = tiny_run / "checkpoints"
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
@@ -93,6 +94,7 @@ def _evaluate_script(*args: str, cwd) -> subprocess.CompletedProcess:
                            "device=cpu"], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_takes_checkpoints_of_sweep_jobs_whose_paths_hold_equals_and_commas(tiny_run, tmp_path):
     sweep = tmp_path / "sweep"
     jobs = [sweep / "lr=0.001,perceptual_weight=0", sweep / "lr=0.01,perceptual_weight=1"]

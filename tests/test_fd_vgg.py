@@ -96,6 +96,7 @@ def test_load_images_resizes_and_reports_empty_folders(folders, tmp_path):
         load_images(tmp_path, 16)
 
 
+@pytest.mark.slow
 def test_fd_vgg_cli_prints_and_writes_json(folders, tmp_path):
     out = tmp_path / "fd.json"
     cmd = [sys.executable, str(REPO / "scripts" / "fd_vgg.py"), f"real_dir={folders / 'a'}",
@@ -108,3 +109,22 @@ def test_fd_vgg_cli_prints_and_writes_json(folders, tmp_path):
     assert saved["fd_vgg"] > 0 and saved["num_real"] == 8 and saved["num_fake"] == 8 and "kid" in saved
     assert json.loads(result.stdout.strip().splitlines()[-1]) == saved
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fd.json"]  # nothing else written
+
+
+def test_fd_vgg_tool_scores_two_folders_and_writes_json(folders, tmp_path, capsys):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from art_diffusion.tools.fd_vgg import fd_vgg
+    from tests.helpers.config import CONF_DIR
+
+    out = tmp_path / "fd.json"
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("fd_vgg", overrides=[f"real_dir={folders / 'a'}", f"fake_dir={folders / 'noise'}",
+                                           "image_size=32", "vgg_weights=random", "layer=22", "input_size=32",
+                                           "max_images=8", "device=cpu", f"output_json={out}"])
+    GlobalHydra.instance().clear()
+    result = fd_vgg(cfg)
+    assert result["fd_vgg"] > 0 and result["num_real"] == result["num_fake"] == 8 and "kid" in result
+    assert json.loads(out.read_text()) == result == json.loads(capsys.readouterr().out.strip().splitlines()[-1])

@@ -12,7 +12,7 @@ from PIL import Image
 
 from art_diffusion.run.train import train
 from art_diffusion.tools.generate import generate
-from tests.helpers.config import CONF_DIR, REPO
+from tests.helpers.config import CONF_DIR, REPO, compose_train_cfg
 
 pytestmark = [
     pytest.mark.usefixtures("one_thread"),
@@ -20,13 +20,16 @@ pytestmark = [
 ]
 
 
-@pytest.fixture
-def ddpm_checkpoint(compose_cfg, tmp_path):
-    """A conditional demo model (7 classes, 20-step chain) after one epoch: fast, but a real checkpoint."""
-    train(compose_cfg("model=ddpm", "model.schedule.timesteps=20", "model.num_classes=7",
-                      "callbacks.samples.num_images=2", "callbacks.samples.steps=2", "test=false",
-                      output_dir=tmp_path / "train"))
-    return tmp_path / "train" / "checkpoints" / "last.ckpt"
+@pytest.fixture(scope="module")
+def ddpm_checkpoint(tmp_path_factory, demo_root):
+    """A conditional demo model (7 classes, 20-step chain) after one epoch: fast, but a real checkpoint; trained
+    once for the tests of this file, which only read it."""
+    out = tmp_path_factory.mktemp("ddpm") / "train"
+    train(compose_train_cfg(out, f"data.root={demo_root}", "model=ddpm", "model.schedule.timesteps=20",
+                            "model.num_classes=7", "callbacks.samples.num_images=2", "callbacks.samples.steps=2",
+                            "test=false"))
+    GlobalHydra.instance().clear()
+    return out / "checkpoints" / "last.ckpt"
 
 
 def generate_cfg(*overrides: str):
@@ -41,6 +44,7 @@ def pixels(folder):
     return np.stack([np.asarray(Image.open(p)) for p in sorted((folder / "images").glob("*.png"))])
 
 
+@pytest.mark.slow
 def test_generate_script_writes_pngs_and_a_grid_per_class_with_dpm_solver(ddpm_checkpoint, tmp_path):
     out = tmp_path / "gen"
     cmd = [sys.executable, str(REPO / "scripts" / "generate.py"), f"ckpt_path={ddpm_checkpoint}", "num_images=5",
@@ -74,18 +78,17 @@ def test_same_seed_same_images_for_both_samplers(ddpm_checkpoint, tmp_path):
     assert not np.array_equal(dpm, ddim)
 
 
-def test_generate_refuses_what_it_cannot_use(ddpm_checkpoint, compose_cfg, tmp_path):
+def test_generate_refuses_what_it_cannot_use(ddpm_checkpoint, tiny_run, tmp_path):
     with pytest.raises(ValueError, match="knows"):
         generate(generate_cfg(f"ckpt_path={ddpm_checkpoint}", "class_name=portraits", f"output_dir={tmp_path}"))
     with pytest.raises(FileNotFoundError, match="model=ddpm"):
         generate(generate_cfg(f"ckpt_path={tmp_path / 'missing.ckpt'}", f"output_dir={tmp_path}"))
-    train(compose_cfg("+trainer.limit_train_batches=1", "+trainer.limit_val_batches=1", "test=false",
-                      output_dir=tmp_path / "recon"))  # the default model: a ConvDiffusionModel
+    # the default model: a ConvDiffusionModel
     with pytest.raises(ValueError, match="reconstructs images"):
-        generate(generate_cfg(f"ckpt_path={tmp_path / 'recon' / 'checkpoints' / 'last.ckpt'}",
-                              f"output_dir={tmp_path}"))
+        generate(generate_cfg(f"ckpt_path={tiny_run / 'checkpoints' / 'last.ckpt'}", f"output_dir={tmp_path}"))
 
 
+@pytest.mark.slow  # VGG16 at 224 px on every image
 def test_evaluate_reports_fd_vgg_for_a_generative_checkpoint(ddpm_checkpoint, tmp_path):
     from art_diffusion.tools.evaluate import evaluate
 

@@ -69,6 +69,7 @@ def test_logged_size_zero_logs_the_native_grid(compose_cfg, tmp_path):
     assert (image.width, image.height) == NATIVE
 
 
+@pytest.mark.slow  # wandb starts its service process
 def test_wandb_logger_works_offline_with_metrics_and_grids(compose_cfg, tmp_path, monkeypatch):
     wandb = pytest.importorskip("wandb", reason="logger=wandb needs the optional wandb extra")
     for var in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
@@ -87,6 +88,7 @@ def test_wandb_logger_works_offline_with_metrics_and_grids(compose_cfg, tmp_path
     assert Image.open(grid).size == LOGGED
 
 
+@pytest.mark.slow  # builds an SQLite tracking store
 def test_mlflow_logger_stores_metrics_and_grids_in_the_run_dir(compose_cfg, tmp_path, monkeypatch):
     pytest.importorskip("mlflow", reason="logger=mlflow needs the optional mlflow extra")
     from mlflow.tracking import MlflowClient

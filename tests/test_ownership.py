@@ -30,6 +30,7 @@ from tests.test_checkpoints import _train_cli
 pytestmark = pytest.mark.filterwarnings("ignore:.*random.*", "ignore:.*num_workers.*")
 
 
+@pytest.mark.slow
 def test_a_second_resume_of_a_live_run_is_refused_and_a_dead_owner_is_taken_over(tiny_run, tmp_path, caplog):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
@@ -78,6 +79,7 @@ def _open(root, cache):
     return pixel_cache.open_or_build(path, files, 16, 10**8, 8, 1)
 
 
+@pytest.mark.slow
 def test_a_pixel_store_in_use_is_not_deleted_under_its_reader(tmp_path):
     root, cache = tmp_path / "art", tmp_path / "cache"
     (root / "painting").mkdir(parents=True)

@@ -27,6 +27,8 @@ from PIL import Image
 from tests.helpers.config import REPO
 from tests.helpers.messy_folder import jpeg_bytes, pattern
 
+pytestmark = pytest.mark.slow  # runs every command of the docs through its script
+
 SCRIPTS = ("train", "reconstruct", "evaluate", "generate", "fd_vgg")
 KAGGLE_CLASSES = ("drawings", "engraving", "iconography", "painting", "sculpture")
 GPU_ONLY = {"trainer": "cpu", "device": "cpu"}  # choices that need a GPU, run on the CPU here

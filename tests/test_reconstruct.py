@@ -40,6 +40,7 @@ def _read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
+@pytest.mark.slow
 def test_cli_native_size_reconstructs_full_resolution(tiny_run, tmp_path):
     inputs, out = tmp_path / "inputs", tmp_path / "out"
     sizes = _write_inputs(inputs)
@@ -115,6 +116,7 @@ def test_missing_input_says_so(tmp_path):
         find_inputs(str(tmp_path))
 
 
+@pytest.mark.slow
 def test_a_failed_call_leaves_no_output_dir_behind(tiny_run, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     result = subprocess.run([sys.executable, str(REPO / "scripts" / "reconstruct.py"),

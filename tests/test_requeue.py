@@ -26,6 +26,7 @@ def _last(run: Path) -> tuple[int, int]:
     return checkpoint["epoch"], checkpoint["global_step"]
 
 
+@pytest.mark.slow  # two runs
 def test_resume_auto_starts_a_run_then_continues_it(compose_cfg, tmp_path):
     run = tmp_path / "run"
     assert hydra_subdir("auto", "t0", str(run)) == ".hydra"  # nothing to resume: Hydra's usual config dir
@@ -48,6 +49,7 @@ def test_slurm_launcher_requeues_and_asks_a_cpu_trainer_for_no_gpu(compose_cfg):
     assert (launcher.tasks_per_node, launcher.gpus_per_node) == (1, 1)
 
 
+@pytest.mark.slow
 def test_process_pool_ends_in_a_job_that_only_logs_sigterm(tmp_path):
     # a submitit job's process logs SIGTERM and goes on; forked pool workers inherit that handler, and the pool's
     # terminate() (at the end of every header check or cache build with workers) then waited for them forever
@@ -72,6 +74,7 @@ def _job_process(sweep: Path) -> int | None:
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the job's process in /proc")
+@pytest.mark.slow
 def test_submitit_job_signalled_saves_last_ckpt_requeues_and_continues(tmp_path, demo_root):
     epochs, batches = 4, 2
     sweep = tmp_path / "sweep"

@@ -24,6 +24,7 @@ from art_diffusion.checkpoints.registry import REGISTRY, UnsafeConfigError, chec
 from art_diffusion.checkpoints.resume import resumed_config
 from art_diffusion.tools.evaluate import evaluate
 from art_diffusion.tools.generate import generate
+from art_diffusion.tools.reconstruct import reconstruct
 from tests.helpers.config import CONF_DIR, REPO, compose_train_cfg
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*random.*", "ignore:.*num_workers.*")
@@ -50,10 +51,11 @@ def test_every_target_in_conf_is_in_the_registry(tmp_path):
     composed: set[str] = set()
     choices = [[f"experiment={e}", f"model={m}"] for e, m in itertools.product(_options("experiment"),
                                                                                _options("model"))]
-    choices += [[f"{group}={option}"] for group in ("trainer", "data", "loss", "callbacks", "logger", "optim")
-                for option in _options(group)]
-    choices += [[f"debug={option}"] for option in _options("debug")] + [["callbacks/early_stopping=default"]]
-    choices += [["model=ddpm", f"model/net={option}"] for option in _options("model/net")]
+    # every option of the other groups, several groups per composition (what is composed is checked below)
+    groups = ("trainer", "data", "loss", "callbacks", "logger", "optim", "scheduler", "debug", "model/net")
+    options = [[f"{group}={option}" for option in _options(group)] for group in groups]
+    choices += [["model=ddpm", *(o for o in row if o is not None)] for row in itertools.zip_longest(*options)]
+    choices += [["callbacks/early_stopping=default"]]
     for overrides in choices:
         cfg = compose_train_cfg(tmp_path / "run", *overrides, tiny=False)
         GlobalHydra.instance().clear()
@@ -138,15 +140,10 @@ def test_hostile_checkpoints_run_nothing_in_the_tools(tiny_run, tmp_path, demo_r
         config["model"]["net"]["payload"] = {"_target_": "art_diffusion.storage.atomic_write",
                                              "_args_": [str(marker), "pwned"]}
 
-    # as a user runs it: the script in a subprocess, one message, exit 2
-    evil = _poison(best, tmp_path / "reconstruct.ckpt", in_net)
-    result = _script("reconstruct", f"ckpt_path={evil}", "device=cpu", f"input={demo_root}",
-                     f"output_dir={tmp_path / 'r'}")
-    assert not marker.exists()
-    assert result.returncode == 2, result.stderr[-3000:]
-    assert f"error: Refusing the config stored in {evil}" in result.stderr and "Traceback" not in result.stderr
-    # the other tools, on their composed configs (same loader, so a subprocess each would only add start-up time)
-    for run, edit, overrides in [(generate, in_list, [f"output_dir={tmp_path / 'g'}", "num_images=1"]),
+    # every tool, on its composed config (same loader; test_a_hostile_checkpoint_stops_the_script_in_one_message
+    # runs one as a user does, in a subprocess)
+    for run, edit, overrides in [(reconstruct, in_net, [f"input={demo_root}", f"output_dir={tmp_path / 'r'}"]),
+                                 (generate, in_list, [f"output_dir={tmp_path / 'g'}", "num_images=1"]),
                                  (evaluate, in_args, ["lpips.enabled=false", f"output_dir={tmp_path / 'e'}"]),
                                  (evaluate, in_net, ["lpips.enabled=false", f"data.root={demo_root}",
                                                      f"output_dir={tmp_path / 'e'}"])]:
@@ -156,6 +153,23 @@ def test_hostile_checkpoints_run_nothing_in_the_tools(tiny_run, tmp_path, demo_r
         assert not marker.exists(), f"{run.__name__} ran the payload"
 
 
+@pytest.mark.slow
+def test_a_hostile_checkpoint_stops_the_script_in_one_message(tiny_run, tmp_path, demo_root):
+    marker = tmp_path / "pwned"
+
+    def in_net(config):  # a function the project imports, as the network
+        config["model"]["net"] = {"_target_": "art_diffusion.storage.atomic_write", "path": str(marker), "data": "x"}
+
+    # as a user runs it: the script in a subprocess, one message, exit 2
+    evil = _poison(tiny_run / "checkpoints" / "best.ckpt", tmp_path / "reconstruct.ckpt", in_net)
+    result = _script("reconstruct", f"ckpt_path={evil}", "device=cpu", f"input={demo_root}",
+                     f"output_dir={tmp_path / 'r'}")
+    assert not marker.exists()
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert f"error: Refusing the config stored in {evil}" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
 def test_poisoned_last_ckpt_is_refused_by_resume(tiny_run, tmp_path):
     import shutil
 

@@ -41,6 +41,7 @@ def _checkpoints_all_load(run: Path) -> dict[str, int]:
     return {p.name: load_checkpoint(p)["epoch"] for p in sorted((run / "checkpoints").glob("*.ckpt"))}
 
 
+@pytest.mark.slow
 def test_kill_9_at_any_moment_of_a_save_leaves_only_whole_checkpoints(tmpfs, tmp_path, demo_root):
     run, state = tmpfs / "run", tmp_path / "kills.txt"
     killer = ["+callbacks.kill._target_=tests.helpers.crash.KillDuringSave", f"+callbacks.kill.state_path={state}",
@@ -57,6 +58,7 @@ def test_kill_9_at_any_moment_of_a_save_leaves_only_whole_checkpoints(tmpfs, tmp
     assert not list((run / "checkpoints").glob("*.tmp"))  # leftovers of the killed saves are removed on resume
 
 
+@pytest.mark.slow
 def test_a_full_disk_ends_with_one_message_and_keeps_the_last_good_checkpoint(tmpfs, demo_root):
     # epoch 0 saves; before epoch 1's save the disk is filled, so that less than half a checkpoint fits
     run = tmpfs / "run"

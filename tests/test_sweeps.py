@@ -76,6 +76,7 @@ def hparams_session_groups(logdir: Path) -> dict[str, tuple[dict, dict]]:
     return groups
 
 
+@pytest.mark.slow
 def test_grid_sweep_writes_summaries_hparams_and_survives_a_failing_job(tmp_path, demo_root):
     sweep = tmp_path / "sweep"
     # "oops" is a typo'd value: that job fails at validation, the four others must still run.
@@ -150,6 +151,7 @@ def _trials(db: Path) -> list[tuple[int, str, float | None]]:
             "ORDER BY t.number").fetchall()
 
 
+@pytest.mark.slow
 def test_optuna_search_runs_and_resumes_its_study(tmp_path, demo_root):
     sweep = tmp_path / "optuna"
     args = [*tiny(demo_root), "+trainer.fast_dev_run=true", "test=false", "hparams_search=optuna",
@@ -179,6 +181,7 @@ def test_optuna_search_runs_and_resumes_its_study(tmp_path, demo_root):
     assert all(1e-5 <= float(row["optim.lr"]) <= 1e-2 and not math.isnan(float(row["val/psnr"])) for row in rows)
 
 
+@pytest.mark.slow
 def test_submitit_local_launcher_runs_a_sweep_job(tmp_path, demo_root):
     sweep = tmp_path / "submitit"
     result = train_script("-m", *tiny(demo_root), "+trainer.fast_dev_run=true", "test=false",
@@ -194,6 +197,35 @@ def test_submitit_local_launcher_runs_a_sweep_job(tmp_path, demo_root):
     errors = list((sweep / ".submitit").rglob("*_log.err"))
     assert logs and "Metrics written to" in "".join(p.read_text() for p in logs + errors)
     assert "completed" in (sweep / "summary.csv").read_text()
+
+
+def test_the_summary_of_a_sweep_dir_lists_every_job_with_its_status(tmp_path):
+    """SweepSummary on a sweep dir as the jobs leave it (the whole sweep runs in the slow grid-sweep test)."""
+    from art_diffusion.run.sweeps.summary import SweepSummary
+
+    sweep = tmp_path / "sweep"
+    jobs = {"completed": ("lr=0.1", {"val/psnr": 20.5, "best_epoch": 2}, {"status": "completed", "wall_time_s": 3}),
+            "failed": ("lr=0.2", None, {"status": "failed", "error": "ConfigError: no", "wall_time_s": 1}),
+            "killed": ("lr=0.3", None, None)}
+    for override, metrics, job in jobs.values():
+        job_dir = sweep / override
+        (job_dir / ".hydra").mkdir(parents=True)
+        (job_dir / ".hydra" / "overrides.yaml").write_text(f"- optim.{override}\n- experiment=demo\n")
+        if metrics:
+            (job_dir / "metrics.json").write_text(json.dumps(metrics))
+        if job:
+            (job_dir / "job.json").write_text(json.dumps(job))
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}})
+    SweepSummary(metrics=["val/psnr"], plot_metric="val/psnr").on_multirun_end(config)
+    with (sweep / "summary.csv").open() as f:
+        rows = {row["optim.lr"]: row for row in csv.DictReader(f)}
+    assert {lr: row["status"] for lr, row in rows.items()} == {"0.1": "completed", "0.2": "failed",
+                                                              "0.3": "unfinished"}
+    assert float(rows["0.1"]["val/psnr"]) == 20.5 and rows["0.1"]["best_epoch"] == "2"
+    assert rows["0.2"]["error"] == "ConfigError: no" and "killed" in rows["0.3"]["error"]
+    assert "experiment" not in rows["0.1"]  # only what varies is a column
+    assert (sweep / "summary.md").read_text().count("\n") == 2 + 3
+    assert (sweep / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_slurm_launcher_is_sized_from_the_trainer(compose_cfg):

@@ -55,6 +55,7 @@ def test_resume_from_last_checkpoint_continues_the_epoch_count(compose_cfg, tmp_
     assert state["global_step"] == 2 * torch.load(last, weights_only=True)["global_step"]
 
 
+@pytest.mark.slow
 def test_multirun_gives_one_run_dir_per_job(tmp_path, demo_root):
     overrides = [o for o in TINY if not o.startswith("trainer.max_epochs")]
     cmd = [sys.executable, str(REPO / "scripts" / "train.py"), "-m", *overrides, f"data.root={demo_root}",

@@ -34,6 +34,7 @@ def test_clipping_and_accumulation_reach_the_trainer(compose_cfg):
     assert trainer.accumulate_grad_batches == 3
 
 
+@pytest.mark.slow  # two whole runs
 def test_accumulation_steps_once_every_n_batches(compose_cfg, tmp_path):
     train(compose_cfg("data.batch_size=2", "trainer.accumulate_grad_batches=2", "test=false"))
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
@@ -43,6 +44,7 @@ def test_accumulation_steps_once_every_n_batches(compose_cfg, tmp_path):
     assert steps > 4 and state["global_step"] == (steps + 1) // 2
 
 
+@pytest.mark.slow  # three epochs
 def test_early_stopping_is_off_by_default_and_stops_a_run_that_does_not_improve(compose_cfg, tmp_path):
     assert "early_stopping" not in compose_cfg().callbacks
     # lr=1e-12 (0 is refused): Adam moves each weight by about lr per step, so val/loss (fixed timesteps and noise)

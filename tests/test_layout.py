@@ -1,0 +1,58 @@
+"""The shape of the package: a short root of concepts, a map that names them all, every module importable, and
+networks and maths that know nothing of the config layout (its rules live in run/validate.py)."""
+
+import ast
+import importlib
+import pkgutil
+import re
+
+import art_diffusion
+from tests.helpers.config import REPO
+
+PACKAGE = REPO / "src" / "art_diffusion"
+#: Config groups whose dotted keys a message would name (model.prediction, data.image_size, ...).
+CONFIG_KEY = re.compile(r"\b(model|data|loss|optim|scheduler|trainer|callbacks|logger)\.[a-z_]+")
+
+
+def _entries() -> list[str]:
+    return sorted(p.name for p in PACKAGE.iterdir() if p.name != "__pycache__")
+
+
+def test_the_package_root_is_a_short_list_of_concepts():
+    entries = _entries()
+    assert len(entries) <= 12, entries
+    assert [e for e in entries if e.endswith(".py")] == ["__init__.py"]  # concepts are packages
+
+
+def test_the_package_map_names_every_entry():
+    for entry in _entries():
+        if entry != "__init__.py":
+            assert re.search(rf"^    {re.escape(entry)}/ ", art_diffusion.__doc__, re.M), entry
+
+
+def test_every_module_imports():
+    names = [m.name for m in pkgutil.walk_packages(art_diffusion.__path__, "art_diffusion.")]
+    assert len(names) > 60
+    for name in names:
+        importlib.import_module(name)
+
+
+def _raised_messages(path) -> list[tuple[str, str]]:
+    """(exception name, message text) of every ``raise X(...)`` in a file."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call) and isinstance(node.exc.func, ast.Name):
+            text = " ".join(c.value for c in ast.walk(node.exc) if isinstance(c, ast.Constant)
+                            and isinstance(c.value, str))
+            found.append((node.exc.func.id, text))
+    return found
+
+
+def test_networks_maths_and_losses_raise_plain_errors_naming_no_config_key():
+    files = [*PACKAGE.glob("nets/*.py"), *PACKAGE.glob("diffusion/*.py"), *PACKAGE.glob("losses/*.py")]
+    assert len(files) > 10
+    for path in files:
+        for name, text in _raised_messages(path):
+            assert not CONFIG_KEY.search(text), f"{path.relative_to(REPO)}: {name}({text!r}) names a config key"
+            # a missing optional package is the one user error a class raises itself
+            assert name in ("ValueError", "TypeError", "KeyError") or "optional" in text, (path, name, text)
