@@ -7,7 +7,7 @@ import pkgutil
 import re
 
 import art_diffusion
-from tests.helpers.config import REPO
+from tests.helpers.config import DOC_PAGES, REPO
 
 PACKAGE = REPO / "src" / "art_diffusion"
 #: Config groups whose dotted keys a message would name (model.prediction, data.image_size, ...).
@@ -56,3 +56,11 @@ def test_networks_maths_and_losses_raise_plain_errors_naming_no_config_key():
             assert not CONFIG_KEY.search(text), f"{path.relative_to(REPO)}: {name}({text!r}) names a config key"
             # a missing optional package is the one user error a class raises itself
             assert name in ("ValueError", "TypeError", "KeyError") or "optional" in text, (path, name, text)
+
+
+def test_every_page_of_the_docs_is_run_and_linked_from_the_readme():
+    pages = {str(p.relative_to(REPO)) for p in (REPO / "docs").glob("*.md")}
+    assert pages == set(DOC_PAGES) - {"README.md"}, "add the new page to DOC_PAGES"
+    readme = (REPO / "README.md").read_text()
+    assert all(f"]({page})" in readme for page in pages)
+    assert len(readme.splitlines()) <= 350  # a map, not a manual

@@ -1,6 +1,7 @@
-"""Every ``python scripts/...`` command in README.md's code blocks works as a user runs it (issue 11, section 6).
+"""Every ``python scripts/...`` command in the code blocks of README.md and of the topic pages under docs/
+(``DOC_PAGES``) works as a user runs it.
 
-The commands are read from the README, not copied here, so a command added later is run too. Each is run through
+The commands are read from the pages, not copied here, so a command added later is run too. Each is run through
 its real script (``tests/helpers/readme_runner.py``: one Python process runs them in order, each as
 ``python scripts/X.py`` would) with tiny-size overrides appended, in a scratch directory laid out like a user's:
 ``my_art/`` and ``../shared/data/art-dev`` exist there, ``/data/...`` folders are replaced by a tiny Kaggle-like
@@ -24,7 +25,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.helpers.config import REPO
+from tests.helpers.config import DOC_PAGES, REPO
 from tests.helpers.messy_folder import jpeg_bytes, pattern
 
 pytestmark = pytest.mark.slow  # runs every command of the docs through its script
@@ -53,8 +54,9 @@ RESUME_TINY = {"data.num_workers": "0", "trainer.enable_progress_bar": "false", 
 
 
 def readme_commands() -> list[str]:
-    """Every ``python scripts/...`` command of README.md's code blocks, continuation lines joined."""
-    blocks = re.findall(r"```(?:bash|sh)?\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    """Every ``python scripts/...`` command of the code blocks of :data:`DOC_PAGES`, continuation lines joined."""
+    blocks = [block for page in DOC_PAGES
+              for block in re.findall(r"```(?:bash|sh)?\n(.*?)```", (REPO / page).read_text(), re.S)]
     commands = []
     for block in blocks:
         for line in block.replace("\\\n", " ").splitlines():
@@ -71,7 +73,8 @@ class NotCovered(Exception):
 
 def _trains(command: str, kind: str) -> bool:
     """Whether README ``command`` is a single training run (not a sweep, not a resume) of ``kind``."""
-    if "scripts/train.py" not in command or re.search(r" -m |hparams_search=|resume=(?!auto)", command):
+    # debug runs write no checkpoint
+    if "scripts/train.py" not in command or re.search(r" -m |hparams_search=|resume=(?!auto)|debug=", command):
         return False
     ddpm, conditional = "model=ddpm" in command, "num_classes" in command
     return {"recon": not ddpm, "ddpm": ddpm and not conditional, "ddpm-cond": ddpm and conditional}[kind]

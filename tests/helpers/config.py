@@ -14,6 +14,12 @@ import art_diffusion.run.resolvers  # noqa: F401  (registers the resolvers the c
 REPO = Path(__file__).resolve().parents[2]
 CONF_DIR = REPO / "conf"
 
+#: The pages whose commands are run, in this order: README.md, then the topic pages, each after the ones whose
+#: runs it uses (inference and generation score checkpoints that earlier pages trained).
+DOC_PAGES = ("README.md", "docs/data.md", "docs/configuration.md", "docs/loggers-and-debugging.md", "docs/sweeps.md",
+             "docs/clusters.md", "docs/inference.md", "docs/checkpoints.md", "docs/generation.md",
+             "docs/reliability.md")
+
 # Small enough for a 2-core CPU: 4-channel net, 32 px, 20 demo images, random VGG (no weight download).
 TINY = [
     "experiment=demo",
