@@ -184,3 +184,17 @@ def test_an_override_whose_plugin_is_missing_stops_with_one_line(monkeypatch, ca
     assert stop.value.code == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert "hparams_search=optuna" in line and '".[optuna]"' in line
+
+
+@pytest.mark.parametrize(("argv", "fix"), [(["model=conv_diffusion"], "use model=reconstructor"),
+                                           (["optim.step_size=5"], "use scheduler.step_size"),
+                                           (["optim=adam_steplr"], "use optim=adam scheduler=steplr")])
+def test_a_renamed_option_or_key_stops_with_the_new_name(argv, fix, capsys):
+    from art_diffusion.run import cli
+
+    with pytest.raises(SystemExit) as stop:
+        cli.prepare_cli(argv)
+    assert stop.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: {argv[0]}: ") and fix in line
+    cli.prepare_cli(["model=reconstructor", "scheduler.step_size=5", "optim.lr=0.1"])  # the current names pass

@@ -63,11 +63,30 @@ def refused_flag(argv: list[str]) -> str | None:
     return None
 
 
+#: Command-line names that changed (an option, a key prefix) -> what to write now.
+RENAMED = {
+    "model=conv_diffusion": "model=reconstructor (its network is model/net=conv_diffusion)",
+    "optim=adam_steplr": "optim=adam scheduler=steplr",
+    "optim.step_size": "scheduler.step_size",
+    "optim.gamma": "scheduler.gamma",
+}
+
+
+def renamed(argv: list[str]) -> str | None:
+    """The one-line fix for an override that uses a name the configs no longer have (:data:`RENAMED`)."""
+    for arg in argv:
+        for old, new in RENAMED.items():
+            key = arg.lstrip("+~")
+            if key == old or ("=" not in old and key.startswith(old + "=")):
+                return f"{arg}: {old} was renamed; use {new}."
+    return None
+
+
 def prepare_cli(argv: list[str] | None = None) -> None:
     """Stop with one line, before Hydra composes, when an override needs an optional extra that is missing, holds
-    an unquoted ``=``, or a flag would load a file unchecked."""
+    an unquoted ``=``, uses a renamed option or key, or a flag would load a file unchecked."""
     argv = sys.argv[1:] if argv is None else argv
-    message = refused_flag(argv) or missing_extra(argv) or unquoted_equals(argv)
+    message = refused_flag(argv) or missing_extra(argv) or renamed(argv) or unquoted_equals(argv)
     if message:
         print(f"error: {message}", file=sys.stderr)
         raise SystemExit(2)
