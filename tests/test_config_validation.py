@@ -40,6 +40,12 @@ BAD_PAIRS = [
     (("model=ddpm", "model.prediction=noise"), r"model.prediction='noise' must be one of eps, v, x0"),
     (("model=ddpm", "data.image_size=40", "model.net.channel_mults=[1,2,2,2,2]"),
      r"model.net.image_size=40 must be divisible by 2\*\*\(levels - 1\) = 16"),
+    (("model=ddpm", "model/net=conv_diffusion"), r"model/net=conv_diffusion is a network of another model than "
+                                                 r"DiffusionModule: choose model/net=unet or"),
+    (("model/net=unet",), r"model/net=unet is a network of another model than ReconstructionModule"),
+    (("model=ddpm", "model.net.num_classes=3"), r"model.net.num_classes=3 must equal model.num_classes=None"),
+    (("model=ddpm", "model.image_size=48"), r"model.image_size=48 must equal data.image_size=32"),
+    (("seed=null",), r"data.seed=None must be an integer ≥ 0"),
 ]
 
 
@@ -48,6 +54,18 @@ def test_bad_values_are_refused_before_any_work(compose_cfg, tmp_path, overrides
     with pytest.raises(UserError, match=message):
         train(compose_cfg(*overrides))
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == []  # no report, no checkpoint, no log
+
+
+def test_rules_that_do_not_apply_are_not_checked(compose_cfg):
+    from art_diffusion.run.validate import check_values
+
+    # the ddpm sampler walks every timestep and ignores steps; generation scores are off by default
+    check_values(compose_cfg("model=ddpm", "model.schedule.timesteps=20", "callbacks.samples.sampler=ddpm",
+                             "callbacks.samples.steps=50"))
+    with pytest.raises(UserError, match=r"callbacks.generation_scores.steps=20 must be at most .*=10 \(e.g. "
+                                        r"callbacks.generation_scores.steps=10\)"):
+        check_values(compose_cfg("model=ddpm", "model.schedule.timesteps=10", "callbacks.samples.steps=5",
+                                 "callbacks.generation_scores.every_n_epochs=1"))
 
 
 def _numeric_leaves(node, prefix=""):

@@ -88,3 +88,20 @@ def test_resume_falls_back_to_the_newest_checkpoint_that_loads(tiny_run, tmp_pat
     assert torch.load(last, weights_only=True)["epoch"] == 1  # training went on, and saved last.ckpt again
     assert sorted(p.name for p in (run / "checkpoints").iterdir() if "epoch_" not in p.name) == [
         "best.ckpt", "last.ckpt", "last.ckpt.unreadable"]  # no last-v1.ckpt, no leftover .tmp
+
+
+def test_a_last_ckpt_that_became_readable_while_the_resume_was_prepared_stops_it(tiny_run, tmp_path):
+    """The checkpoint to resume from is chosen before the run dir is owned; under the lock an unreadable last.ckpt
+    is checked again before it is moved aside, so a good one saved in between is never set aside."""
+    from art_diffusion import UserError
+    from art_diffusion.checkpoints.resume import tidy_run_dir
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    last, best = run / "checkpoints" / "last.ckpt", run / "checkpoints" / "best.ckpt"
+    with pytest.raises(UserError, match="became readable while this run was being prepared"):
+        tidy_run_dir(run, best)  # prepared from best.ckpt, but last.ckpt loads now
+    assert last.is_file()
+    last.write_bytes(last.read_bytes()[:1000])
+    tidy_run_dir(run, best)
+    assert not last.exists() and (run / "checkpoints" / "last.ckpt.unreadable").is_file()

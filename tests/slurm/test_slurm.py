@@ -1,5 +1,5 @@
-"""The README's SLURM commands on a real (one-node, local) cluster: a sweep of two jobs, a DDP job of two srun tasks,
-and a job that is signalled, requeued and preempted, and still ends like an uninterrupted run."""
+"""The SLURM commands of docs/clusters.md on a real (one-node, local) cluster: a sweep of two jobs, a DDP job of two
+srun tasks, and a job that is signalled, requeued and preempted, and still ends like an uninterrupted run."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ shell command. :func:`check_targets` walks every node first and refuses the whol
 - the values are plain data (no tensors, no interpolations ``${...}`` that would resolve on instantiation).
 
 Every path that instantiates a config calls it: train (fresh or resumed), resume, reconstruct, evaluate, generate.
-``tests/test_safe_config.py`` checks that every ``_target_`` under ``conf/`` is in the registry, so a new config
+``tests/test_registry.py`` checks that every ``_target_`` under ``conf/`` is in the registry, so a new config
 class cannot ship without this list being reviewed.
 
 Classes that moved keep working in checkpoints written before the move: :func:`renamed_targets` rewrites their old
@@ -31,7 +31,8 @@ from hydra.utils import get_class
 
 from art_diffusion import UserError
 
-#: The classes the project's own configs name (conf/ and resume's RebaseCheckpointPaths). Reviewed by hand.
+#: The classes the project's own configs name (conf/, resume's RebaseCheckpointPaths, and the AdvancedProfiler the
+#: debugging docs swap in). Reviewed by hand.
 REGISTRY: tuple[str, ...] = (
     # model, network, schedule, loss (conf/model, conf/loss)
     "art_diffusion.lightning.ReconstructionModule",
@@ -63,6 +64,7 @@ REGISTRY: tuple[str, ...] = (
     "lightning.pytorch.loggers.MLFlowLogger",
     "lightning.pytorch.loggers.WandbLogger",
     "lightning.pytorch.profilers.SimpleProfiler",
+    "lightning.pytorch.profilers.AdvancedProfiler",  # debug=profiler's cProfile variant (docs/loggers-and-debugging.md)
     "lightning.pytorch.Trainer",
     "lightning.pytorch.strategies.DDPStrategy",
     "torch.optim.Adam",

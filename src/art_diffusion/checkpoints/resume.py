@@ -114,8 +114,8 @@ def newest_loadable_checkpoint(directory: Path, trusted: list[str]) -> tuple[Pat
         except CheckpointError as error:
             log.warning("Cannot resume from %s either: %s", path, error)
             continue
-        log.warning("%s is unreadable (%s). Resuming from %s instead, the newest checkpoint of the run that loads; "
-                    "the unreadable file is kept as %s.unreadable.", last, reason, path, last.name)
+        log.warning("%s is unreadable (%s). Resuming from %s instead, the newest checkpoint of the run that loads.",
+                    last, reason, path)
         return path, stored
     raise CheckpointError(f"resume: {last} is unreadable ({reason}) and no other checkpoint in {last.parent} loads; "
                           "this run cannot be continued. Start a new run (ckpt_path= can take weights of a good file).")
@@ -124,13 +124,23 @@ def newest_loadable_checkpoint(directory: Path, trusted: list[str]) -> tuple[Pat
 def tidy_run_dir(directory: Path, checkpoint: Path) -> None:
     """Ready a resumed run dir, once this process owns it: temporary files of saves killed half-way are removed, and
     an unreadable last.ckpt is moved aside to last.ckpt.unreadable when the run continues from another ``checkpoint``
-    (else Lightning would save the next last.ckpt as last-v1.ckpt beside it)."""
+    (else Lightning would save the next last.ckpt as last-v1.ckpt beside it). Checked again here, under the lock:
+    a last.ckpt that became readable since the run was prepared (its previous owner saved it) stops the resume."""
     last = directory / LAST_CHECKPOINT
     for leftover in sorted(last.parent.glob("*.ckpt.*.tmp")):
         log.info("Removing %s, left by a save that was interrupted", leftover)
         leftover.unlink(missing_ok=True)
-    if Path(checkpoint).resolve() != last.resolve() and last.exists():
-        last.replace(last.with_name(last.name + ".unreadable"))
+    if Path(checkpoint).resolve() == last.resolve() or not last.exists():
+        return
+    try:
+        load_checkpoint(last)
+    except CheckpointError:
+        aside = last.with_name(last.name + ".unreadable")
+        last.replace(aside)
+        log.warning("Moved the unreadable %s aside to %s", last, aside)
+        return
+    raise UserError(f"resume: {last} became readable while this run was being prepared (its previous owner saved "
+                    "it as it ended); run the same command again to continue from it.")
 
 
 def resumed_config(cfg: DictConfig, auto: bool = False) -> DictConfig:

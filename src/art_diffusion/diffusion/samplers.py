@@ -169,8 +169,8 @@ def dpm_solver_2m_sample(
     return x
 
 
-def sample(eps_fn: EpsFn, schedule: NoiseSchedule, shape: tuple[int, ...], device, sampler: str = "dpm++2m",
-           steps: int = 20, eta: float = 0.0, generator: torch.Generator | None = None, progress: bool = False,
+def sample(eps_fn: EpsFn, schedule: NoiseSchedule, shape: tuple[int, ...], device, sampler: str = "ddim",
+           steps: int = 50, eta: float = 0.0, generator: torch.Generator | None = None, progress: bool = False,
            spacing: str = "time") -> Tensor:
     """Images of ``shape`` in model space ([-1, 1]) from pure noise, by ``sampler``: ``ddim`` (``steps``, ``eta``),
     ``dpm++2m`` (``steps``, ``spacing``) or ``ddpm`` (every timestep; ``steps`` ignored)."""

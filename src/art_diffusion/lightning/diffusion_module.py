@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -153,8 +153,13 @@ class DiffusionModule(NetworkModule):
             raise ValueError(f"Unknown class {class_name!r}; this model knows {names}.")
         return names.index(class_name)
 
+    def sample(self, num_images: int, **options) -> Tensor:
+        """``num_images`` new images in [0, 1] from pure noise, on the module's device: every batch of
+        :meth:`sample_batches` (same ``options``) in one tensor."""
+        return torch.cat(list(self.sample_batches(num_images, **options)))
+
     @torch.no_grad()
-    def sample(
+    def sample_batches(
         self,
         num_images: int,
         sampler: str = "ddim",
@@ -167,24 +172,26 @@ class DiffusionModule(NetworkModule):
         progress: bool = False,
         batch_size: int | None = None,
         spacing: str = "time",
-    ) -> Tensor:
-        """``num_images`` new images in [0, 1] from pure noise (``labels``: one per image, for a conditional model).
+    ) -> Iterator[Tensor]:
+        """``num_images`` new images in [0, 1] from pure noise (``labels``: one per image, for a conditional model),
+        yielded in batches of ``batch_size`` (default: all at once) as they are made.
 
-        The project's one way to sample (generate.py, evaluate.py, the callbacks and the benchmarks call it): batches
-        of ``batch_size`` (default: all at once) drawn one after the other from ``generator``, so the same seed and
-        ``batch_size`` give the same images; the sampler itself is :func:`art_diffusion.diffusion.sample`.
+        The project's one way to sample (generate.py, evaluate.py, the callbacks and the benchmarks come here): the
+        batches are drawn one after the other from ``generator``, so the same seed and ``batch_size`` give the same
+        images on any device; the sampler itself is :func:`art_diffusion.diffusion.sample`.
         """
         net = self.ema if use_ema else self.net
         was_training = net.training
         net.eval()
         batch_size = batch_size or num_images
-        batches = []
-        for start in range(0, num_images, batch_size):
-            n = min(batch_size, num_images - start)
-            y = None if labels is None else labels[start:start + n].to(self.device)
-            eps_fn = guided(eps_predictor(net, self.schedule, self.prediction), y, self.num_classes, guidance_scale)
-            shape = (n, 3, self.image_size, self.image_size)
-            batches.append(to_pixels(run_sampler(eps_fn, self.schedule, shape, self.device, sampler, steps, eta,
-                                                 generator, progress, spacing)))
-        net.train(was_training)
-        return torch.cat(batches)
+        try:
+            for start in range(0, num_images, batch_size):
+                n = min(batch_size, num_images - start)
+                y = None if labels is None else labels[start:start + n].to(self.device)
+                eps_fn = guided(eps_predictor(net, self.schedule, self.prediction), y, self.num_classes,
+                                guidance_scale)
+                shape = (n, 3, self.image_size, self.image_size)
+                yield to_pixels(run_sampler(eps_fn, self.schedule, shape, self.device, sampler, steps, eta,
+                                            generator, progress, spacing))
+        finally:
+            net.train(was_training)

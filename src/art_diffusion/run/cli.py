@@ -24,8 +24,9 @@ OPTIONAL_PLUGINS = (
     ("hydra/sweeper=optuna", "hydra_plugins.hydra_optuna_sweeper", "optuna"),
     ("logger=wandb", "wandb", "wandb"),
     ("logger=mlflow", "mlflow", "mlflow"),
+    ("model/net=diffusers_unet", "diffusers", "diffusers"),
 )
-#: The extras that ``.[dev]`` includes.
+#: Extras whose message also offers ``.[dev]``; the loggers' and diffusers' messages name their own extra alone.
 DEV_EXTRAS = ("optuna",)
 
 

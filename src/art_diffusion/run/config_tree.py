@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 #: The file written in the run dir.
 CONFIG_TREE_FILE = "config_tree.log"
 #: Groups shown first, in this order; the other top-level keys follow as they come.
-FIRST = ("data", "model", "loss", "optim", "callbacks", "logger", "trainer", "paths")
+FIRST = ("data", "model", "loss", "optim", "scheduler", "callbacks", "logger", "trainer", "paths")
 
 
 def overrides() -> list[str]:

@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import lightning as L
@@ -63,18 +64,24 @@ def _scalars(metrics: dict, prefixes: tuple[str, ...]) -> dict[str, float]:
     return {k: float(v) for k, v in sorted(metrics.items()) if k.startswith(prefixes)}
 
 
-def own_run_dir(cfg: DictConfig) -> contextlib.AbstractContextManager:
-    """The run dir's lock, held by one process: a second ``resume=`` of a live run is refused. DDP ranks other than
-    the launching one (Lightning's, or SLURM's tasks) are part of the same run and take none."""
+@contextlib.contextmanager
+def own_run_dir(cfg: DictConfig) -> Iterator[None]:
+    """The run dir's lock, held by one process: a second ``resume=`` of a live run is refused. A resumed dir is
+    readied once it is owned (:func:`tidy_run_dir`). DDP ranks other than the launching one (Lightning's, or SLURM's
+    tasks) are part of the same run and take none."""
     if rank_zero_only.rank != 0 or is_spawned_rank():
-        return contextlib.nullcontext()
+        yield
+        return
     resume = cfg.get("resume")
     directory = find_run_to_resume(str(resume)) if resume and resume != AUTO else Path(cfg.paths.output_dir)
     directory.mkdir(parents=True, exist_ok=True)
-    return claim(directory / OWNER_LOCK, f"The run dir {directory}",
-                 "Wait for that run to end or stop it; two processes training into one run dir would interleave "
-                 "checkpoints and TensorBoard curves. To train other settings from it, start a new run with "
-                 f"ckpt_path={directory / 'checkpoints' / 'last.ckpt'}.")
+    with claim(directory / OWNER_LOCK, f"The run dir {directory}",
+               "Wait for that run to end or stop it; two processes training into one run dir would interleave "
+               "checkpoints and TensorBoard curves. To train other settings from it, start a new run with "
+               f"ckpt_path={directory / 'checkpoints' / 'last.ckpt'}."):
+        if resume:
+            tidy_run_dir(directory, Path(cfg.ckpt_path))
+        yield
 
 
 def _monitor_train_loss(cfg: DictConfig) -> None:
@@ -119,8 +126,6 @@ def fit_and_test(cfg: DictConfig) -> dict[str, float]:
     ``metrics.json``."""
     if cfg.get("extras", {}).get("print_config", True):  # runs stored before extras existed print it too
         print_config_tree(cfg, cfg.paths.output_dir)
-    if cfg.get("resume"):
-        tidy_run_dir(Path(cfg.resume), Path(cfg.ckpt_path))
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 from art_diffusion import ConfigError
 from art_diffusion.diffusion.prediction import PREDICTIONS
@@ -70,6 +71,7 @@ CHECKED_BY_RELATIONS = ("trainer.devices",)
 #: key -> (allowed range, the fix). One table per entry config; keys a config lacks are skipped.
 TRAIN_RULES: dict[str, tuple[Range, str]] = {
     "seed": (Range(0, integer=True, null=True), "e.g. seed=42"),
+    "data.seed": (Range(0, integer=True), "the split needs a seed even when seed=null: e.g. data.seed=42"),
     "data.image_size": (Range(DOWNSAMPLING_FACTOR, integer=True),
                         f"a multiple of the net's downsampling factor {DOWNSAMPLING_FACTOR}, e.g. data.image_size=64"),
     "data.batch_size": (POSITIVE_INT, "e.g. data.batch_size=32"),
@@ -163,12 +165,37 @@ CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
 }
 
 
+#: The networks of each LightningModule: a network of another model has another call signature.
+NETS = {
+    "art_diffusion.lightning.ReconstructionModule": {"art_diffusion.nets.ConvDiffusionModel": "conv_diffusion"},
+    "art_diffusion.lightning.DiffusionModule": {"art_diffusion.nets.UNet": "unet",
+                                                 "art_diffusion.nets.ConvDenoiser": "conv_denoiser",
+                                                 "art_diffusion.nets.DiffusersUNet": "diffusers_unet"},
+}
+
+
 def _select(cfg: DictConfig, key: str):
-    return OmegaConf.select(cfg, key, default=_ABSENT)
+    """``key``'s value; ``_ABSENT`` when the config lacks it or it does not resolve (:func:`_unresolved` says so)."""
+    try:
+        return OmegaConf.select(cfg, key, default=_ABSENT)
+    except InterpolationResolutionError:
+        return _ABSENT
+
+
+def _unresolved(cfg: DictConfig, keys) -> list[str]:
+    """The keys among ``keys`` whose value is an interpolation that does not resolve (e.g. a network of another
+    model asks for ``${model.num_classes}``)."""
+    problems = []
+    for key in keys:
+        try:
+            OmegaConf.select(cfg, key, default=_ABSENT)
+        except InterpolationResolutionError as error:
+            problems.append(f"{key} cannot be resolved ({str(error).splitlines()[0]})")
+    return problems
 
 
 def _problems(cfg: DictConfig, tool: str) -> list[str]:
-    problems = []
+    problems = _unresolved(cfg, [*TOOL_RULES[tool], *CHOICES[tool]])
     for key, (allowed, fix) in TOOL_RULES[tool].items():
         value = _select(cfg, key)
         if value is not _ABSENT and not allowed.admits(value):
@@ -177,13 +204,48 @@ def _problems(cfg: DictConfig, tool: str) -> list[str]:
         value = _select(cfg, key)
         if value is not _ABSENT and str(value) not in options:
             problems.append(f"{key}={value!r} must be one of {', '.join(options)}")
-    if tool == "train" and not problems:
-        problems += _train_relations(cfg)
+    if tool == "train":
+        problems = _net_fits(cfg) + problems  # first: a network of another model is why its keys do not resolve
+        if not problems:
+            problems += _model_relations(cfg) + _data_relations(cfg) + _run_relations(cfg)
     return problems
 
 
-def _train_relations(cfg: DictConfig) -> list[str]:
-    """Rules between keys: image size vs the net, the split fractions, the loss weights, the VGG weights file."""
+def _net_fits(cfg: DictConfig) -> list[str]:
+    """The network is one of the model's own (see :data:`NETS`)."""
+    module, net = _select(cfg, "model._target_"), _select(cfg, "model.net._target_")
+    ours = {target: option for nets in NETS.values() for target, option in nets.items()}
+    if module in NETS and net in ours and net not in NETS[module]:
+        fits = " or ".join(f"model/net={option}" for option in NETS[module].values())
+        return [f"model/net={ours[net]} is a network of another model than {module.rsplit('.', 1)[-1]}: choose "
+                f"{fits}"]
+    return []
+
+
+def _model_relations(cfg: DictConfig) -> list[str]:
+    """The sizes and class counts the network and the model share; sampler steps against the schedule."""
+    problems = []
+    side, mults = _select(cfg, "model.net.image_size"), _select(cfg, "model.net.channel_mults")
+    if isinstance(side, int) and mults is not _ABSENT and (not mults or side % 2 ** (len(mults) - 1)):
+        problems.append(f"model.net.image_size={side} must be divisible by 2**(levels - 1) = "
+                        f"{2 ** max(len(mults) - 1, 0)} with model.net.channel_mults={list(mults)} (the UNet halves "
+                        "the resolution between levels), e.g. data.image_size=32 with 3 levels")
+    for key, other, why in (("model.net.num_classes", "model.num_classes", "the net embeds the module's labels"),
+                            ("model.image_size", "data.image_size", "a DDPM generates at the size it trains on")):
+        mine, theirs = _select(cfg, key), _select(cfg, other)
+        if _ABSENT not in (mine, theirs) and mine != theirs:
+            problems.append(f"{key}={mine} must equal {other}={theirs} ({why})")
+    timesteps = _select(cfg, "model.schedule.timesteps")
+    for key in ("callbacks.samples", "callbacks.generation_scores"):
+        steps, sampler = _select(cfg, f"{key}.steps"), _select(cfg, f"{key}.sampler")
+        off = key.endswith("generation_scores") and not _select(cfg, f"{key}.every_n_epochs")
+        if _ABSENT not in (steps, timesteps) and not off:
+            problems += filter(None, [_steps_problem(f"{key}.steps", steps, sampler, timesteps)])
+    return problems
+
+
+def _data_relations(cfg: DictConfig) -> list[str]:
+    """The image size against the network, the split fractions."""
     problems = []
     size = _select(cfg, "data.image_size")
     if size is not _ABSENT and size % DOWNSAMPLING_FACTOR:
@@ -196,6 +258,12 @@ def _train_relations(cfg: DictConfig) -> list[str]:
     if val is not _ABSENT and test is not _ABSENT and val + test >= 1:
         problems.append(f"data.val_fraction={val} + data.test_fraction={test} = {val + test:g} leaves nothing to "
                         "train on: their sum must be < 1 (e.g. 0.1 and 0.1)")
+    return problems
+
+
+def _run_relations(cfg: DictConfig) -> list[str]:
+    """The loss weights together, the device count, the metric a run returns."""
+    problems = []
     mse, perceptual = _select(cfg, "loss.mse_weight"), _select(cfg, "loss.perceptual_weight")
     if mse == 0 and perceptual == 0:
         problems.append("loss.mse_weight=0 and loss.perceptual_weight=0: the loss would be 0 and nothing would be "
@@ -208,17 +276,15 @@ def _train_relations(cfg: DictConfig) -> list[str]:
     if metric not in (None, _ABSENT, "best_epoch") and not str(metric).startswith(("val/", "test/")):
         problems.append(f"optimized_metric={metric!r} must be a final metric: val/<name>, test/<name> or best_epoch "
                         "(e.g. optimized_metric=val/loss)")
-    timesteps = _select(cfg, "model.schedule.timesteps")
-    for key in ("callbacks.samples.steps", "callbacks.generation_scores.steps"):
-        steps = _select(cfg, key)
-        if steps is not _ABSENT and timesteps is not _ABSENT and steps > timesteps:
-            problems.append(f"{key}={steps} must be at most model.schedule.timesteps={timesteps}")
-    side, mults = _select(cfg, "model.net.image_size"), _select(cfg, "model.net.channel_mults")
-    if side is not _ABSENT and mults is not _ABSENT and (not mults or side % 2 ** (len(mults) - 1)):
-        problems.append(f"model.net.image_size={side} must be divisible by 2**(levels - 1) = "
-                        f"{2 ** max(len(mults) - 1, 0)} with model.net.channel_mults={list(mults)} (the UNet halves "
-                        "the resolution between levels), e.g. data.image_size=32 with 3 levels")
     return problems
+
+
+def _steps_problem(key: str, steps: int, sampler, timesteps: int) -> str | None:
+    """Sampler steps against the schedule (``ddpm`` walks every timestep and ignores ``steps``)."""
+    if sampler != "ddpm" and steps > timesteps:
+        example = min(20, timesteps)
+        return f"{key}={steps} must be at most model.schedule.timesteps={timesteps} (e.g. {key}={example})"
+    return None
 
 
 def check_values(cfg: DictConfig, tool: str = "train") -> None:
@@ -236,10 +302,11 @@ def check_values(cfg: DictConfig, tool: str = "train") -> None:
 def check_stored_values(config: dict, origin: str) -> None:
     """A stored run config (a checkpoint's) holds values training would accept: else one :class:`ConfigError`
     naming ``origin``. Its data folders are not checked: a model is used where its data may not be."""
-    problems = _problems(OmegaConf.create(config), "train")
+    # what rebuilds the model: the run's other settings (callbacks, trainer) are checked again by a resume
+    problems = [p for p in _problems(OmegaConf.create(config), "train") if p.startswith(("model", "loss."))]
     if problems:
-        raise ConfigError(f"Refusing {origin}: " + "; ".join(problems) + ". The file was not written by this "
-                          "project's training as it is, or was edited; use another checkpoint.")
+        raise ConfigError(f"Refusing {origin}: " + "; ".join(problems) + ". Training refuses these values: the "
+                          "file was edited, or written by a version with other rules; use another checkpoint.")
 
 
 def _check_paths(cfg: DictConfig) -> None:
@@ -265,14 +332,19 @@ def _check_paths(cfg: DictConfig) -> None:
 # that learn them call these, so the rule and its message still live here.
 
 def check_steps(key: str, steps: int, sampler: str, timesteps: int) -> None:
-    """``key``'s sampler steps against the model's schedule (``sampler=ddpm`` walks every timestep: no rule)."""
-    if sampler != "ddpm" and steps > timesteps:
-        raise ConfigError(f"Invalid config value: {key}={steps} must be at most the model's "
-                          f"model.schedule.timesteps={timesteps} (e.g. {key}=20).")
+    """``key``'s sampler steps against a loaded model's schedule: the training rule, for a tool's key."""
+    problem = _steps_problem(key, steps, sampler, timesteps)
+    if problem:
+        raise ConfigError(f"Invalid config value: {problem}.")
 
 
 def check_class_name(key: str, class_name: str, class_names: list[str] | None, num_classes: int | None) -> None:
-    """A class asked of a model: it must be conditional and know the class."""
+    """A class asked of a model (or ``all`` of them): it must be conditional and know the class."""
+    if not num_classes and class_name == "all":
+        raise ConfigError(f"{key}=all needs a conditional model (trained with model.num_classes); drop {key} for "
+                          "this unconditional one.")
+    if class_name == "all":
+        return
     if not num_classes:
         raise ConfigError(f"{key}={class_name!r} given, but this model is unconditional (trained with "
                           f"model.num_classes=null): drop {key}.")

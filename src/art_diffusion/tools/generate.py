@@ -10,7 +10,6 @@ import torch
 from omegaconf import DictConfig
 from torchvision.utils import make_grid, save_image
 
-from art_diffusion import ConfigError
 from art_diffusion.checkpoints import load_module
 from art_diffusion.lightning import DiffusionModule
 from art_diffusion.run.validate import check_class_name, check_steps, check_values
@@ -35,19 +34,14 @@ def generate(cfg: DictConfig) -> list[Path]:
     out = Path(cfg.output_dir)
     # One generator for the whole run: the same seed (and batch_size) gives the same images on any device.
     generator = torch.Generator().manual_seed(cfg.seed)
-    if cfg.class_name == ALL_CLASSES:
-        if not module.num_classes:
-            raise ConfigError("class_name=all needs a conditional model (trained with model.num_classes); "
-                              "drop class_name for this unconditional one.")
-        paths = []
-        for name in module.class_names or [str(i) for i in range(module.num_classes)]:
-            paths += _sample_set(cfg, module, module.class_index(name), generator, out / "images" / name,
-                                 out / f"grid_{name}.png")
-        return paths
-    label = None
     if cfg.class_name is not None:
         check_class_name("class_name", cfg.class_name, module.class_names, module.num_classes)
-        label = module.class_index(cfg.class_name)
+    if cfg.class_name == ALL_CLASSES:
+        paths = []
+        for label, name in enumerate(module.class_names or [str(i) for i in range(module.num_classes)]):
+            paths += _sample_set(cfg, module, label, generator, out / "images" / name, out / f"grid_{name}.png")
+        return paths
+    label = None if cfg.class_name is None else module.class_index(cfg.class_name)
     if label is None and module.num_classes:
         log.info("Conditional model and no class_name: sampling unconditionally (classes: %s).", module.class_names)
     return _sample_set(cfg, module, label, generator, out / "images", out / "grid.png")
@@ -55,18 +49,25 @@ def generate(cfg: DictConfig) -> list[Path]:
 
 def _sample_set(cfg: DictConfig, module: DiffusionModule, label: int | None, generator: torch.Generator,
                 images_dir: Path, grid_path: Path) -> list[Path]:
-    """``cfg.num_images`` images of class ``label`` (None: unconditional) as PNGs in ``images_dir``, and a grid."""
+    """``cfg.num_images`` images of class ``label`` (None: unconditional) as PNGs in ``images_dir``, each batch
+    written as soon as it is made, then a grid."""
     images_dir.mkdir(parents=True, exist_ok=True)
     labels = None if label is None else torch.full((cfg.num_images,), label, dtype=torch.long)
-    images = module.sample(cfg.num_images, sampler=cfg.sampler, steps=cfg.steps, eta=cfg.eta, generator=generator,
-                           labels=labels, guidance_scale=cfg.guidance_scale, use_ema=cfg.use_ema,
-                           progress=cfg.progress, batch_size=cfg.batch_size).cpu()
-    paths = []
-    for i, image in enumerate(images):
-        paths.append(images_dir / f"{i:05d}.png")
-        with atomic_path(paths[-1]) as tmp:
-            save_image(image, tmp, format="png")
-    grid = make_grid(images, nrow=math.ceil(math.sqrt(cfg.num_images)), padding=2, pad_value=1.0)
+    batches = module.sample_batches(cfg.num_images, sampler=cfg.sampler, steps=cfg.steps, eta=cfg.eta,
+                                    generator=generator, labels=labels, guidance_scale=cfg.guidance_scale,
+                                    use_ema=cfg.use_ema, progress=cfg.progress, batch_size=cfg.batch_size)
+    if cfg.progress:
+        from tqdm.auto import tqdm
+
+        batches = tqdm(batches, desc="batches", unit="batch", total=math.ceil(cfg.num_images / cfg.batch_size))
+    images, paths = [], []
+    for batch in batches:
+        for image in batch.cpu():
+            paths.append(images_dir / f"{len(paths):05d}.png")
+            with atomic_path(paths[-1]) as tmp:
+                save_image(image, tmp, format="png")
+            images.append(image)
+    grid = make_grid(torch.stack(images), nrow=math.ceil(math.sqrt(cfg.num_images)), padding=2, pad_value=1.0)
     with atomic_path(grid_path) as tmp:
         save_image(grid, tmp, format="png")
     log.info("Wrote %d images to %s and the grid to %s", len(paths), images_dir, grid_path)

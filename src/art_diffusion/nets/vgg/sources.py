@@ -34,8 +34,9 @@ _PIP_TIMEOUT_S = 600.0
 
 WAYS_OUT = (
     "Ways out: (a) connect this machine to the internet once (the weights are then cached), "
-    f"(b) pass a local copy of torchvision's weights with loss.vgg_weights=/path/to/{HUB_FILENAME}, "
-    "or (c) train without the perceptual term with loss.perceptual_weight=0."
+    f"(b) pass a local copy of torchvision's weights, {HUB_FILENAME}: loss.vgg_weights=/path/to/{HUB_FILENAME} "
+    "for training (lpips.vgg_weights and generative.vgg_weights of evaluate.py, vgg_weights of fd_vgg.py take the "
+    "same path), or (c) train without the perceptual term with loss.perceptual_weight=0."
 )
 
 
