@@ -38,8 +38,8 @@ DROPPED = ("trainer.devices", "trainer.num_nodes")  # GPU counts: one CPU proces
 TINY = {
     "train": {"model.net.base_channels": "4", "loss.vgg_weights": "random", "data.image_size": "32",
               "data.batch_size": "4", "data.num_workers": "0", "trainer.max_epochs": "1",
-              "trainer.enable_progress_bar": "false", "+trainer.limit_train_batches": "2",
-              "+trainer.limit_val_batches": "1", "+trainer.limit_test_batches": "1",
+              "trainer.enable_progress_bar": "false", "++trainer.limit_train_batches": "2",
+              "++trainer.limit_val_batches": "1", "++trainer.limit_test_batches": "1",
               "callbacks.reconstructions.num_images": "2", "hydra.sweeper.n_trials": "1"},
     "ddpm": {"model.schedule.timesteps": "20", "callbacks.samples.steps": "2", "callbacks.samples.num_images": "2"},
     "demo": {"data.images_per_class": "4", "data.source_size": "48"},
