@@ -95,6 +95,7 @@ def test_every_bad_file_is_reported_once_with_its_reason(tmp_path, caplog, cache
     assert len(lazy_warnings) == (0 if cache else len(LAZY_BAD))
 
 
+@pytest.mark.slow  # DataLoader worker processes
 def test_failures_inside_worker_processes_are_reported_once_and_batches_stay_full(tmp_path):
     root = _image_folder(tmp_path / "art", per_class=6)
     for i in range(3):
