@@ -64,7 +64,7 @@ def readme_commands() -> list[str]:
                 part = re.sub(r"\s+#.*$", "", part).strip()
                 if re.search(r"(^|\s)python scripts/", part):
                     commands.append(part)
-    return commands
+    return list(dict.fromkeys(commands))  # a command shown on two pages runs once
 
 
 class NotCovered(Exception):
