@@ -16,32 +16,37 @@ from art_diffusion.diffusion.schedule import NoiseSchedule, per_sample
 PREDICTIONS = ("eps", "v", "x0")
 
 
+UNKNOWN = "prediction must be one of {}, got {!r}."
+
+
 def check_prediction(prediction: str) -> None:
     if prediction not in PREDICTIONS:
-        raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}.")
+        raise ValueError(UNKNOWN.format(PREDICTIONS, prediction))
 
 
 def target(schedule: NoiseSchedule, prediction: str, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
     """What a denoiser of this ``prediction`` type should output for x_t = q_sample(x0, t, noise)."""
-    check_prediction(prediction)
     if prediction == "eps":
         return noise
     if prediction == "x0":
         return x0
-    a = per_sample(schedule.alpha_bar[t], x0)
-    return a.sqrt() * noise - (1 - a).sqrt() * x0
+    if prediction == "v":
+        a = per_sample(schedule.alpha_bar[t], x0)
+        return a.sqrt() * noise - (1 - a).sqrt() * x0
+    raise ValueError(UNKNOWN.format(PREDICTIONS, prediction))
 
 
 def x0_and_eps(schedule: NoiseSchedule, prediction: str, x_t: Tensor, t: Tensor,
                output: Tensor) -> tuple[Tensor, Tensor]:
     """The one conversion of a denoiser's ``output`` (of type ``prediction``) to the clean image and noise."""
-    check_prediction(prediction)
-    a = per_sample(schedule.alpha_bar[t], x_t)
     if prediction == "eps":
         return schedule.predict_x0(x_t, t, output), output
+    a = per_sample(schedule.alpha_bar[t], x_t)
     if prediction == "x0":
         return output, (x_t - a.sqrt() * output) / (1 - a).sqrt()
-    return a.sqrt() * x_t - (1 - a).sqrt() * output, (1 - a).sqrt() * x_t + a.sqrt() * output
+    if prediction == "v":
+        return a.sqrt() * x_t - (1 - a).sqrt() * output, (1 - a).sqrt() * x_t + a.sqrt() * output
+    raise ValueError(UNKNOWN.format(PREDICTIONS, prediction))
 
 
 def eps_predictor(net: nn.Module, schedule: NoiseSchedule,
@@ -56,10 +61,11 @@ def min_snr_weights(snr: Tensor, gamma: float, prediction: str) -> Tensor:
 
     The MSE of an eps output is the x0 MSE divided by SNR, that of a v output divided by SNR + 1.
     """
-    check_prediction(prediction)
     clipped = snr.clamp(max=gamma)
     if prediction == "eps":
         return clipped / snr
     if prediction == "v":
         return clipped / (snr + 1)
-    return clipped
+    if prediction == "x0":
+        return clipped
+    raise ValueError(UNKNOWN.format(PREDICTIONS, prediction))
