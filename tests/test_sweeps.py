@@ -92,7 +92,7 @@ def test_grid_sweep_writes_summaries_hparams_and_survives_a_failing_job(tmp_path
     assert record.swept == ["loss.perceptual_weight"] and record.integer == []
     assert "model.net.base_channels=4" in record.fixed and "trainer=cpu" in record.fixed
     failed = json.loads((jobs["oops"] / "job.json").read_text())
-    assert failed["status"] == "failed" and "loss.perceptual_weight='oops' must be a number" in failed["error"]
+    assert failed["status"] == "failed" and "loss.perceptual_weight='oops' must be a finite number" in failed["error"]
     assert "Traceback" in (jobs["oops"] / "error.txt").read_text()
 
     with (sweep / "summary.csv").open() as f:

@@ -1,6 +1,8 @@
 """Config values are checked before any work: ``check_values(cfg, "train")`` at the start of train() and of each
 tool. Every numeric key a user turns in conf/ has a range; a value outside it (or not a number at all, e.g.
 ``loss.perceptual_weight=abc``) stops the run with one :class:`ConfigError` naming key, value, range and fix.
+Every range is finite: ``inf``, ``-inf``, ``nan`` and ``1e400`` (read as inf) are refused for every key, and sizes
+have an upper bound far above any real use, so a value from an edited checkpoint cannot ask for an absurd allocation.
 
 A key a config does not have (``callbacks.samples`` without ``model=ddpm``) is not checked.
 """
@@ -39,7 +41,7 @@ class Range:
     null: bool = False
 
     def describe(self) -> str:
-        what = "an integer" if self.integer else "a number"
+        what = "an integer" if self.integer else "a finite number"
         if self.high == INF:
             text = f"{what} {'>' if self.low_open else '≥'} {self.low:g}" if self.low > -INF else what
         else:
@@ -50,7 +52,7 @@ class Range:
     def admits(self, value) -> bool:
         if value is None:
             return self.null
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
             return False
         if self.integer and not isinstance(value, numbers.Integral):
             return False
@@ -60,6 +62,14 @@ class Range:
 
 
 POSITIVE_INT = Range(1, integer=True)
+#: Upper bounds of sizes (far above any real use; they stop absurd allocations from an edited stored config).
+MAX_SIDE, MAX_WIDTH, MAX_COUNT = 4096, 4096, 10**6
+SIDE = Range(1, MAX_SIDE, integer=True)
+WIDTH = Range(1, MAX_WIDTH, integer=True)
+COUNT = Range(1, MAX_COUNT, integer=True)
+BATCH = Range(1, 65536, integer=True)
+GRID = Range(1, 1024, integer=True)        # images in a logged grid
+STEPS = Range(1, 100_000, integer=True)    # sampler steps
 NON_NEGATIVE = Range(0)
 POSITIVE = Range(0, low_open=True)
 FRACTION = Range(0, 1, high_open=True)  # [0, 1)
@@ -72,17 +82,17 @@ CHECKED_BY_RELATIONS = ("trainer.devices",)
 TRAIN_RULES: dict[str, tuple[Range, str]] = {
     "seed": (Range(0, integer=True, null=True), "e.g. seed=42"),
     "data.seed": (Range(0, integer=True), "the split needs a seed even when seed=null: e.g. data.seed=42"),
-    "data.image_size": (Range(DOWNSAMPLING_FACTOR, integer=True),
+    "data.image_size": (Range(DOWNSAMPLING_FACTOR, MAX_SIDE, integer=True),
                         f"a multiple of the net's downsampling factor {DOWNSAMPLING_FACTOR}, e.g. data.image_size=64"),
-    "data.batch_size": (POSITIVE_INT, "e.g. data.batch_size=32"),
-    "data.num_workers": (Range(0, integer=True, null=True), "0 decodes in the main process; null = one per core"),
+    "data.batch_size": (BATCH, "e.g. data.batch_size=32"),
+    "data.num_workers": (Range(0, 256, integer=True, null=True), "0 decodes in the main process; null = one per core"),
     "data.val_fraction": (FRACTION, "0 skips validation; e.g. data.val_fraction=0.1"),
     "data.test_fraction": (FRACTION, "0 skips the final test; e.g. data.test_fraction=0.1"),
     "data.max_pixels": (POSITIVE_INT, "e.g. data.max_pixels=50000000"),
     "data.min_size": (POSITIVE_INT, "e.g. data.min_size=32"),
     "data.max_bad_fraction": (PROBABILITY, "e.g. data.max_bad_fraction=0.5"),
-    "data.images_per_class": (POSITIVE_INT, "e.g. data.images_per_class=48"),
-    "data.source_size": (Range(16, integer=True), "e.g. data.source_size=128"),
+    "data.images_per_class": (COUNT, "e.g. data.images_per_class=48"),
+    "data.source_size": (Range(16, MAX_SIDE, integer=True), "e.g. data.source_size=128"),
     "loss.mse_weight": (NON_NEGATIVE, "e.g. loss.mse_weight=1"),
     "loss.perceptual_weight": (NON_NEGATIVE, "0 turns the VGG term off; e.g. loss.perceptual_weight=1"),
     "loss.vgg_layers": (Range(1, 31, integer=True), "VGG16 has 31 feature layers; 16 = through relu3_3"),
@@ -97,11 +107,11 @@ TRAIN_RULES: dict[str, tuple[Range, str]] = {
     "trainer.accumulate_grad_batches": (POSITIVE_INT, "e.g. trainer.accumulate_grad_batches=1"),
     "trainer.gradient_clip_val": (Range(0, null=True), "null = no clipping; e.g. trainer.gradient_clip_val=1.0"),
     "model.net.in_channels": (Range(3, 3, integer=True), "images are decoded to RGB: 3"),
-    "model.net.base_channels": (POSITIVE_INT, "e.g. model.net.base_channels=64"),
-    "model.net.emb_dim": (POSITIVE_INT, "e.g. model.net.emb_dim=128"),
-    "model.schedule.timesteps": (Range(2, integer=True), "e.g. model.schedule.timesteps=1000"),
+    "model.net.base_channels": (WIDTH, "e.g. model.net.base_channels=64"),
+    "model.net.emb_dim": (WIDTH, "e.g. model.net.emb_dim=128"),
+    "model.schedule.timesteps": (Range(2, 100_000, integer=True), "e.g. model.schedule.timesteps=1000"),
     "model.ema_decay": (FRACTION, "0 = no averaging; e.g. model.ema_decay=0.999"),
-    "model.num_classes": (Range(1, integer=True, null=True), "null = unconditional, else the number of classes"),
+    "model.num_classes": (Range(1, MAX_COUNT, integer=True, null=True), "null = unconditional, else the class count"),
     "model.cond_drop_prob": (FRACTION, "e.g. model.cond_drop_prob=0.1"),
     "model.eval_seed": (Range(0, integer=True), "e.g. model.eval_seed=0"),
     "callbacks.best_checkpoint.save_top_k": (Range(-1, integer=True), "-1 keeps every checkpoint, 0 none"),
@@ -110,27 +120,27 @@ TRAIN_RULES: dict[str, tuple[Range, str]] = {
     "callbacks.periodic_checkpoint.save_top_k": (Range(-1, integer=True), "-1 keeps every checkpoint, 0 none"),
     "callbacks.periodic_checkpoint.every_n_epochs": (POSITIVE_INT, "e.g. ...periodic_checkpoint.every_n_epochs=10"),
     "callbacks.reconstructions.every_n_epochs": (POSITIVE_INT, "e.g. callbacks.reconstructions.every_n_epochs=1"),
-    "callbacks.reconstructions.num_images": (POSITIVE_INT, "e.g. callbacks.reconstructions.num_images=8"),
-    "callbacks.reconstructions.logged_size": (Range(0, integer=True), "px per logged image; 0 = native size"),
-    "callbacks.samples.logged_size": (Range(0, integer=True), "px per logged image; 0 = native size"),
+    "callbacks.reconstructions.num_images": (GRID, "e.g. callbacks.reconstructions.num_images=8"),
+    "callbacks.reconstructions.logged_size": (Range(0, MAX_SIDE, integer=True), "px per logged image; 0 = native size"),
+    "callbacks.samples.logged_size": (Range(0, MAX_SIDE, integer=True), "px per logged image; 0 = native size"),
     "callbacks.early_stopping.patience": (Range(0, integer=True), "e.g. callbacks.early_stopping.patience=10"),
     "callbacks.early_stopping.min_delta": (NON_NEGATIVE, "e.g. callbacks.early_stopping.min_delta=0"),
     "callbacks.samples.every_n_epochs": (POSITIVE_INT, "e.g. callbacks.samples.every_n_epochs=1"),
-    "callbacks.samples.num_images": (POSITIVE_INT, "e.g. callbacks.samples.num_images=16"),
-    "callbacks.samples.steps": (POSITIVE_INT, "DDIM steps per grid, at most model.schedule.timesteps"),
+    "callbacks.samples.num_images": (GRID, "e.g. callbacks.samples.num_images=16"),
+    "callbacks.samples.steps": (STEPS, "DDIM steps per grid, at most model.schedule.timesteps"),
     "callbacks.samples.seed": (Range(0, integer=True), "e.g. callbacks.samples.seed=0"),
     "callbacks.samples.guidance_scale": (NON_NEGATIVE, "1 = no guidance; e.g. callbacks.samples.guidance_scale=3"),
     "callbacks.generation_scores.every_n_epochs": (Range(0, integer=True, null=True), "0 = off, e.g. 10"),
-    "callbacks.generation_scores.num_images": (Range(2, integer=True), "e.g. ...generation_scores.num_images=128"),
-    "callbacks.generation_scores.steps": (POSITIVE_INT, "e.g. callbacks.generation_scores.steps=20"),
+    "callbacks.generation_scores.num_images": (Range(2, MAX_COUNT, integer=True), "e.g. 128"),
+    "callbacks.generation_scores.steps": (STEPS, "e.g. callbacks.generation_scores.steps=20"),
     "callbacks.generation_scores.seed": (Range(0, integer=True), "e.g. callbacks.generation_scores.seed=0"),
-    "callbacks.generation_scores.batch_size": (POSITIVE_INT, "e.g. callbacks.generation_scores.batch_size=64"),
+    "callbacks.generation_scores.batch_size": (BATCH, "e.g. callbacks.generation_scores.batch_size=64"),
     "callbacks.generation_scores.layer": (Range(0, 30, integer=True), "a VGG16 features index: 29 relu5_3"),
-    "callbacks.generation_scores.input_size": (Range(32, integer=True), "the VGG's input side, e.g. 224"),
+    "callbacks.generation_scores.input_size": (Range(32, MAX_SIDE, integer=True), "the VGG's input side, e.g. 224"),
     "loss.min_snr_gamma": (Range(0, low_open=True, null=True), "null = off; e.g. loss.min_snr_gamma=5"),
-    "model.net.num_res_blocks": (POSITIVE_INT, "e.g. model.net.num_res_blocks=2"),
+    "model.net.num_res_blocks": (Range(1, 64, integer=True), "e.g. model.net.num_res_blocks=2"),
     "model.net.dropout": (Range(0, 1, high_open=True), "e.g. model.net.dropout=0.1"),
-    "model.net.image_size": (POSITIVE_INT, "the generated images' side: ${model.image_size}"),
+    "model.net.image_size": (SIDE, "the generated images' side: ${model.image_size}"),
 }
 _SAMPLING = {
     "steps": (POSITIVE_INT, "e.g. steps=50"),
@@ -142,7 +152,7 @@ TOOL_RULES: dict[str, dict[str, tuple[Range, str]]] = {
     "reconstruct": {"batch_size": (POSITIVE_INT, "e.g. batch_size=16"), "gap": (Range(0, integer=True), "e.g. gap=4")},
     "generate": {"num_images": (POSITIVE_INT, "e.g. num_images=16"), "batch_size": (POSITIVE_INT, "e.g. batch_size=16"),
                  "seed": (Range(0, integer=True), "e.g. seed=0"), **_SAMPLING},
-    "evaluate": {"data.batch_size": (POSITIVE_INT, "e.g. data.batch_size=16"),
+    "evaluate": {"data.batch_size": (BATCH, "e.g. data.batch_size=16"),
                  "data.num_workers": (Range(0, integer=True), "0 decodes in this process"),
                  "generative.num_images": (Range(2, integer=True), "FD-VGG needs 2 or more, e.g. 256"),
                  "generative.steps": (POSITIVE_INT, "e.g. generative.steps=50"),
@@ -226,6 +236,10 @@ def _model_relations(cfg: DictConfig) -> list[str]:
     """The sizes and class counts the network and the model share; sampler steps against the schedule."""
     problems = []
     side, mults = _select(cfg, "model.net.image_size"), _select(cfg, "model.net.channel_mults")
+    if mults is not _ABSENT and not (OmegaConf.is_list(mults) and 1 <= len(mults) <= 8
+                                     and all(Range(1, 16, integer=True).admits(m) for m in mults)):
+        return [f"model.net.channel_mults={mults!r} must be a list of 1 to 8 integers in [1, 16] (e.g. "
+                "model.net.channel_mults=[1,2,2])"]
     if isinstance(side, int) and mults is not _ABSENT and (not mults or side % 2 ** (len(mults) - 1)):
         problems.append(f"model.net.image_size={side} must be divisible by 2**(levels - 1) = "
                         f"{2 ** max(len(mults) - 1, 0)} with model.net.channel_mults={list(mults)} (the UNet halves "
