@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from art_diffusion.run.cli import prepare_cli, user_errors
 from art_diffusion.run.job import run_job
+from art_diffusion.run.sweeps.summary import exit_if_sweep_failed
 
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
@@ -23,3 +24,4 @@ def main(cfg: DictConfig) -> float:
 if __name__ == "__main__":
     prepare_cli()
     main()
+    exit_if_sweep_failed()  # a multirun none of whose jobs completed exits with status 2

@@ -24,6 +24,7 @@ from art_diffusion.checkpoints import (
 from art_diffusion.checkpoints.registry import UnsafeConfigError
 from art_diffusion.run.train import train
 from tests.helpers.config import REPO, TINY, compose_train_cfg
+from tests.helpers.events import duplicate_points
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*random.*", "ignore:.*num_workers.*")
 
@@ -146,6 +147,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, demo_root, c
     events = EventAccumulator(str(crashed))
     events.Reload()
     assert [e.step for e in events.Scalars("val/loss")] == [e.step for e in _scalars(full, "val/loss")]
+    assert duplicate_points(crashed) == {}  # the killed process's points after last.ckpt are dropped, not doubled
     assert (crashed / ".hydra" / "config.yaml").exists() and list((crashed / ".hydra").glob("resumed_*"))
 
 
@@ -164,11 +166,13 @@ def test_resume_refuses_to_change_what_is_trained(tiny_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_sigterm_saves_a_checkpoint_before_exiting(tmp_path, demo_root):
+@pytest.mark.parametrize(("stop", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "Ctrl-C"])
+def test_a_stop_signal_saves_a_checkpoint_and_says_how_to_resume(tmp_path, demo_root, stop, code):
     run = tmp_path / "run"
     last = run / "checkpoints" / "last.ckpt"
     proc = _train_cli(*TINY, f"data.root={demo_root}", "trainer.max_epochs=1000", "test=false",
-                      "callbacks.reconstructions=null", f"hydra.run.dir={run}", wait=False)
+                      "callbacks.reconstructions=null", "trainer.log_every_n_steps=1", f"hydra.run.dir={run}",
+                      wait=False)
     try:
         deadline = time.monotonic() + 240
         while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -177,16 +181,20 @@ def test_sigterm_saves_a_checkpoint_before_exiting(tmp_path, demo_root):
         time.sleep(1.0)  # let it train into a later epoch
         before = torch.load(last, weights_only=True)["global_step"]
         signalled = time.time()
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(stop)
         output, _ = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 143, output[-3000:]
-    assert "SIGTERM: saved" in output
+    assert proc.returncode == code, output[-3000:]  # 128 + the signal: the job did not finish
+    assert "SIGTERM: saved" in output and f"Continue with: python scripts/train.py resume={run}" in output
+    assert "Traceback" not in output
+    assert json.loads((run / "job.json").read_text())["status"] == "interrupted"
     saved = torch.load(last, weights_only=True)
     assert last.stat().st_mtime >= signalled and saved["global_step"] >= before  # the state at the signal
 
     resumed = _train_cli(f"resume={run}", f"trainer.max_epochs={saved['epoch'] + 2}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads((run / "job.json").read_text())["status"] == "completed"
+    assert duplicate_points(run) == {}  # the steps logged after the signal's checkpoint are not shown twice
     assert torch.load(last, weights_only=True)["epoch"] == saved["epoch"] + 1

@@ -45,6 +45,10 @@ class MissingPathError(UserError, FileNotFoundError):
     """A file or folder the user named (a checkpoint, an input, a data folder) does not exist."""
 
 
+class DivergedError(UserError, ArithmeticError):
+    """Training produced a non-finite loss or weights: the run stopped, nothing non-finite was saved."""
+
+
 _EXPORTS = {
     "ConvDiffusionModel": "art_diffusion.nets",
     "ConvDenoiser": "art_diffusion.nets",
@@ -64,7 +68,7 @@ _EXPORTS = {
     "train": "art_diffusion.run.train",
 }
 
-__all__ = ["ConfigError", "DataError", "MissingPathError", "UserError", "__version__", *_EXPORTS]
+__all__ = ["ConfigError", "DataError", "DivergedError", "MissingPathError", "UserError", "__version__", *_EXPORTS]
 
 
 def __getattr__(name: str):

@@ -37,10 +37,19 @@ def readable_tags(metrics: Mapping[str, float]) -> dict[str, float]:
 
 class TensorBoardLogger(LightningTensorBoardLogger):
     """Lightning's TensorBoardLogger (same arguments, same files) with :func:`readable_tags` applied to every scalar,
-    those logged with the hyperparameters included, so the HPARAMS tab finds its metrics under the same tags."""
+    those logged with the hyperparameters included, so the HPARAMS tab finds its metrics under the same tags; and one
+    ``epoch`` point per step. A resumed run passes ``purge_step`` (the step of its checkpoint): TensorBoard then
+    drops what the stopped process logged after it, and no (tag, step) is shown twice."""
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        super().log_metrics(readable_tags(metrics), step)
+        # Lightning adds ``epoch`` to every call, so one step would get it two or three times (train epoch end,
+        # validation, test): one point per step is kept, the first
+        if "epoch" in metrics and step is not None:
+            if step == getattr(self, "_epoch_step", None):
+                metrics = {k: v for k, v in metrics.items() if k != "epoch"}
+            self._epoch_step = step
+        if metrics:
+            super().log_metrics(readable_tags(metrics), step)
 
     def log_hyperparams(self, params, metrics=None, step: int | None = None) -> None:
         super().log_hyperparams(params, readable_tags(metrics) if isinstance(metrics, Mapping) else metrics, step)

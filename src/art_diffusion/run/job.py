@@ -7,7 +7,6 @@ returns NaN, which Optuna records as a failed trial.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -19,13 +18,13 @@ from hydra.types import RunMode
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
-from art_diffusion import ConfigError
+from art_diffusion import ConfigError, DivergedError
 from art_diffusion.data.datamodule import skipped_stages
 from art_diffusion.run import resolvers  # noqa: F401  (a submitit worker resolves the job's config after unpickling this)
 from art_diffusion.run.cluster.ddp import job_scope
 from art_diffusion.run.run_dir import ERROR_FILE, JOB_FILE
-from art_diffusion.run.train import train
-from art_diffusion.storage import atomic_write
+from art_diffusion.run.train import Interrupted, fit_and_test, own_run_dir, prepare_config
+from art_diffusion.storage import atomic_write, write_json
 
 log = logging.getLogger(__name__)
 
@@ -51,26 +50,50 @@ def _in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def _record(output_dir: Path, **fields) -> None:
-    atomic_write(output_dir / JOB_FILE, json.dumps(fields, indent=2) + "\n")
+def _status(error: BaseException) -> str:
+    if isinstance(error, DivergedError):
+        return "diverged"
+    if isinstance(error, (Interrupted, KeyboardInterrupt)):
+        return "interrupted"
+    return "failed"
+
+
+def _record(output_dir: Path, cfg: DictConfig, start: float, status: str, value: float | None = None,
+            error: BaseException | None = None) -> None:
+    if rank_zero_only.rank == 0:
+        write_json(output_dir / JOB_FILE, {
+            "status": status, "error": None if error is None else f"{type(error).__name__}: {error}",
+            "optimized_metric": cfg.get("optimized_metric"), "value": value, "wall_time_s": time.monotonic() - start})
 
 
 def run_job(cfg: DictConfig) -> float:
-    """Train with ``cfg``; returns the final value of ``cfg.optimized_metric`` (NaN for a failed job of a sweep)."""
+    """Train with ``cfg``; returns the final value of ``cfg.optimized_metric`` (NaN for a failed job of a sweep).
+
+    ``job.json`` in the run dir says how the job ended: ``completed``, ``failed``, ``diverged`` (a non-finite loss
+    stopped it) or ``interrupted`` (SIGTERM or Ctrl-C; exit 143 or 130 with the resume command). A single run writes
+    it only once it owns its run dir (a run refused by another's lock leaves that run's files alone); a sweep job's
+    dir is its own. A resumed run reports the metric of the config it resumed, not of today's defaults.
+    """
     output_dir = Path(cfg.paths.output_dir)
     start = time.monotonic()
+    owned = False
     try:
         with job_scope(output_dir):
-            value = optimized_value(cfg, train(cfg))
-    except Exception as error:
+            prepared = prepare_config(cfg)
+            with own_run_dir(prepared):
+                owned, cfg = True, prepared
+                value = optimized_value(prepared, fit_and_test(prepared))
+    except (Exception, KeyboardInterrupt) as error:
+        if owned or _in_multirun():
+            _record(output_dir, cfg, start, _status(error), error=error)
+        if isinstance(error, (Interrupted, KeyboardInterrupt)):
+            stop = error if isinstance(error, Interrupted) else Interrupted("SIGINT", 130, str(output_dir))
+            log.warning("%s", stop)
+            raise SystemExit(stop.exit_code) from None
         if not (_in_multirun() and rank_zero_only.rank == 0):
             raise
-        log.exception("This job failed; the sweep goes on. Error saved in %s", output_dir / ERROR_FILE)
+        log.exception("This job %s; the sweep goes on. Error saved in %s", _status(error), output_dir / ERROR_FILE)
         atomic_write(output_dir / ERROR_FILE, traceback.format_exc())
-        _record(output_dir, status="failed", error=f"{type(error).__name__}: {error}",
-                optimized_metric=cfg.get("optimized_metric"), value=None, wall_time_s=time.monotonic() - start)
         return math.nan
-    if rank_zero_only.rank == 0:
-        _record(output_dir, status="completed", error=None, optimized_metric=cfg.get("optimized_metric"),
-                value=value, wall_time_s=time.monotonic() - start)
+    _record(output_dir, cfg, start, "completed", value=value)
     return value

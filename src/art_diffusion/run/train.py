@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
+import signal
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,15 +28,16 @@ from art_diffusion.checkpoints.resume import (
     resumed_config,
     tidy_run_dir,
 )
+from art_diffusion.lightning.divergence_guard import DivergenceGuard
 from art_diffusion.lightning.image_grids import logger_step
 from art_diffusion.run.cluster.ddp import is_spawned_rank
 from art_diffusion.run.cluster.requeue import checkpoint_before_requeue, cluster_plugins
 from art_diffusion.run.config_tree import print_config_tree
 from art_diffusion.run.hparams import log_hparams
 from art_diffusion.run.precision import resolve_trainer_precision
-from art_diffusion.run.run_dir import METRICS_FILE, OWNER_LOCK
+from art_diffusion.run.run_dir import LAST_CHECKPOINT, METRICS_FILE, OWNER_LOCK
 from art_diffusion.run.validate import check_values
-from art_diffusion.storage import atomic_write
+from art_diffusion.storage import write_json
 from art_diffusion.storage.locks import claim
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,46 @@ def _best_checkpoint(trainer: L.Trainer) -> str | None:
 
 def _checkpoint_epoch(path: str) -> int:
     return torch.load(path, map_location="cpu", weights_only=True, mmap=True)["epoch"]
+
+
+def _checkpoint_logger_step(path: str) -> int:
+    """The step Lightning's loggers had reached when ``path`` was saved (see :func:`logger_step`)."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    loop = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.state_dict", {})
+    return int(loop.get("_batches_that_stepped", checkpoint.get("global_step", 0)))
+
+
+class Interrupted(Exception):  # noqa: N818  (not an error: the run stopped on request and can be resumed)
+    """Training stopped on SIGTERM or SIGINT (Ctrl-C), after its current batch, with ``last.ckpt`` saved."""
+
+    def __init__(self, signal_name: str, exit_code: int, run_dir: str) -> None:
+        super().__init__(f"Stopped by {signal_name}. Continue with: python scripts/train.py resume={run_dir}")
+        self.signal_name, self.exit_code = signal_name, exit_code
+
+
+@contextlib.contextmanager
+def sigint_as_sigterm() -> Iterator[list[str]]:
+    """Ctrl-C stops a run the way SIGTERM does: after the current batch, ``last.ckpt`` saved, resumable; yields the
+    list of signals received. A second Ctrl-C stops at once (``KeyboardInterrupt``). Main thread only (Python
+    delivers signals there)."""
+    received: list[str] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def forward(signum, frame) -> None:
+        handler = signal.getsignal(signal.SIGTERM)
+        if received or not callable(handler):  # a second Ctrl-C, or outside fit (Lightning's handler not set)
+            raise KeyboardInterrupt
+        received.append("SIGINT")
+        log.warning("Ctrl-C: stopping after the current batch and saving last.ckpt (Ctrl-C again to stop at once).")
+        handler(signal.SIGTERM, frame)
+
+    previous = signal.signal(signal.SIGINT, forward)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _plain(cfg: DictConfig) -> dict:
@@ -136,7 +178,9 @@ def fit_and_test(cfg: DictConfig) -> dict[str, float]:
     module: L.LightningModule = instantiate(cfg.model)
     module.run_config = _plain(cfg)  # stored in every checkpoint
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
-    loggers = [instantiate(c) for c in cfg.get("logger", {}).values() if c is not None]
+    # every run: no non-finite loss trains on or is saved
+    callbacks.append(DivergenceGuard(divergence_hint(cfg), str(Path(cfg.paths.output_dir) / LAST_CHECKPOINT)))
+    loggers = [_logger(c, cfg) for c in cfg.get("logger", {}).values() if c is not None]
     # every checkpoint is written atomically in its own directory (see AtomicCheckpointIO); under SLURM, Lightning's
     # SLURM environment without a requeue of its own (see run/cluster/requeue.py)
     plugins = [AtomicCheckpointIO(), *cluster_plugins()]
@@ -144,12 +188,39 @@ def fit_and_test(cfg: DictConfig) -> dict[str, float]:
 
     if cfg.get("ckpt_path"):  # fail before training with the file and the mismatching keys named
         check_checkpoint_fits(module, cfg.ckpt_path)
-    try:
-        with checkpoint_before_requeue():  # under submitit (SLURM): its requeue signal saves last.ckpt first
-            trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
-    except SIGTERMException:
-        log.warning("Stopped by SIGTERM. Continue with: python scripts/train.py resume=%s", cfg.paths.output_dir)
-        raise SystemExit(143) from None  # 128 + SIGTERM, as if the signal had killed us: the job did not finish
+    with sigint_as_sigterm() as received:
+        try:
+            return _fit_and_test(cfg, trainer, module, datamodule, skipped)
+        except SIGTERMException:  # 128 + the signal, as if it had killed us: the job did not finish
+            name, code = ("SIGINT", 130) if received else ("SIGTERM", 143)
+            raise Interrupted(name, code, cfg.paths.output_dir) from None
+        except SystemExit as stop:  # a second Ctrl-C: Lightning's KeyboardInterrupt handling exits with 1
+            if received and stop.code == 1:
+                raise Interrupted("SIGINT", 130, cfg.paths.output_dir) from None
+            raise
+
+
+def divergence_hint(cfg: DictConfig) -> str:
+    """What to change when a run diverges: its learning rate and gradient clipping, with their values."""
+    lr, clip = OmegaConf.select(cfg, "optim.lr"), OmegaConf.select(cfg, "trainer.gradient_clip_val")
+    lower = f", e.g. optim.lr={lr / 10:g}" if isinstance(lr, (int, float)) else ""
+    return (f"Lower the learning rate (optim.lr={lr}{lower}) or clip the gradients (trainer.gradient_clip_val="
+            f"{'null, e.g. 1.0' if clip is None else clip}), and start a new run (ckpt_path= can start it from a "
+            "good checkpoint).")
+
+
+def _logger(logger_cfg: DictConfig, cfg: DictConfig):
+    """A logger of the run. A resumed run's TensorBoard logger drops (``purge_step``) what the stopped process
+    logged after its checkpoint, so the resumed steps are not shown twice."""
+    target = str(logger_cfg.get("_target_", ""))
+    if cfg.get("resume") and cfg.get("ckpt_path") and target.endswith("TensorBoardLogger"):
+        return instantiate(logger_cfg, purge_step=_checkpoint_logger_step(cfg.ckpt_path))
+    return instantiate(logger_cfg)
+
+
+def _fit_and_test(cfg: DictConfig, trainer: L.Trainer, module: L.LightningModule, datamodule, skipped: set) -> dict:
+    with checkpoint_before_requeue():  # under submitit (SLURM): its requeue signal saves last.ckpt first
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     if "val" not in skipped and not _scalars(trainer.callback_metrics, ("val/",)):
         # nothing was left to fit (a finished run resumed): the final val metrics of the weights as they are
         trainer.validate(module, datamodule=datamodule, verbose=False, weights_only=True)
@@ -168,6 +239,6 @@ def fit_and_test(cfg: DictConfig) -> dict[str, float]:
 
     if trainer.is_global_zero:
         path = Path(cfg.paths.output_dir) / METRICS_FILE
-        atomic_write(path, json.dumps(metrics, indent=2) + "\n")
+        write_json(path, metrics)
         log.info("Metrics written to %s: %s", path, metrics)
     return metrics

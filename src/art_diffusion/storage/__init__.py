@@ -13,7 +13,9 @@ from art_diffusion.storage.files import (
     atomic_path,
     atomic_write,
     cache_dir,
+    json_text,
     stale_temporaries,
+    write_json,
 )
 from art_diffusion.storage.locks import (
     InUseError,
@@ -29,4 +31,4 @@ from art_diffusion.storage.locks import (
 
 __all__ = ["CACHE_ENV", "DiskFullError", "InUseError", "atomic_path", "atomic_write", "cache_dir", "claim",
            "describe", "file_lock", "holder", "in_use", "record_path", "register", "registration_path",
-           "stale_temporaries"]
+           "stale_temporaries", "json_text", "write_json"]

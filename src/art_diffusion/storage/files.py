@@ -1,4 +1,4 @@
-"""Files: the per-user cache directory and the one atomic write.
+"""Files: the per-user cache directory and the one atomic write (of bytes, text, strict JSON).
 
 Caches (VGG weights, header checks, pixel stores, the demo data) are shared by DDP ranks and concurrent runs, so
 every writer takes :func:`art_diffusion.storage.locks.file_lock` and every file appears through
@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
+import math
 import os
 import shutil
 import uuid
@@ -101,6 +103,27 @@ def atomic_write(path: str | Path, data: str | bytes) -> None:
     """Write ``data`` (text as UTF-8) to ``path`` atomically: see :func:`atomic_path`."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+
+
+def _finite(node):
+    if isinstance(node, float) and not math.isfinite(node):
+        return None
+    if isinstance(node, dict):
+        return {key: _finite(value) for key, value in node.items()}
+    if isinstance(node, (list, tuple)):
+        return [_finite(value) for value in node]
+    return node
+
+
+def json_text(data, indent: int | None = 2) -> str:
+    """``data`` as JSON (a line per item, or one line with ``indent=None``), every NaN or inf as ``null``: strict
+    JSON that every parser reads (Python's default would write a bare ``NaN``)."""
+    return json.dumps(_finite(data), indent=indent, allow_nan=False) + "\n"
+
+
+def write_json(path: str | Path, data) -> None:
+    """:func:`json_text` of ``data``, written atomically to ``path``: every JSON file a run or tool writes."""
+    atomic_write(path, json_text(data))
 
 
 def stale_temporaries(path: str | Path) -> list[Path]:

@@ -10,7 +10,6 @@ they generate and real ones (not FID: see art_diffusion.metrics.fd_vgg).
 from __future__ import annotations
 
 import glob
-import json
 import logging
 import math
 from collections.abc import Iterator, Mapping
@@ -32,7 +31,7 @@ from art_diffusion.metrics.pixel import mse, psnr, ssim
 from art_diffusion.metrics.scores import scores
 from art_diffusion.nets.vgg import ImageNetNormalize
 from art_diffusion.run.validate import check_steps, check_values
-from art_diffusion.storage import atomic_write
+from art_diffusion.storage import write_json
 from art_diffusion.tools.inputs import find_inputs, literal_prefix, resolve_device
 from art_diffusion.tools.reconstruct import Reconstructor
 
@@ -222,7 +221,7 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     data = cfg.data.root or "the test split stored in each checkpoint's config"
     report = {"data": str(data), "lpips_backbone": cfg.lpips.vgg_weights if cfg.lpips.enabled else None,
               "checkpoints": results}
-    atomic_write(out / "metrics.json", json.dumps(report, indent=2) + "\n")
+    write_json(out / "metrics.json", report)
     print(f"Evaluated on {data}\n" + format_table(results))
     log.info("Metrics written to %s", out / "metrics.json")
     return results

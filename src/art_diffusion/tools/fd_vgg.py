@@ -3,14 +3,13 @@ JSON."""
 
 from __future__ import annotations
 
-import json
 import logging
 
 from omegaconf import DictConfig
 
 from art_diffusion.metrics.fd_vgg import fd_vgg_folders
 from art_diffusion.run.validate import check_values
-from art_diffusion.storage import atomic_write
+from art_diffusion.storage import json_text, write_json
 from art_diffusion.tools.inputs import resolve_device
 
 log = logging.getLogger(__name__)
@@ -26,6 +25,6 @@ def fd_vgg(cfg: DictConfig) -> dict:
     log.info("FD-VGG %.4f, KID %.5f ± %.5f (%d real images from %s, %d generated from %s)", result["fd_vgg"],
              result["kid"], result["kid_std"], result["num_real"], cfg.real_dir, result["num_fake"], cfg.fake_dir)
     if cfg.output_json:
-        atomic_write(cfg.output_json, json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result))
+        write_json(cfg.output_json, result)
+    print(json_text(result, indent=None), end="")
     return result

@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +117,18 @@ def plot(rows: list[dict[str, Any]], key: str, metric: str, path: Path) -> bool:
     return True
 
 
+#: Set by :class:`SweepSummary` when no job of the sweep completed: scripts/train.py then exits with status 2.
+failed_sweeps: list[str] = []
+
+
+def exit_if_sweep_failed() -> None:
+    """After a multirun: one ``error:`` line and exit status 2 when no job of it completed (a sweep of failures is
+    not a success)."""
+    if failed_sweeps:
+        print(f"error: {failed_sweeps[-1]}", file=sys.stderr)
+        raise SystemExit(2)
+
+
 class SweepSummary(Callback):
     """Hydra callback (hydra.callbacks in conf/hydra/default.yaml): writes summary.csv, summary.md and summary.png."""
 
@@ -140,6 +153,11 @@ class SweepSummary(Callback):
         table = markdown(rows)
         atomic_write(sweep_dir / "summary.md", table)
         print(f"\nSweep summary ({sweep_dir}):\n\n{table}")
+        if not any(row["status"] == "completed" for row in rows):
+            statuses = sorted({row["status"] for row in rows})
+            failed_sweeps.append(f"no job of the sweep {sweep_dir} completed ({len(rows)} jobs: {', '.join(statuses)});"
+                                 f" their errors are in {sweep_dir / 'summary.md'} and each job's error.txt. Fix the "
+                                 "cause and run the sweep again.")
         if len(keys) == 1 and self.plot_metric:
             try:
                 if plot(rows, keys[0], self.plot_metric, sweep_dir / "summary.png"):
