@@ -36,24 +36,24 @@ class DivergenceGuard(L.Callback):
         self.hint = hint
         self.last_checkpoint = last_checkpoint
 
-    def _stop_if(self, trainer: L.Trainer, bad: bool, name: str, value: float) -> None:
+    def _stop_if(self, trainer: L.Trainer, bad: bool, name: str, value: float, where: str) -> None:
         if not trainer.strategy.reduce_boolean_decision(bad, all=False):
             return
         shown = "a non-finite value on another rank" if math.isfinite(value) else f"{value}"
         last = self.last_checkpoint
         kept = (f"its last good checkpoint is {last}" if last and Path(last).is_file() else "no checkpoint was saved")
-        raise DivergedError(f"Training diverged: {name} = {shown} at epoch {trainer.current_epoch}, step "
-                            f"{trainer.global_step}. The run stopped before saving anything non-finite; {kept}. "
+        raise DivergedError(f"Training diverged: {name} = {shown} at epoch {trainer.current_epoch}, {where} (global "
+                            f"step {trainer.global_step}). The run stopped before saving anything non-finite; {kept}. "
                             f"{self.hint}")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
         value = math.nan if loss is None else _value(loss)
-        self._stop_if(trainer, loss is not None and not math.isfinite(value), "train/loss", value)
+        self._stop_if(trainer, loss is not None and not math.isfinite(value), "train/loss", value, f"batch {batch_idx}")
 
     def on_validation_end(self, trainer, pl_module) -> None:
         losses = {name: _value(v) for name, v in trainer.callback_metrics.items()
                   if name.startswith("val/") and "loss" in name}
         bad = {name: value for name, value in losses.items() if not math.isfinite(value)}
         name, value = next(iter(bad.items()), ("val/loss", 0.0))
-        self._stop_if(trainer, bool(bad), name, value)
+        self._stop_if(trainer, bool(bad), name, value, "sanity check" if trainer.sanity_checking else "validation")
