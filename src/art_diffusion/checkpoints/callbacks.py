@@ -4,6 +4,7 @@ every checkpoint, a checkpoint on SIGTERM, and a moved run dir's bookkeeping reb
 from __future__ import annotations
 
 import logging
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -102,11 +103,28 @@ def rebase_paths(node: Any, old: str, new: str) -> Any:
     return node
 
 
+def _outside(node: Any, root: str) -> bool:
+    return isinstance(node, str) and os.path.isabs(node) and \
+        os.path.commonpath([os.path.normpath(node), os.path.normpath(root)]) != os.path.normpath(root)
+
+
+def drop_paths_outside(node: Any, root: str) -> Any:
+    """``node`` without the absolute paths outside ``root`` (as values: ``""``; as keys: the entry is dropped)."""
+    if isinstance(node, dict):
+        return {k: drop_paths_outside(v, root) for k, v in node.items() if not _outside(k, root)}
+    if isinstance(node, list):
+        return [drop_paths_outside(v, root) for v in node]
+    return "" if _outside(node, root) else node
+
+
 class RebaseCheckpointPaths(L.Callback):
-    """For a run dir that was moved: points the paths in the checkpoint's callback states at the new location.
+    """On resume: points the paths in the checkpoint's callback states at the run dir's location (a moved run dir),
+    and drops any that lie outside it.
 
     Lightning's ModelCheckpoint restores its best score and file names only when its saved ``dirpath`` equals the
-    current one; otherwise it starts afresh and writes ``best-v1.ckpt`` beside the old ``best.ckpt``.
+    current one; otherwise it starts afresh and writes ``best-v1.ckpt`` beside the old ``best.ckpt``. It also
+    deletes the previous best file when it saves a new one, so a path the file names outside the run dir (an edited
+    checkpoint) must never reach it.
     """
 
     def __init__(self, old: str, new: str) -> None:
@@ -114,4 +132,5 @@ class RebaseCheckpointPaths(L.Callback):
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         if "callbacks" in checkpoint:
-            checkpoint["callbacks"] = rebase_paths(checkpoint["callbacks"], self.old, self.new)
+            checkpoint["callbacks"] = drop_paths_outside(rebase_paths(checkpoint["callbacks"], self.old, self.new),
+                                                         self.new)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -44,6 +45,79 @@ RESUME_OVERRIDABLE = (
 )
 DEFAULT_OUTPUTS = "outputs"
 AUTO = "auto"  # resume=auto: continue this run's own dir if it has a checkpoint, else start it
+
+
+#: The last part of every config key that says where a run writes. On resume each is recomputed from the run dir:
+#: a path inside the stored run dir moves with it, one outside takes this command's value (refused if it has none).
+WRITE_KEYS = ("output_dir", "dirpath", "save_dir", "report_dir", "default_root_dir", "log_dir", "tracking_uri")
+#: Keys that name a file or folder inside one of those: a plain name, never a path.
+NAME_KEYS = ("filename", "name", "version")
+_SQLITE = "sqlite:///"
+
+
+def _within(value, old: str, new: Path) -> str | None:
+    """``value`` (a path under ``old``) moved under ``new``; None when it is not a path inside ``old``."""
+    if not isinstance(value, str):
+        return None
+    if value.startswith(_SQLITE):  # the MLflow logger's store
+        moved = _within(value.removeprefix(_SQLITE), old, new)
+        return None if moved is None else _SQLITE + moved
+    if not os.path.isabs(value) or not os.path.isabs(old):
+        return None
+    relative = os.path.relpath(os.path.normpath(value), os.path.normpath(old))
+    if relative == ".":
+        return str(new)
+    return None if relative.startswith("..") else str(new / relative)
+
+
+def _plain_name(value) -> bool:
+    return value is None or isinstance(value, (int, float)) or (
+        isinstance(value, str) and "/" not in value and "\\" not in value and not value.startswith(".."))
+
+
+def own_paths(stored: dict, directory: Path, cfg: DictConfig, origin: Path) -> dict:
+    """The stored config with every place it writes recomputed for the run dir ``directory``; never a path as the
+    file gives it. A file whose config writes elsewhere (an edited checkpoint: ``dirpath=/etc``, a logger name
+    ``../..``) is refused with one message, unless this command's own config gives that key a place in the run dir.
+    ``paths.root_dir`` and ``paths.data_dir`` are this command's; a demo's data root that must be generated again
+    moves with ``data_dir``."""
+    stored, problems = copy.deepcopy(stored), []
+    paths = stored.get("paths") if isinstance(stored.get("paths"), dict) else {}
+    old_dir, old_data = str(paths.get("output_dir") or ""), str(paths.get("data_dir") or "")
+
+    def mine(dotted: str):
+        try:
+            return OmegaConf.select(cfg, dotted, default=None)
+        except Exception:  # an interpolation this command cannot resolve: no value of its own
+            return None
+
+    def visit(node: dict, prefix: str) -> None:
+        for key, value in node.items():
+            dotted = f"{prefix}{key}"
+            if isinstance(value, dict):
+                visit(value, dotted + ".")
+            elif key in WRITE_KEYS and value is not None and not dotted.startswith("paths."):
+                moved = _within(value, old_dir, directory) or _within(mine(dotted), str(directory), directory)
+                node[key] = moved if moved else problems.append(f"{dotted}={value!r}")
+            elif key in NAME_KEYS and dotted.startswith(("callbacks.", "logger.", "trainer.")) and \
+                    not _plain_name(value):
+                problems.append(f"{dotted}={value!r}")
+
+    visit(stored, "")
+    data = stored.get("data") if isinstance(stored.get("data"), dict) else {}
+    root = data.get("root")
+    if str(data.get("_target_", "")).endswith("DemoDataModule") and "data.root" not in _command_line_keys() and \
+            not (isinstance(root, str) and (Path(root) / ".complete").is_file()):  # one that exists is only read
+        moved = _within(root, old_data, Path(str(mine("paths.data_dir"))))
+        data["root"] = moved if moved else problems.append(f"data.root={root!r} (demo data would be generated)")
+    if problems:
+        raise UnsafeCheckpointError(
+            f"Refusing to resume from {origin}: its stored config writes outside its run dir ({', '.join(problems)});"
+            f" a resumed run writes only into {directory}. The file was edited or made elsewhere: use another "
+            "checkpoint, or start a new run from its weights with ckpt_path=.")
+    stored["paths"] = {**paths, "output_dir": str(directory), "root_dir": mine("paths.root_dir"),
+                       "data_dir": mine("paths.data_dir")}
+    return stored
 
 
 def find_run_to_resume(resume: str, outputs: str = DEFAULT_OUTPUTS) -> Path:
@@ -152,12 +226,14 @@ def resumed_config(cfg: DictConfig, auto: bool = False) -> DictConfig:
     directory = find_run_to_resume(str(cfg.resume))
     trusted = list(cfg.get("trusted_classes") or [])  # from this command line, never from the file
     checkpoint, stored = newest_loadable_checkpoint(directory, trusted)
-    old_dir = stored.get("paths", {}).get("output_dir")
-    if old_dir and Path(old_dir) != directory:
+    old_dir = str((stored.get("paths") or {}).get("output_dir") or directory)
+    stored = own_paths(stored, directory, cfg, checkpoint)  # where it writes: recomputed, never from the file
+    if Path(old_dir) != directory:
         log.info("Run dir moved from %s to %s: rebasing its paths", old_dir, directory)
         stored = rebase_paths(stored, old_dir, str(directory))
-        stored.setdefault("callbacks", {})["rebase_checkpoint_paths"] = {
-            "_target_": "art_diffusion.checkpoints.RebaseCheckpointPaths", "old": old_dir, "new": str(directory)}
+    # always: the checkpoint's callback states (best-model paths Lightning may delete) are rebased or dropped too
+    stored.setdefault("callbacks", {})["rebase_checkpoint_paths"] = {
+        "_target_": "art_diffusion.checkpoints.RebaseCheckpointPaths", "old": old_dir, "new": str(directory)}
 
     keys = [key for key in _command_line_keys() if key not in ("resume", "ckpt_path")]
     if auto:

@@ -18,7 +18,7 @@ from torch.nn.functional import interpolate
 from torchvision.utils import make_grid, save_image
 
 from art_diffusion.lightning.loggers import log_image
-from art_diffusion.storage import atomic_path
+from art_diffusion.storage import atomic_path, inside
 
 
 def logger_step(trainer: L.Trainer) -> int:
@@ -76,7 +76,8 @@ class ImageGridLogger(L.Callback):
         log_image(trainer.loggers, f"{self.tag}/{name}" if name else self.tag,
                   make_grid(enlarged, nrow=nrow, padding=2, pad_value=1.0), step=logger_step(trainer))
         self.dirpath.mkdir(parents=True, exist_ok=True)
-        with atomic_path(self.dirpath / f"epoch_{epoch:03d}{'_' + name if name else ''}.png") as tmp:
+        # a grid's name may be a class name from the data or a checkpoint: inside() keeps the file in dirpath
+        with atomic_path(inside(self.dirpath, f"epoch_{epoch:03d}{'_' + name if name else ''}.png")) as tmp:
             save_image(make_grid(images, nrow=nrow, padding=2, pad_value=1.0), tmp, format="png")
 
 

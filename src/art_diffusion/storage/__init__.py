@@ -13,7 +13,9 @@ from art_diffusion.storage.files import (
     atomic_path,
     atomic_write,
     cache_dir,
+    inside,
     json_text,
+    safe_name,
     stale_temporaries,
     write_json,
 )
@@ -31,4 +33,4 @@ from art_diffusion.storage.locks import (
 
 __all__ = ["CACHE_ENV", "DiskFullError", "InUseError", "atomic_path", "atomic_write", "cache_dir", "claim",
            "describe", "file_lock", "holder", "in_use", "record_path", "register", "registration_path",
-           "stale_temporaries", "json_text", "write_json"]
+           "stale_temporaries", "json_text", "write_json", "inside", "safe_name"]

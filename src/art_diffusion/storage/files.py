@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import math
 import os
@@ -103,6 +104,37 @@ def atomic_write(path: str | Path, data: str | bytes) -> None:
     """Write ``data`` (text as UTF-8) to ``path`` atomically: see :func:`atomic_path`."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+
+
+#: Characters a name from data may not bring into a file name: separators, NUL and other control characters, and
+#: ``%`` itself (the escape). Each becomes ``%XX``.
+_UNSAFE = frozenset({"/", "\\", "%", ":"} | {chr(c) for c in range(32)} | {chr(127)})
+_MAX_NAME_BYTES = 200  # file systems allow 255; room for a prefix, a suffix and a temporary extension
+
+
+def safe_name(name: str) -> str:
+    """``name`` (a class folder's name, an input's stem: text that came from data or a file) as one harmless file
+    name component: separators, control characters, ``%`` and a leading ``.`` are percent-encoded (so ``..``, ``a/b``
+    and ``/etc`` stay inside the folder they are joined to, and two different names never give the same file); an
+    empty name is ``%00``; a very long one is cut and ends with a hash of the whole. The real name stays in logs,
+    tags and results; this is only where a file goes."""
+    encoded = "".join(f"%{ord(c):02X}" if c in _UNSAFE else c for c in str(name))
+    if encoded.startswith("."):
+        encoded = "%2E" + encoded[1:]
+    encoded = encoded or "%00"
+    if len(encoded.encode()) > _MAX_NAME_BYTES:
+        digest = hashlib.sha256(encoded.encode()).hexdigest()[:16]
+        encoded = encoded.encode()[:_MAX_NAME_BYTES - 17].decode(errors="ignore") + "~" + digest
+    return encoded
+
+
+def inside(root: str | Path, *names: str) -> Path:
+    """``root`` joined with ``names`` (each through :func:`safe_name`): the one way a path is built from names that
+    came from data or a file. The result is always a descendant of ``root``."""
+    path = Path(root).joinpath(*(safe_name(name) for name in names))
+    if os.path.commonpath([os.path.abspath(root), os.path.abspath(path)]) != os.path.abspath(root):
+        raise AssertionError(f"{path} escapes {root}")  # a bug: safe_name makes this impossible
+    return path
 
 
 def _finite(node):

@@ -83,8 +83,13 @@ def default_output_dir(ckpt_path) -> str:
 
 def _test_split_batches(run_config: Mapping, cfg: DictConfig, skipped: list[str]) -> Iterator[Tensor]:
     data = dict(run_config["data"])  # checked with the whole stored config by load_module
-    # report_dir None: evaluating must not rewrite the training run's bad_files.csv
-    data.update(batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers, report_dir=None)
+    # Only reads: report_dir None (evaluating must not rewrite the training run's bad_files.csv), the per-user cache
+    # (not a folder the file names), and the demo's images read as the plain folder they are (never generated into
+    # a root the file names). The same files and seed give the same test split.
+    data.update(batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers, report_dir=None, cache_dir=None)
+    if str(data.get("_target_")).endswith("DemoDataModule"):
+        data = {k: v for k, v in data.items() if k not in ("images_per_class", "source_size")}
+        data["_target_"] = "art_diffusion.data.ArtDataModule"
     datamodule = instantiate(data)
     datamodule.setup("test")
     for images, _labels, events in datamodule.test_dataloader():

@@ -13,7 +13,7 @@ from torchvision.utils import make_grid, save_image
 from art_diffusion.checkpoints import load_module
 from art_diffusion.lightning import DiffusionModule
 from art_diffusion.run.validate import check_class_name, check_steps, check_values
-from art_diffusion.storage import atomic_path
+from art_diffusion.storage import atomic_path, inside
 from art_diffusion.tools.inputs import resolve_device
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,9 @@ def generate(cfg: DictConfig) -> list[Path]:
     if cfg.class_name == ALL_CLASSES:
         paths = []
         for label, name in enumerate(module.class_names or [str(i) for i in range(module.num_classes)]):
-            paths += _sample_set(cfg, module, label, generator, out / "images" / name, out / f"grid_{name}.png")
+            # class names come from the checkpoint: inside() keeps every file under output_dir
+            paths += _sample_set(cfg, module, label, generator, inside(out / "images", name),
+                                 inside(out, f"grid_{name}.png"))
         return paths
     label = None if cfg.class_name is None else module.class_index(cfg.class_name)
     if label is None and module.num_classes:
