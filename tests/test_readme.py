@@ -25,8 +25,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from tests.helpers import write_audit
 from tests.helpers.config import DOC_PAGES, REPO
 from tests.helpers.messy_folder import jpeg_bytes, pattern
+from tests.helpers.write_audit import LOG_ENV
 
 pytestmark = pytest.mark.slow  # runs every command of the docs through its script
 
@@ -191,12 +193,17 @@ def readme_run(tmp_path_factory):
             not_covered.append(f"{commands[index]}\n    -> {reason}")
     entries += _mistakes(commands)
     (base / "commands.json").write_text(json.dumps(entries, indent=1))
-    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}:{REPO}", "ART_DIFFUSION_CACHE": str(base / "cache")}
+    scratch = base / "scratch"  # the temporary files of libraries (TMPDIR, matplotlib's config)
+    scratch.mkdir()
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}:{REPO}", "ART_DIFFUSION_CACHE": str(base / "cache"),
+           "TMPDIR": str(scratch), "MPLCONFIGDIR": str(scratch / "matplotlib"), LOG_ENV: str(base / "writes.jsonl")}
     env.pop("ART_DIFFUSION_RUN_DIR", None)
     subprocess.run([sys.executable, str(REPO / "tests" / "helpers" / "readme_runner.py"), str(base / "commands.json"),
                     str(base / "results.json")], cwd=work, env=env, timeout=900, check=False)
     results = json.loads((base / "results.json").read_text())
-    return commands, not_covered, entries, results
+    writes = write_audit.read_sections(base / "writes.jsonl")
+    roots = [work / "outputs", work / "data", base / "cache", scratch]
+    return commands, not_covered, entries, results, (writes, roots, work)
 
 
 def _mistakes(commands: list[str]) -> list[dict]:
@@ -217,21 +224,37 @@ def _mistakes(commands: list[str]) -> list[dict]:
 
 
 def test_every_readme_command_is_covered(readme_run):
-    commands, not_covered, _, _ = readme_run
+    commands, not_covered, _, _, _ = readme_run
     assert len(commands) >= 30  # the extraction found the README's commands
     assert not_covered == [], "README commands this test cannot run yet:\n" + "\n".join(not_covered)
 
 
 def test_every_readme_command_works(readme_run):
-    _, _, entries, results = readme_run
+    _, _, entries, results, _ = readme_run
     failed = [f"{Path(e['script']).name} {' '.join(e['args'])}\n  exit {r['returncode']}: {r['stderr'][-1500:]}"
               for e, r in zip(entries, results) if "mistake" not in e and r["returncode"] != 0]
     assert len(results) == len(entries), "the runner stopped early"
     assert failed == [], "\n\n".join(failed)
 
 
+def test_every_readme_command_writes_only_under_its_roots(readme_run):
+    """The write audit: whatever a command of the docs opens for writing, creates, renames or removes lies under its
+    run dirs (outputs/), its output_dir, the demo data dir, the cache dir or the temporary dir; never in the data
+    folders it reads, the source tree, or anywhere else."""
+    _, _, entries, results, (writes, roots, work) = readme_run
+    assert sum(len(events) for events in writes.values()) > 100  # the audit saw the commands write
+    escaped = {}
+    for index, entry in enumerate(entries):
+        named = [work / value for arg in entry["args"] for key, _, value in [arg.partition("=")]
+                 if key in ("output_dir", "output_json")]
+        bad = write_audit.outside(writes.get(str(index), []), [*roots, *named])
+        if bad:
+            escaped[f"{Path(entry['script']).name} {' '.join(entry['args'])}"] = bad[:5]
+    assert escaped == {}, "\n".join(f"{command}\n    {bad}" for command, bad in escaped.items())
+
+
 def test_user_mistakes_end_in_one_message_and_exit_2(readme_run):
-    _, _, entries, results = readme_run
+    _, _, entries, results, _ = readme_run
     for entry, result in zip(entries, results):
         if "mistake" not in entry:
             continue

@@ -47,9 +47,18 @@ def main() -> None:
     commands_file, results_file = sys.argv[1:3]
     with open(commands_file) as handle:
         commands = json.load(handle)
+    audit = os.environ.get("ART_DIFFUSION_WRITE_AUDIT")
+    if audit:  # every write of every command, for tests/test_readme.py's write audit
+        from tests.helpers import write_audit
+
+        write_audit.install(audit)
     results = []
-    for command in commands:
+    for index, command in enumerate(commands):
+        if audit:
+            write_audit.mark(str(index))
         results.append(run_one(command["script"], command["args"], command.get("env", {})))
+        if audit:
+            write_audit.mark("runner")  # the runner's own file below is not the command's
         with open(results_file, "w") as handle:  # after each command: a crash still leaves what ran
             json.dump(results, handle, indent=1)
 

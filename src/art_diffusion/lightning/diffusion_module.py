@@ -12,7 +12,7 @@ from art_diffusion.diffusion import sample as run_sampler
 from art_diffusion.diffusion.prediction import check_prediction, x0_and_eps
 from art_diffusion.lightning.base_module import NetworkModule
 from art_diffusion.losses import DiffusionLoss
-from art_diffusion.run.validate import check_num_classes
+from art_diffusion.run.validate import check_class_names, check_num_classes
 
 #: Checkpoint entry with the ImageFolder class names of a conditional model, so samplers can ask for "painting".
 CLASS_NAMES_KEY = "art_diffusion_class_names"
@@ -78,7 +78,9 @@ class DiffusionModule(NetworkModule):
             checkpoint[CLASS_NAMES_KEY] = self.class_names
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.class_names = checkpoint.get(CLASS_NAMES_KEY, self.class_names)
+        if CLASS_NAMES_KEY in checkpoint and self.num_classes:
+            # training (names from the data's folders): they must be the stored ones; inference: the stored ones
+            self.class_names = check_class_names(checkpoint[CLASS_NAMES_KEY], self.class_names, self.num_classes)
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         self.ema.update(self.net)

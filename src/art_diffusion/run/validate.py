@@ -366,6 +366,22 @@ def check_class_name(key: str, class_name: str, class_names: list[str] | None, n
         raise ConfigError(f"Unknown {key}={class_name!r}; this model knows {class_names}.")
 
 
+def check_class_names(stored, classes: list[str] | None, num_classes: int | None) -> list[str]:
+    """The class names a checkpoint stores (untrusted: a list of ``num_classes`` strings) against those of the data a
+    run trains on (None: a model loaded for inference); returns the names to use. A conditional model's label ``i``
+    means the folder it was trained on: continuing on folders with other names would silently relabel them."""
+    if not (isinstance(stored, list) and all(isinstance(n, str) for n in stored) and len(stored) == num_classes):
+        raise ConfigError(f"The checkpoint's class names {stored!r} are not a list of model.num_classes={num_classes} "
+                          "names: the file was edited or damaged; use another checkpoint.")
+    if classes is not None and list(classes) != stored:
+        missing, new = sorted(set(stored) - set(classes)), sorted(set(classes) - set(stored))
+        raise ConfigError(f"The checkpoint was trained on the classes {stored}, but data.root has {list(classes)} "
+                          f"(not in the data: {missing}; new: {new}; else another order): its labels would mean "
+                          "other folders. Train on the same class folders (data.root=...), or train a new model for "
+                          "these classes (without resume= or ckpt_path=).")
+    return stored
+
+
 def check_num_classes(num_classes: int, classes: list[str]) -> None:
     """A conditional model's class count against the data's class folders."""
     if len(classes) != num_classes:
