@@ -140,9 +140,31 @@ def find_run_to_resume(resume: str, outputs: str = DEFAULT_OUTPUTS) -> Path:
     return run_dir.resolve()
 
 
+_claimed: dict[str, str] = {}
+
+
+def unique_dir(default: str) -> str:
+    """``default`` made now by this process, or ``default_1``, ``default_2``, ... when another run made it first (two
+    runs started in the same second): a new run's dir is its own before Hydra writes ``.hydra/`` into it. The same
+    ``default`` gives the same dir for the rest of this process (Hydra resolves the run dir more than once)."""
+    if default not in _claimed:
+        base = Path(default)
+        base.parent.mkdir(parents=True, exist_ok=True)
+        for n in range(10_000):
+            candidate = base if n == 0 else base.with_name(f"{base.name}_{n}")
+            try:
+                candidate.mkdir()
+            except FileExistsError:
+                continue
+            _claimed[default] = str(candidate)
+            break
+    return _claimed[default]
+
+
 def run_dir(resume: str | None, default: str) -> str:
-    """Hydra's run dir: the resumed run's directory when ``resume`` is set, else ``default``."""
-    return default if resume in (None, "", "null", AUTO) else str(find_run_to_resume(str(resume)))
+    """Hydra's run dir: the resumed run's directory when ``resume`` is set, else a new dir of its own
+    (:func:`unique_dir`; resume=auto continues the dir it is given with ``hydra.run.dir=``, which bypasses this)."""
+    return unique_dir(default) if resume in (None, "", "null", AUTO) else str(find_run_to_resume(str(resume)))
 
 
 def hydra_subdir(resume: str | None, stamp: str, directory: str | None = None) -> str:
