@@ -196,7 +196,8 @@ def readme_run(tmp_path_factory):
     scratch = base / "scratch"  # the temporary files of libraries (TMPDIR, matplotlib's config)
     scratch.mkdir()
     env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}:{REPO}", "ART_DIFFUSION_CACHE": str(base / "cache"),
-           "TMPDIR": str(scratch), "MPLCONFIGDIR": str(scratch / "matplotlib"), LOG_ENV: str(base / "writes.jsonl")}
+           "TMPDIR": str(scratch), "MPLCONFIGDIR": str(scratch / "matplotlib"),
+           "TORCHINDUCTOR_CACHE_DIR": str(scratch / "inductor"), LOG_ENV: str(base / "writes.jsonl")}
     env.pop("ART_DIFFUSION_RUN_DIR", None)
     subprocess.run([sys.executable, str(REPO / "tests" / "helpers" / "readme_runner.py"), str(base / "commands.json"),
                     str(base / "results.json")], cwd=work, env=env, timeout=900, check=False)
@@ -247,7 +248,7 @@ def test_every_readme_command_writes_only_under_its_roots(readme_run):
     for index, entry in enumerate(entries):
         named = [work / value for arg in entry["args"] for key, _, value in [arg.partition("=")]
                  if key in ("output_dir", "output_json")]
-        bad = write_audit.outside(writes.get(str(index), []), [*roots, *named])
+        bad = write_audit.outside(writes.get(str(index), []), [*roots, *named], cwd=work)
         if bad:
             escaped[f"{Path(entry['script']).name} {' '.join(entry['args'])}"] = bad[:5]
     assert escaped == {}, "\n".join(f"{command}\n    {bad}" for command, bad in escaped.items())

@@ -18,7 +18,7 @@ from art_diffusion.checkpoints import CONFIG_KEY
 from art_diffusion.lightning.diffusion_module import CLASS_NAMES_KEY
 from art_diffusion.run.train import train
 from tests.helpers import write_audit
-from tests.helpers.config import REPO, compose_train_cfg
+from tests.helpers.config import REPO, TINY, compose_train_cfg
 from tests.helpers.messy_folder import jpeg_bytes, pattern
 from tests.helpers.scripts import script_env
 
@@ -92,11 +92,8 @@ def test_tools_on_hostile_checkpoints_write_only_where_the_command_says(trained,
                                        f"output_dir={tmp_path / 'eval-ddpm'}", *tiny_eval], [tmp_path / "eval-ddpm"]),
         "resume": ("train", [f"resume={recon}", "trainer.max_epochs=2", "data.num_workers=0"], [recon]),
         "resume ddpm": ("train", [f"resume={ddpm}", "trainer.max_epochs=2", "data.num_workers=0"], [ddpm]),
-        "from weights": ("train", [f"ckpt_path={recon / 'checkpoints' / 'last.ckpt'}", "experiment=demo",
-                                   f"data.root={trained['demo']}",
-                                   "model.net.base_channels=4", "loss.vgg_weights=random", "data.image_size=32",
-                                   "data.num_workers=0", "trainer=cpu", "trainer.max_epochs=2",
-                                   "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path / 'new'}"],
+        "from weights": ("train", [f"ckpt_path={recon / 'checkpoints' / 'last.ckpt'}", *TINY,
+                                   f"data.root={trained['demo']}", f"hydra.run.dir={tmp_path / 'new'}"],
                          [tmp_path / "new"]),
     }
     problems = {}
@@ -107,7 +104,7 @@ def test_tools_on_hostile_checkpoints_write_only_where_the_command_says(trained,
         if result.returncode not in (0, 2) or (result.returncode == 2 and len(errors) != 1) or \
                 "Traceback" in result.stderr:
             problems[label] = f"exit {result.returncode}: {result.stderr[-1500:]}"
-        escaped = write_audit.outside(write_audit.read(audit), [*roots, cache, scratch])
+        escaped = write_audit.outside(write_audit.read(audit), [*roots, cache, scratch], cwd=cwd)
         if escaped:
             problems[label] = f"wrote outside {roots}: {escaped[:6]}"
     assert problems == {}, "\n".join(f"{label}: {problem}" for label, problem in problems.items())

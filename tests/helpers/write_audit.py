@@ -18,10 +18,12 @@ from pathlib import Path
 LOG_ENV = "ART_DIFFUSION_WRITE_AUDIT"
 SITE_DIR = Path(__file__).parent / "audit_site"
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
-#: event -> the positions of its path arguments
-_PATHS = {"os.rename": (0, 1), "os.remove": (0,), "os.mkdir": (0,), "os.rmdir": (0,), "shutil.rmtree": (0,),
-          "os.symlink": (1,), "os.link": (1,), "os.truncate": (0,), "os.chmod": (0,), "os.chown": (0,),
-          "os.utime": (0,), "os.mkfifo": (0,), "os.mknod": (0,)}
+#: event -> the positions of its path arguments, and of its dir_fd argument (a path relative to an open directory:
+#: shutil.rmtree removes a tree that way, and its own event has the tree's path)
+_PATHS = {"os.rename": ((0, 1), 2), "os.remove": ((0,), 1), "os.mkdir": ((0,), 2), "os.rmdir": ((0,), 1),
+          "shutil.rmtree": ((0,), None), "os.symlink": ((1,), 2), "os.link": ((1,), 2), "os.truncate": ((0,), None),
+          "os.chmod": ((0,), 2), "os.chown": ((0,), 3), "os.utime": ((0,), None), "os.mkfifo": ((0,), 2),
+          "os.mknod": ((0,), 3)}
 _installed: list[int] = []
 
 
@@ -45,7 +47,10 @@ def install(log_path: str | os.PathLike) -> None:
                 isinstance(flags, int) and bool(flags & _WRITE_FLAGS))
             paths = [_path(path)] if writing else []
         elif event in _PATHS:
-            paths = [_path(args[i]) for i in _PATHS[event] if i < len(args)]
+            positions, dir_fd = _PATHS[event]
+            if dir_fd is not None and dir_fd < len(args) and args[dir_fd] not in (None, -100):
+                return  # relative to a directory descriptor: inside a tree whose own event was recorded
+            paths = [_path(args[i]) for i in positions if i < len(args)]
         else:
             return
         for path in filter(None, paths):
@@ -79,9 +84,12 @@ def read_sections(log_path: str | os.PathLike) -> dict[str, list[tuple[str, str]
     return sections
 
 
-def outside(events: list[tuple[str, str]], roots: list[str | os.PathLike]) -> list[tuple[str, str]]:
-    """The events whose path is under none of ``roots`` (``/dev/null`` and the like are allowed)."""
+def outside(events: list[tuple[str, str]], roots: list[str | os.PathLike],
+            cwd: str | os.PathLike | None = None) -> list[tuple[str, str]]:
+    """The events whose path is under none of ``roots`` (``/dev/null`` and the like are allowed; so is making the
+    working directory ``cwd``, which exists: Hydra's ``run.dir: .``)."""
     allowed = [os.path.realpath(root) for root in roots] + ["/dev", "/proc"]
+    events = [e for e in events if not (cwd and e[0] == "os.mkdir" and os.path.realpath(e[1]) == os.path.realpath(cwd))]
 
     def under(path: str) -> bool:
         real = os.path.realpath(path)
