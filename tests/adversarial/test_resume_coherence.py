@@ -1,0 +1,88 @@
+"""Resuming is coherent for every model kind: it exits 0 and job.json says so, a conditional model keeps the meaning
+of its labels, and runs killed at random moments (kill -9) finish like an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from art_diffusion import ConfigError
+from art_diffusion.run.train import train
+from tests.helpers.config import REPO, compose_train_cfg
+from tests.helpers.events import duplicate_points
+from tests.helpers.scripts import SHORT, script_env, tiny, train_script
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*random.*", "ignore:.*num_workers.*")
+DDPM = ["model=ddpm", "model.schedule.timesteps=20", "callbacks.samples.num_images=2", "callbacks.samples.steps=2"]
+
+
+@pytest.mark.slow
+def test_a_ddpm_run_resumes_to_exit_0_with_its_own_metric(tmp_path, demo_root):
+    run = tmp_path / "run"
+    first = train_script(*tiny(demo_root), *SHORT, *DDPM, f"hydra.run.dir={run}", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    resumed = train_script(f"resume={run}", "trainer.max_epochs=2", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    job, metrics = json.loads((run / "job.json").read_text()), json.loads((run / "metrics.json").read_text())
+    assert job["status"] == "completed" and job["optimized_metric"] == "val/loss"
+    assert job["value"] == pytest.approx(metrics["val/loss"]) and metrics["best_epoch"] == 1
+
+
+@pytest.mark.slow
+def test_a_conditional_model_is_not_resumed_on_other_class_names(tmp_path, demo_root):
+    run = tmp_path / "run"
+    train(compose_train_cfg(run, f"data.root={demo_root}", *DDPM, "model.num_classes=7", "test=false",
+                            "trainer.max_epochs=1", "+trainer.limit_train_batches=1", "+trainer.limit_val_batches=1"))
+    renamed = tmp_path / "renamed"
+    shutil.copytree(demo_root, renamed)
+    first = sorted(p for p in renamed.iterdir() if p.is_dir())[0]
+    first.rename(first.with_name("zz_" + first.name))  # same count, one other name: labels would shift
+    cfg = compose_train_cfg(tmp_path / "ignored", f"resume={run}", f"data.root={renamed}", "trainer.max_epochs=2",
+                            tiny=False)
+    with pytest.raises(ConfigError, match=rf"trained on the classes .*not in the data: \['{first.name}'\]; new: "
+                                          rf"\['zz_{first.name}'\]"):
+        train(cfg)
+
+
+def _start(run: Path, demo_root: Path, epochs: int) -> subprocess.Popen:
+    """The same command each time, as a requeued cluster job runs it: resume=auto continues the dir if it has a
+    last.ckpt and starts it otherwise."""
+    args = [*tiny(demo_root), "trainer.deterministic=true", f"trainer.max_epochs={epochs}", "test=false",
+            "callbacks.reconstructions.every_n_epochs=2", "trainer.log_every_n_steps=1", "resume=auto",
+            f"hydra.run.dir={run}"]
+    return subprocess.Popen([sys.executable, str(REPO / "scripts" / "train.py"), *args], cwd=run.parent,
+                            env=script_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_moments_then_resume_ends_like_an_uninterrupted_run(tmp_path, demo_root):
+    epochs, rng = 4, random.Random(23)
+    full, run = tmp_path / "full", tmp_path / "run"
+    assert _start(full, demo_root, epochs).wait(600) == 0
+    proc, kills = _start(run, demo_root, epochs), 0
+    for _ in range(3):  # a random moment after start-up: often mid-epoch, sometimes mid-save
+        time.sleep(rng.uniform(4, 12))
+        if proc.poll() is not None:
+            break
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(60)
+        kills += 1
+        proc = _start(run, demo_root, epochs)
+    assert proc.wait(600) == 0, proc.stderr.read()[-3000:]
+    assert kills >= 1
+    a = torch.load(full / "checkpoints" / "last.ckpt", weights_only=True)
+    b = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert (a["epoch"], a["global_step"]) == (b["epoch"], b["global_step"])
+    for key in a["state_dict"]:  # deterministic CPU training: the same weights, however often it was killed
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+    assert json.loads((run / "job.json").read_text())["status"] == "completed"
+    assert not list(run.glob("**/*.tmp")) and duplicate_points(run) == {}
