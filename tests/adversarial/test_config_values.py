@@ -86,6 +86,7 @@ def test_every_tool_key_takes_only_finite_values_in_range(pair, value):
 @given(data=st.data(), value=VALUES)
 def test_a_stored_config_with_any_value_is_loaded_only_in_range(train_configs, data, value):
     stored_keys = [k for k in TOOL_RULES["train"] if k.startswith(("model.", "loss.")) and "image_size" not in k]
+    stored_keys.append("data.image_size")
     key = data.draw(st.sampled_from(stored_keys), label="key")
     base = next(c for c in train_configs if OmegaConf.select(c, key, default="?") != "?")
     stored = OmegaConf.to_container(_with(base, key, value), resolve=True)

@@ -317,7 +317,8 @@ def check_stored_values(config: dict, origin: str) -> None:
     """A stored run config (a checkpoint's) holds values training would accept: else one :class:`ConfigError`
     naming ``origin``. Its data folders are not checked: a model is used where its data may not be."""
     # what rebuilds the model: the run's other settings (callbacks, trainer) are checked again by a resume
-    problems = [p for p in _problems(OmegaConf.create(config), "train") if p.startswith(("model", "loss."))]
+    problems = [p for p in _problems(OmegaConf.create(config), "train")
+                if p.startswith(("model", "loss.", "data.image_size"))]  # the tools resize to data.image_size
     if problems:
         raise ConfigError(f"Refusing {origin}: " + "; ".join(problems) + ". Training refuses these values: the "
                           "file was edited, or written by a version with other rules; use another checkpoint.")
