@@ -5,6 +5,7 @@ or stops with one ``error:`` line, and nothing is written outside the roots the 
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -27,22 +28,25 @@ pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:.*random.*", 
 NAME_KEYS = ("filename", "name", "version", "tag")
 
 
-def _hostile(node, evil: Path, mode: str, key: str = ""):
-    """``node`` with every path-like string (and every file or folder name it gives) pointing into ``evil``."""
+def _hostile(node, evil: Path, key: str = "", every: bool = False, count: list | None = None):
+    """``node`` with every path-like string (and every file or folder name it gives; with ``every``, every string)
+    pointing into ``evil``: by turns an absolute path and a ``..`` traversal."""
+    count = [0] if count is None else count
     if isinstance(node, dict):
-        return {k: v if k == "_target_" else _hostile(v, evil, mode, k) for k, v in node.items()}
+        return {k: v if k == "_target_" else _hostile(v, evil, k, every, count) for k, v in node.items()}
     if isinstance(node, list):
-        return [_hostile(v, evil, mode, key) for v in node]
-    if isinstance(node, str) and ("/" in node or key in NAME_KEYS or mode == "every string"):
-        return str(evil / "abs") if mode == "absolute" else "../../../../../../" + str(evil).lstrip("/") + "/trav"
+        return [_hostile(v, evil, key, every, count) for v in node]
+    if isinstance(node, str) and ("/" in node or key in NAME_KEYS or every):
+        count[0] += 1
+        return str(evil / "abs") if count[0] % 2 else "../../../../../../" + str(evil).lstrip("/") + "/trav"
     return node
 
 
-def _make_hostile(run: Path, copy: Path, evil: Path, mode: str) -> Path:
+def _make_hostile(run: Path, copy: Path, evil: Path, every: bool) -> Path:
     shutil.copytree(run, copy)
     for path in (copy / "checkpoints").glob("*.ckpt"):
         checkpoint = torch.load(path, weights_only=True)
-        checkpoint[CONFIG_KEY] = _hostile(checkpoint[CONFIG_KEY], evil, mode)
+        checkpoint[CONFIG_KEY] = _hostile(checkpoint[CONFIG_KEY], evil, every=every)
         if CLASS_NAMES_KEY in checkpoint:  # names a folder could have, and ones it could not
             names = ["..", "/", str(evil / "cls"), "../../" + str(evil).lstrip("/"), "a/b", ".", "ok"]
             checkpoint[CLASS_NAMES_KEY] = names[: len(checkpoint[CLASS_NAMES_KEY])]
@@ -62,22 +66,31 @@ def trained(tmp_path_factory, demo_root) -> dict[str, Path]:
     return runs
 
 
-def _run(script: str, args: list[str], cwd: Path, audit: Path, scratch: Path, cache: Path):
-    env = {**script_env(), "ART_DIFFUSION_CACHE": str(cache), "TMPDIR": str(scratch),
-           "MPLCONFIGDIR": str(scratch / "mpl"), "TORCHINDUCTOR_CACHE_DIR": str(scratch / "inductor")}
-    return subprocess.run([sys.executable, str(REPO / "scripts" / f"{script}.py"), *args], cwd=cwd,
-                          env=write_audit.audited_env(env, audit), capture_output=True, text=True, timeout=600)
+def _run_all(commands: dict, cwd: Path, tmp_path: Path) -> tuple[list[dict], dict]:
+    """Every command in one process, each as ``python scripts/X.py`` (tests/helpers/readme_runner.py), under the
+    write audit; returns each command's result and its writes."""
+    entries = [{"script": str(REPO / "scripts" / f"{script}.py"), "args": args}
+               for script, args, _ in commands.values()]
+    (tmp_path / "commands.json").write_text(json.dumps(entries))
+    scratch = tmp_path / "scratch"
+    env = {**script_env(), "ART_DIFFUSION_CACHE": str(tmp_path / "cache"), "TMPDIR": str(scratch),
+           "MPLCONFIGDIR": str(scratch / "mpl"), "TORCHINDUCTOR_CACHE_DIR": str(scratch / "inductor"),
+           write_audit.LOG_ENV: str(tmp_path / "writes.jsonl")}
+    runner = REPO / "tests" / "helpers" / "readme_runner.py"
+    subprocess.run([sys.executable, str(runner), str(tmp_path / "commands.json"), str(tmp_path / "results.json")],
+                   cwd=cwd, env=env, timeout=1200, check=False)
+    return json.loads((tmp_path / "results.json").read_text()), write_audit.read_sections(tmp_path / "writes.jsonl")
 
 
-@pytest.mark.parametrize("mode", ["absolute", "traversal", "every string"])
-def test_tools_on_hostile_checkpoints_write_only_where_the_command_says(trained, tmp_path, mode):
+@pytest.mark.parametrize("every", [False, True], ids=["paths and names", "every string"])
+def test_tools_on_hostile_checkpoints_write_only_where_the_command_says(trained, tmp_path, every):
     evil, cwd, scratch, cache = (tmp_path / name for name in ("evil", "cwd", "scratch", "cache"))
     for folder in (cwd, scratch, cache):
         folder.mkdir()
     (cwd / "images").mkdir()
     (cwd / "images" / "a.jpg").write_bytes(jpeg_bytes(pattern(48, 40)))
-    recon = _make_hostile(trained["recon"], tmp_path / "recon", evil, mode)
-    ddpm = _make_hostile(trained["ddpm"], tmp_path / "ddpm", evil, mode)
+    recon = _make_hostile(trained["recon"], tmp_path / "recon", evil, every)
+    ddpm = _make_hostile(trained["ddpm"], tmp_path / "ddpm", evil, every)
     tiny_eval = ["device=cpu", "lpips.vgg_weights=random", "generative.vgg_weights=random", "generative.num_images=2",
                  "generative.steps=2", "generative.batch_size=2"]
     commands = {  # label: (script, args, the roots it declares)
@@ -96,17 +109,21 @@ def test_tools_on_hostile_checkpoints_write_only_where_the_command_says(trained,
                                    f"data.root={trained['demo']}", f"hydra.run.dir={tmp_path / 'new'}"],
                          [tmp_path / "new"]),
     }
+    results, writes = _run_all(commands, cwd, tmp_path)
+    assert len(results) == len(commands), "the runner stopped early"
     problems = {}
-    for label, (script, args, roots) in commands.items():
-        audit = tmp_path / f"{label}.writes"
-        result = _run(script, args, cwd, audit, scratch, cache)
-        errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-        if result.returncode not in (0, 2) or (result.returncode == 2 and len(errors) != 1) or \
-                "Traceback" in result.stderr:
-            problems[label] = f"exit {result.returncode}: {result.stderr[-1500:]}"
-        escaped = write_audit.outside(write_audit.read(audit), [*roots, cache, scratch], cwd=cwd)
+    for index, (label, (_, _, roots)) in enumerate(commands.items()):
+        result = results[index]
+        errors = [line for line in result["stderr"].splitlines() if line.startswith("error: ")]
+        if result["returncode"] not in (0, 2) or (result["returncode"] == 2 and len(errors) != 1) or \
+                "Traceback" in result["stderr"]:
+            problems[label] = f"exit {result['returncode']}: {result['stderr'][-1500:]}"
+        escaped = write_audit.outside(writes.get(str(index), []), [*roots, cache, scratch], cwd=cwd)
         if escaped:
             problems[label] = f"wrote outside {roots}: {escaped[:6]}"
     assert problems == {}, "\n".join(f"{label}: {problem}" for label, problem in problems.items())
     assert not evil.exists() and not list(Path("/").glob(str(evil).lstrip("/") + "*"))
     assert not [p for p in cwd.rglob("*") if p.parent != cwd / "images" and p != cwd / "images"]  # nothing in cwd
+    if not every:  # the paths were moved into the run dirs, the class grids named safely inside output_dir
+        assert results[list(commands).index("resume")]["returncode"] == 0
+        assert (tmp_path / "gen" / "grid_%2E..png").is_file() and (tmp_path / "gen" / "grid_a%2Fb.png").is_file()
