@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import socket
 import time
 import traceback
 from pathlib import Path
@@ -52,7 +54,11 @@ def _in_multirun() -> bool:
 
 
 def _record(output_dir: Path, **fields) -> None:
-    atomic_write(output_dir / JOB_FILE, json.dumps(fields, indent=2) + "\n")
+    """job.json; with the host (and, under SLURM, the job id and node) that ran it, since a sweep's jobs may run on
+    several nodes."""
+    where = {"host": socket.gethostname(), "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+             "slurm_node": os.environ.get("SLURMD_NODENAME")}
+    atomic_write(output_dir / JOB_FILE, json.dumps({**fields, **where}, indent=2) + "\n")
 
 
 def run_job(cfg: DictConfig) -> float:
