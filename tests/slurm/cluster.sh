@@ -138,7 +138,11 @@ pidfile() {
         *) echo "$DIR/$1.pid" ;;
     esac
 }
-running() { [ -s "$(pidfile "$1")" ] && kill -0 "$(cat "$(pidfile "$1")")" 2>/dev/null; }
+running() {  # a live process (not a zombie that nobody has reaped yet) has the pid of the daemon's pid file
+    local pid
+    [ -s "$(pidfile "$1")" ] && pid="$(cat "$(pidfile "$1")")" && kill -0 "$pid" 2>/dev/null \
+        && ! grep -q '^State:[[:space:]]*Z' "/proc/$pid/status" 2>/dev/null
+}
 slurmds_running() {
     if namespaced; then
         for node in $(node_names); do running "slurmd:$node" || return 1; done
@@ -267,6 +271,7 @@ stop() {
 node_down() {  # node_down NAME: as if the machine crashed (every process on it gone), and SLURM told so at once
     grep -qx "$1" "$NODES_FILE" 2>/dev/null && namespaced || { log "no namespaced node $1 is running"; exit 1; }
     kill_node_processes "$1"
+    rm -f "$(pidfile "slurmd:$1")"
     # what slurmctld decides by itself after SlurmdTimeout (300 s) of silence: the node is DOWN, its jobs fail
     # (NODE_FAIL) and are requeued
     scontrol update NodeName="$1" State=DOWN Reason="cluster.sh down"

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.helpers.scripts import SHORT, tiny, train_script
-from tests.slurm.test_slurm import _final_state, _rows, _slurm_job_ids, launcher
+from tests.helpers.config import REPO
+from tests.helpers.scripts import SHORT, script_env, tiny, train_script
+from tests.slurm.conftest import CLUSTER
+from tests.slurm.test_slurm import _final_state, _release, _rows, _scontrol_job, _slurm_job_ids, _wait, launcher
 from tests.test_ddp import PROBE, assert_one_synced_ddp_run
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]  # jobs on a cluster: never in the fast lane
@@ -92,3 +96,90 @@ def test_ddp_job_over_two_nodes(slurm2, tmp_path, demo_root):
     readers = store.with_name(store.stem + ".readers")
     assert {p.name.split("-")[0] for p in readers.glob("*.lock")} == set(NODES)
     assert _rows(sweep)[0]["status"] == "completed"
+
+
+def _cluster(*command: str) -> None:
+    done = subprocess.run([str(CLUSTER), *command], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+CLAIM = """
+import sys
+from art_diffusion.storage.locks import InUseError, claim
+try:
+    with claim(sys.argv[1], "The run dir", "Wait."):
+        print("claimed it")
+except InUseError as error:
+    sys.exit(f"error: {error}")
+"""
+
+
+def _on_adnode2(code: str, *args: str) -> subprocess.CompletedProcess:
+    """Python on the host adnode2 (its network namespace, its hostname), outside SLURM."""
+    return subprocess.run(["nsenter", "--net=/run/netns/adnode2", "unshare", "--uts", "sh", "-c",
+                           'hostname adnode2 && exec "$0" "$@"', sys.executable, "-c", code, *args],
+                          env={k: v for k, v in script_env().items() if not k.startswith("SLURM_")},
+                          capture_output=True, text=True, timeout=120)
+
+
+def _step(last: Path) -> tuple[int, int]:
+    checkpoint = torch.load(last, weights_only=True)
+    return checkpoint["epoch"], checkpoint["global_step"]
+
+
+def test_a_node_lost_mid_run_costs_the_steps_since_last_ckpt_only(slurm2, tmp_path, demo_root):
+    """adnode2 crashes while a two-node DDP job trains: SLURM requeues the job (NODE_FAIL); once the node is back it
+    runs again in the same run dir, resume=auto continues from last.ckpt, and it ends as an uninterrupted run."""
+    epochs, batches = 8, 2
+    sweep, run = tmp_path / "sweep", tmp_path / "sweep" / "job"
+    last = run / "checkpoints" / "last.ckpt"
+    args = [*tiny(demo_root), *TWO_NODES, f"trainer.max_epochs={epochs}", f"+trainer.limit_train_batches={batches}",
+            "+trainer.limit_val_batches=1", "callbacks.reconstructions=null", "test=false", "resume=auto",
+            "+callbacks.pace._target_=tests.helpers.pace.Pace", "+callbacks.pace.seconds=0.4",  # >= 0.8 s per epoch
+            "trusted_classes=[tests.helpers.pace.Pace]",
+            *launcher(), f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=job"]
+    proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "train.py"), "-m", *args], cwd=tmp_path,
+                            env=script_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    job_id = None
+    try:
+        job_id = _wait(lambda: (sweep / ".submitit").is_dir() and _slurm_job_ids(sweep), "the job", proc)[0]
+        _wait(lambda: last.exists() and _step(last)[0] >= 1, "two epochs' checkpoints", proc)
+        before = _step(last)
+
+        _cluster("down", "adnode2")  # a crash: every process on it killed (-9), the node DOWN
+        _wait(lambda: _scontrol_job(job_id)["JobState"] == "PENDING", "the requeue", proc)
+        saved = _step(last)  # what the requeued job will continue from: at least what was there before the crash
+        assert saved >= before and _scontrol_job(job_id)["Restarts"] == "1"
+        # the job is not over: the sweep waits for the requeued run (rank 0, if it saw its peer go before SLURM
+        # stopped it, recorded gloo's error naming the peer's address on the bridge: overwritten when the job ends)
+        assert proc.poll() is None
+        if (run / "job.json").exists():
+            assert f"[{NODES['adnode2']}]" in json.loads((run / "job.json").read_text())["error"]
+
+        _cluster("up", "adnode2")
+        _release(job_id)
+        _wait(lambda: _scontrol_job(job_id)["JobState"] == "RUNNING", "the second start", proc)
+        _wait(lambda: (run / "owner.lock.json").exists(), "the resumed run's owner record", proc)
+        other_host = _on_adnode2(CLAIM, str(run / "owner.lock"))  # the run's owner lock, as train.py takes it
+        output, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if job_id and proc.returncode != 0:
+            subprocess.run(["scancel", job_id], check=False)
+        subprocess.run([str(CLUSTER), "up", "adnode2"], check=False, capture_output=True)
+    assert proc.returncode == 0, output[-3000:]
+    # from adnode2, while the resumed run trained on adnode1: refused, naming the owner's host
+    assert other_host.returncode == 1, other_host.stdout + other_host.stderr  # sys.exit(message)
+    assert "The run dir is in use by pid" in other_host.stderr and "on host adnode1" in other_host.stderr
+
+    # the same end as an uninterrupted run, in the one run dir
+    assert "continuing it" in (run / "train.log").read_text()
+    assert _step(last) == (epochs - 1, epochs * batches) and int(_final_state(job_id)["Restarts"]) == 1
+    events = EventAccumulator(str(run))  # the event files of both starts, in the run dir
+    events.Reload()
+    steps = sorted({e.step for e in events.Scalars("val/loss")})  # each epoch's; those after last.ckpt twice
+    assert steps == [batches * (epoch + 1) - 1 for epoch in range(epochs)]
+    assert [p.name for p in run.rglob(".hydra")] == [".hydra"]
+    assert _rows(sweep)[0]["status"] == "completed" and len(_rows(sweep)) == 1
+    assert json.loads((run / "job.json").read_text())["status"] == "completed"
