@@ -104,6 +104,9 @@ def _beat_forever() -> None:
         time.sleep(HEARTBEAT_S)
         with _BEAT_LOCK:
             for lock_path in sorted(_BEATING):
+                if not lock_path.exists():  # its folder was removed (a finished test's, a deleted cache)
+                    _BEATING.discard(lock_path)
+                    continue
                 try:
                     _write_record(lock_path, since=_number(holder(lock_path) or {}, "since") or None)
                 except OSError as error:  # a full or unreachable disk: the next beat tries again
