@@ -236,8 +236,12 @@ start() {  # start NODES
         if [ "$nodes" = 1 ]; then
             hostname -s >"$NODES_FILE"
         else
-            command -v ip >/dev/null && command -v unshare >/dev/null || {
-                log "two nodes need ip (iproute2) and unshare (util-linux)"; exit 1; }
+            if ! command -v ip >/dev/null && [ "$(id -u)" = 0 ]; then
+                log "installing Debian's iproute2 (ip netns, veth, bridge)"
+                DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends iproute2 >/dev/null
+            fi
+            command -v ip >/dev/null && command -v unshare >/dev/null && command -v nsenter >/dev/null || {
+                log "two nodes need ip (iproute2), unshare and nsenter (util-linux)"; exit 1; }
             make_network "$nodes"
             for i in $(seq "$nodes"); do echo "adnode$i"; done >"$NODES_FILE"
         fi
