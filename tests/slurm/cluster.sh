@@ -238,6 +238,7 @@ start() {  # start NODES
         else
             if ! command -v ip >/dev/null && [ "$(id -u)" = 0 ]; then
                 log "installing Debian's iproute2 (ip netns, veth, bridge)"
+                apt-get update -q >/dev/null
                 DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends iproute2 >/dev/null
             fi
             command -v ip >/dev/null && command -v unshare >/dev/null && command -v nsenter >/dev/null || {
