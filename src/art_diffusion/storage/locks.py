@@ -37,7 +37,7 @@ from pathlib import Path
 import filelock
 
 from art_diffusion import UserError
-from art_diffusion.storage.files import atomic_write
+from art_diffusion.storage.files import DiskFullError, atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def _beat_forever() -> None:
                     continue
                 try:
                     _write_record(lock_path, since=_number(holder(lock_path) or {}, "since") or None)
-                except OSError as error:  # a full or unreachable disk: the next beat tries again
+                except (OSError, DiskFullError) as error:  # a full or unreachable disk: the next beat tries again
                     log.warning("Could not refresh the lock record of %s: %s", lock_path, error)
 
 
