@@ -22,6 +22,7 @@ import torch
 from art_diffusion.data import pixel_cache
 from art_diffusion.data.listing import list_image_folder
 from art_diffusion.run.train import train
+from art_diffusion.storage import locks
 from art_diffusion.storage.locks import InUseError
 from tests.helpers.config import REPO, compose_train_cfg
 from tests.helpers.messy_folder import pattern
@@ -102,3 +103,74 @@ def test_a_pixel_store_in_use_is_not_deleted_under_its_reader(tmp_path):
     assert reader.returncode == 0 and int(out.split()[-1]) > 0, err[-3000:]
     _open(root, cache)  # the reader has exited: the next run removes the stale store
     assert sorted(p.name.split(".")[0] for p in (cache / "pixels").glob("*-*")) == [new.path.stem] * 3
+
+
+# Several hosts on one shared file system: a free flock proves nothing about a holder on another host (NFS and Lustre
+# may keep flocks per host), so its record decides. Records written as another host's process would write them.
+
+def _record_of_another_host(lock_path, beat_age: float, **fields) -> None:
+    now = time.time()
+    record = {"pid": 4242, "host": "elsewhere", "since": now - 3600, "beat": now - beat_age,
+              "slurm_job_id": None, "slurm_restart": 0, **fields}
+    locks.record_path(lock_path).write_text(json.dumps(record))
+
+
+def test_a_live_owner_on_another_host_is_never_taken_over(tmp_path):
+    lock_path = tmp_path / "owner.lock"
+    _record_of_another_host(lock_path, beat_age=5)
+    with pytest.raises(InUseError, match=r"The run dir is in use by pid 4242 on host elsewhere .*refreshed its "
+                                         r"record 5 s ago\. Wait\. .*once it has been silent for 120 s"):
+        with locks.claim(lock_path, "The run dir", "Wait."):
+            pytest.fail("took over a live owner")
+    assert json.loads(locks.record_path(lock_path).read_text())["host"] == "elsewhere"  # left as it was
+    with locks.file_lock(lock_path, timeout=0):  # and the lock was let go
+        pass
+
+
+def test_a_silent_owner_on_another_host_is_taken_over_with_the_warning(tmp_path, caplog):
+    lock_path = tmp_path / "owner.lock"
+    _record_of_another_host(lock_path, beat_age=locks.LEASE_S + 1)
+    with caplog.at_level(logging.WARNING), locks.claim(lock_path, "The run dir", "Wait."):
+        record = json.loads(locks.record_path(lock_path).read_text())
+        assert (record["pid"], record["host"]) == (os.getpid(), socket.gethostname())
+    assert "Taking over The run dir from pid 4242 on host elsewhere" in caplog.text and "silent for 12" in caplog.text
+
+
+def test_an_earlier_run_of_the_same_slurm_job_is_taken_over(tmp_path, caplog, monkeypatch):
+    """A requeued job whose first run was on another node: SLURM ended that run before starting this one."""
+    lock_path = tmp_path / "owner.lock"
+    _record_of_another_host(lock_path, beat_age=5, slurm_job_id="77", slurm_restart=0)
+    monkeypatch.setenv("SLURM_JOB_ID", "78")  # another job: its owner may be alive
+    with pytest.raises(InUseError, match="SLURM job 77"):
+        with locks.claim(lock_path, "The run dir", "Wait."):
+            pass
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    with caplog.at_level(logging.WARNING), locks.claim(lock_path, "The run dir", "Wait."):
+        assert json.loads(locks.record_path(lock_path).read_text())["slurm_restart"] == 1
+    assert "an earlier run of this SLURM job" in caplog.text
+
+
+def test_a_reader_on_another_host_keeps_its_store_while_it_beats(tmp_path):
+    readers = tmp_path / "store.readers"
+    readers.mkdir()
+    (readers / "elsewhere-4242.lock").touch()
+    _record_of_another_host(readers / "elsewhere-4242.lock", beat_age=5)
+    assert locks.in_use(readers) and (readers / "elsewhere-4242.lock").exists()
+    _record_of_another_host(readers / "elsewhere-4242.lock", beat_age=locks.LEASE_S + 1)
+    assert not locks.in_use(readers) and not list(readers.iterdir())
+
+
+def test_a_holder_refreshes_its_record(tmp_path, monkeypatch):
+    monkeypatch.setattr(locks, "HEARTBEAT_S", 0.05)
+    monkeypatch.setattr(locks, "_beat_thread", None)  # a thread of its own, at this pace
+    lock_path = tmp_path / "owner.lock"
+    with locks.claim(lock_path, "The run dir", "Wait."):
+        first = json.loads(locks.record_path(lock_path).read_text())
+        deadline = time.monotonic() + 10
+        while json.loads(locks.record_path(lock_path).read_text())["beat"] == first["beat"]:
+            assert time.monotonic() < deadline, "no heartbeat"
+            time.sleep(0.05)
+        assert json.loads(locks.record_path(lock_path).read_text())["since"] == first["since"]
+    time.sleep(0.2)
+    assert not locks.record_path(lock_path).exists()  # no beat after the release brings it back

@@ -1,8 +1,11 @@
-"""The local one-node SLURM cluster of cluster.sh, started once per session for the tests marked ``slurm``.
+"""The local SLURM clusters of cluster.sh for the tests marked ``slurm``: one node (``slurm_env``) or two nodes in
+network namespaces (``slurm2_env``).
 
-Where SLURM is installed, the cluster is started (and stopped again at the end, if this session started it). Where
-it is not, or it cannot start, the tests skip and say why; with ``ART_DIFFUSION_REQUIRE_SLURM=1`` (``.ci/run`` sets
-it) they fail instead, so CI never passes without having run them.
+Where SLURM is installed, the cluster a test needs is started (one of the other size is stopped first: both use the
+same ports and directory; test_nodes.py, the two-node tests, runs before test_slurm.py, so a session switches once),
+and stopped again at the end if this session started the first one. Where SLURM is not installed, or the cluster
+cannot start, the tests skip and say why; with ``ART_DIFFUSION_REQUIRE_SLURM=1`` (``.ci/run`` sets it) they fail
+instead, so CI never passes without having run them.
 """
 
 from __future__ import annotations
@@ -19,8 +22,15 @@ REQUIRE = "ART_DIFFUSION_REQUIRE_SLURM"
 CONF_DIR = Path(os.environ.get("ART_DIFFUSION_SLURM_DIR", "/tmp/art-diffusion-slurm"))
 
 
-def _cluster(command: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(CLUSTER), command], capture_output=True, text=True, timeout=600)
+def _cluster(*command: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(CLUSTER), *command], capture_output=True, text=True, timeout=600)
+
+
+def _running_nodes() -> int:
+    """The number of nodes of the running cluster, 0 if none runs."""
+    if _cluster("status").returncode != 0:
+        return 0
+    return len((CONF_DIR / "nodes").read_text().split())
 
 
 def _unavailable(reason: str):
@@ -30,16 +40,33 @@ def _unavailable(reason: str):
 
 
 @pytest.fixture(scope="session")
-def slurm_env() -> dict[str, str]:
-    """The environment that reaches the local cluster (SLURM_CONF set), for subprocesses of the tests."""
+def slurm_cluster():
+    """``slurm_cluster(nodes)``: the environment that reaches a running cluster of ``nodes`` nodes (SLURM_CONF set),
+    for subprocesses of the tests; started if needed."""
     if shutil.which("slurmctld") is None and os.environ.get(REQUIRE) != "1":
         _unavailable("SLURM is not installed; `tests/slurm/cluster.sh start` (as root) installs Debian's packages and "
                      "starts a local cluster")
-    was_running = _cluster("status").returncode == 0
-    if not was_running:
-        started = _cluster("start")
-        if started.returncode != 0:
-            _unavailable(f"{CLUSTER} start failed: {(started.stderr or started.stdout)[-2000:]}")
-    yield {**os.environ, "SLURM_CONF": str(CONF_DIR / "slurm.conf")}
+    was_running = _running_nodes() > 0
+
+    def ensure(nodes: int) -> dict[str, str]:
+        if _running_nodes() != nodes:
+            started = _cluster("start", "--nodes", str(nodes))
+            if started.returncode != 0:
+                _unavailable(f"{CLUSTER} start --nodes {nodes} failed: {(started.stderr or started.stdout)[-2000:]}")
+        return {**os.environ, "SLURM_CONF": str(CONF_DIR / "slurm.conf")}
+
+    yield ensure
     if not was_running:
         _cluster("stop")
+
+
+@pytest.fixture
+def slurm_env(slurm_cluster) -> dict[str, str]:
+    """The one-node cluster (on localhost)."""
+    return slurm_cluster(1)
+
+
+@pytest.fixture
+def slurm2_env(slurm_cluster) -> dict[str, str]:
+    """The two-node cluster (adnode1, adnode2: network namespaces, one CPU each)."""
+    return slurm_cluster(2)

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,6 +153,8 @@ def open_or_build(path: Path, files: list[SourceFile], size: int, max_pixels: in
             start = time.perf_counter()
             _build(path, files, size, max_pixels, min_size, workers)
             built_s = time.perf_counter() - start
+            log.info("Built the pixel cache %s (%d images) in %.1f s on host %s", path, len(files), built_s,
+                     socket.gethostname())  # by whichever rank or job got here first: the others reuse it
             bad = _read_manifest(path) or {}
         in_use(_readers(path))  # forgets the registrations of readers that have exited
         register(registration_path(_readers(path)))

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import socket
 import time
 import traceback
 from pathlib import Path
@@ -60,10 +62,14 @@ def _status(error: BaseException) -> str:
 
 def _record(output_dir: Path, cfg: DictConfig, start: float, status: str, value: float | None = None,
             error: BaseException | None = None) -> None:
+    """job.json; with the host (and, under SLURM, the job id and node) that ran it, since a sweep's jobs may run on
+    several nodes."""
     if rank_zero_only.rank == 0:
         write_json(output_dir / JOB_FILE, {
             "status": status, "error": None if error is None else f"{type(error).__name__}: {error}",
-            "optimized_metric": cfg.get("optimized_metric"), "value": value, "wall_time_s": time.monotonic() - start})
+            "optimized_metric": cfg.get("optimized_metric"), "value": value, "wall_time_s": time.monotonic() - start,
+            "host": socket.gethostname(), "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+            "slurm_node": os.environ.get("SLURMD_NODENAME")})
 
 
 def run_job(cfg: DictConfig) -> float:
