@@ -23,7 +23,7 @@ from art_diffusion import UserError, __version__
 from art_diffusion.checkpoints.loading import check_state_dict
 from art_diffusion.checkpoints.registry import check_targets
 from art_diffusion.run.validate import NETS, check_stored_values
-from art_diffusion.storage import atomic_path, atomic_write
+from art_diffusion.storage import atomic_write
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -71,11 +71,11 @@ def folder_config(task: str, run_config: Mapping, class_names: list[str] | None)
 
 def write_weights(net: nn.Module, path: Path) -> None:
     """The network's state dict as safetensors, atomically (tensors copied contiguous and unshared)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     state = {key: value.detach().cpu().contiguous().clone() for key, value in net.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata={"format": "pt", "art_diffusion_version": __version__})
+    # to bytes, then the one atomic write (safetensors' own save_file would create the file readable by its owner only)
+    atomic_write(path, save(state, metadata={"format": "pt", "art_diffusion_version": __version__}))
 
 
 def write_config(config: Mapping, path: Path) -> None:
@@ -104,7 +104,7 @@ def _problem(config: Any, trusted_classes: Iterable[str], origin: str) -> str | 
     if not isinstance(config, dict):
         return f"it holds a JSON {type(config).__name__}, not an object"
     task = config.get("task")
-    if task not in TASKS:
+    if not isinstance(task, str) or task not in TASKS:
         return f"task={task!r} is not one of {list(TASKS)}"
     expected = [*KEYS, "diffusion"] if task == "generate" else list(KEYS)
     unknown, missing = sorted(set(config) - set(expected)), [k for k in expected if k not in config]
