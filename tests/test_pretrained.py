@@ -178,6 +178,7 @@ def test_a_broken_folder_says_what_is_wrong(exported, tmp_path):
         art_diffusion.load_pretrained(tmp_path / "missing")
 
 
+@pytest.mark.slow  # trains its own tiny DDPM (the fixture of test_generate.py, module-scoped)
 def test_ddpm_generate_equals_generate_script_from_checkpoint_and_folder(ddpm_checkpoint, tmp_path):  # noqa: F811
     settings = {"num_images": 3, "class_name": "geometric", "steps": 3, "seed": 1, "batch_size": 2}
     generate(generate_cfg(f"ckpt_path={ddpm_checkpoint}", f"output_dir={tmp_path / 'gen'}",
