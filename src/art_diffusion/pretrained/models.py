@@ -20,10 +20,11 @@ from art_diffusion import DataError, MissingPathError, UserError
 from art_diffusion.checkpoints import load_module
 from art_diffusion.diffusion.samplers import SAMPLERS
 from art_diffusion.run.run_dir import BEST_CHECKPOINT
-from art_diffusion.run.validate import check_class_name, check_steps
+from art_diffusion.run.validate import CHOICES, check_class_name, check_steps
 from art_diffusion.tools.inputs import resolve_device
 
 ImageInput = Image.Image | str | Path
+PAD_MODES = CHOICES["reconstruct"]["pad_mode"]  # reconstruct.py's
 
 
 class PretrainedReconstructor:
@@ -59,6 +60,8 @@ class PretrainedReconstructor:
 
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+        if pad_mode not in PAD_MODES:
+            raise ValueError(f"pad_mode={pad_mode!r} must be one of {', '.join(PAD_MODES)}.")
         reconstructor = Reconstructor(self.net, self.image_size, size, pad_mode, self.device)
         if isinstance(images, Tensor):
             if images.ndim != 4 or images.shape[1] != 3 or not images.is_floating_point():
