@@ -172,6 +172,10 @@ def test_a_broken_folder_says_what_is_wrong(exported, tmp_path):
     (folder / "config.json").write_text("{not json")
     with pytest.raises(UserError, match="Cannot read"):
         art_diffusion.load_pretrained(folder)
+    (folder / "config.json").write_text(exported.joinpath("config.json").read_text().replace('"base_channels": 4',
+                                                                                            '"base_channels": NaN'))
+    with pytest.raises(UserError, match="NaN is not a number of strict JSON"):
+        art_diffusion.load_pretrained(folder)
     with pytest.raises(FileNotFoundError, match="neither an exported folder"):
         art_diffusion.load_pretrained(tmp_path)
     with pytest.raises(FileNotFoundError, match="no such file"):

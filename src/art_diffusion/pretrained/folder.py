@@ -23,7 +23,7 @@ from art_diffusion import UserError, __version__
 from art_diffusion.checkpoints.loading import check_state_dict
 from art_diffusion.checkpoints.registry import check_targets
 from art_diffusion.run.validate import NETS, check_stored_values
-from art_diffusion.storage import atomic_write
+from art_diffusion.storage import atomic_write, write_json
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -79,7 +79,7 @@ def write_weights(net: nn.Module, path: Path) -> None:
 
 
 def write_config(config: Mapping, path: Path) -> None:
-    atomic_write(path, json.dumps(config, indent=2) + "\n")
+    write_json(path, dict(config))
 
 
 def _paths_in(node: Any, at: str = "") -> str | None:
@@ -153,6 +153,10 @@ def _problem(config: Any, trusted_classes: Iterable[str], origin: str) -> str | 
     return None
 
 
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a number of strict JSON")
+
+
 def read_config(folder: Path, trusted_classes: Iterable[str] = ()) -> dict[str, Any]:
     """``folder/config.json``, checked (see the module's docstring); :class:`PretrainedFolderError` otherwise."""
     path = folder / CONFIG_FILE
@@ -161,8 +165,8 @@ def read_config(folder: Path, trusted_classes: Iterable[str] = ()) -> dict[str, 
         if path.stat().st_size > MAX_CONFIG_BYTES:
             raise PretrainedFolderError(f"Refusing {path}: {path.stat().st_size} bytes, more than a config.json "
                                         f"of this project ({MAX_CONFIG_BYTES} bytes at most).")
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        config = json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
         raise PretrainedFolderError(f"Cannot read {path}: {exc}. Export the folder again with "
                                     "`python scripts/export.py ckpt_path=... output_dir=...`.") from None
     problem = _problem(config, trusted_classes, origin)
