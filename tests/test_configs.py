@@ -166,7 +166,8 @@ def test_optuna_search_composes(tmp_path):
 @pytest.mark.parametrize("name", ENTRY_CONFIGS)
 def test_every_tool_config_composes(name):
     required = {"reconstruct": ["ckpt_path=x.ckpt", "input=x.png"], "evaluate": ["ckpt_path=x.ckpt"],
-                "generate": ["ckpt_path=x.ckpt"], "fd_vgg": ["real_dir=a", "fake_dir=b"]}[name]
+                "generate": ["ckpt_path=x.ckpt"], "fd_vgg": ["real_dir=a", "fake_dir=b"],
+                "export": ["ckpt_path=x.ckpt", "output_dir=x"]}[name]
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(name, overrides=required)

@@ -32,7 +32,7 @@ from tests.helpers.write_audit import LOG_ENV
 
 pytestmark = pytest.mark.slow  # runs every command of the docs through its script
 
-SCRIPTS = ("train", "reconstruct", "evaluate", "generate", "fd_vgg")
+SCRIPTS = ("train", "reconstruct", "evaluate", "generate", "fd_vgg", "export")
 KAGGLE_CLASSES = ("drawings", "engraving", "iconography", "painting", "sculpture")
 GPU_ONLY = {"trainer": "cpu", "device": "cpu"}  # choices that need a GPU, run on the CPU here
 DROPPED = ("trainer.devices", "trainer.num_nodes")  # GPU counts: one CPU process here
@@ -50,6 +50,7 @@ TINY = {
                  "generative.num_images": "4", "generative.steps": "2", "generative.batch_size": "4"},
     "generate": {"device": "cpu", "num_images": "4", "batch_size": "4", "steps": "2", "progress": "false"},
     "fd_vgg": {"device": "cpu", "vgg_weights": "random", "input_size": "32", "max_images": "4", "batch_size": "4"},
+    "export": {"card_samples": "4"},
 }
 # What a resumed run may be told (the rest of its config is the stored one).
 RESUME_TINY = {"data.num_workers": "0", "trainer.enable_progress_bar": "false", "trainer.max_epochs": "2"}
@@ -112,7 +113,8 @@ def adapt(commands: list[str], index: int, paths: dict[str, Path]) -> dict:
     flags = [w for w in words[2:] if w.startswith("-")]
     overrides = dict(w.split("=", 1) for w in words[2:] if not w.startswith("-"))
     kind = "ddpm-cond" if "model.num_classes" in overrides or "class_name" in overrides else (
-        "ddpm" if overrides.get("model") == "ddpm" or script == "generate" else "recon")
+        "ddpm" if overrides.get("model") == "ddpm" or script == "generate" or overrides.get("ckpt_path") == "DDPM_CKPT"
+        else "recon")
 
     def checkpoint(value: str) -> str:
         if re.fullmatch(r"outputs/[\w-]+/checkpoints/(best|last)\.ckpt", value) and "<" not in value:
@@ -216,6 +218,7 @@ def _mistakes(commands: list[str]) -> list[dict]:
         ("reconstruct", ["ckpt_path=outputs/nothing/best.ckpt", "input=my_art"], "Checkpoint not found"),
         ("reconstruct", [f"ckpt_path={recon}", "input=no_such_folder"], "input=no_such_folder: no such file"),
         ("generate", [f"ckpt_path={recon}", "device=cpu"], "reconstructs images"),
+        ("export", [f"ckpt_path={ddpm}", "output_dir=exported/nothing", "format=onnx"], "the reconstructor only"),
         ("train", ["experiment=demo", "loss.perceptual_weight=abc"], "loss.perceptual_weight='abc' must be"),
         ("train", ["data.root=README.md.jpg"], "is a file, not a folder"),
         ("train", ["resume=outputs/nothing"], "resume=outputs/nothing"),

@@ -13,6 +13,8 @@ One package per concept (``ls`` shows the architecture):
     metrics/      PSNR/SSIM, LPIPS, FD-VGG and KID
     run/          train(cfg) under Hydra: config checks, precision, sweep jobs and summaries, clusters, the CLI
     tools/        reconstruct, evaluate, generate, fd_vgg: what scripts/ other than train.py run
+    pretrained/   load_pretrained (a run dir, a .ckpt or an exported folder in one line), export.py's
+                  safetensors + config.json + model card folder, read without torch.load, and ONNX
     storage/      the one cache dir, file lock, lock owner record and atomic write
 
 This file also holds the errors a user can act on (:class:`UserError` and its kinds): their message is complete on
@@ -66,6 +68,7 @@ _EXPORTS = {
     "load_module": "art_diffusion.checkpoints",
     "load_net": "art_diffusion.checkpoints",
     "train": "art_diffusion.run.train",
+    "load_pretrained": "art_diffusion.pretrained",
 }
 
 __all__ = ["ConfigError", "DataError", "DivergedError", "MissingPathError", "UserError", "__version__", *_EXPORTS]

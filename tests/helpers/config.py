@@ -18,7 +18,7 @@ CONF_DIR = REPO / "conf"
 #: runs it uses (inference and generation score checkpoints that earlier pages trained).
 DOC_PAGES = ("README.md", "docs/data.md", "docs/configuration.md", "docs/loggers-and-debugging.md", "docs/sweeps.md",
              "docs/clusters.md", "docs/inference.md", "docs/checkpoints.md", "docs/generation.md",
-             "docs/reliability.md")
+             "docs/reliability.md", "docs/pretrained.md")
 
 # Small enough for a 2-core CPU: 4-channel net, 32 px, 20 demo images, random VGG (no weight download).
 TINY = [

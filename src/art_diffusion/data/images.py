@@ -165,6 +165,18 @@ def _on_white(img: Image.Image) -> Image.Image:
     return Image.alpha_composite(white, img).convert("RGB")
 
 
+def rgb_array(img: Image.Image, size: int | None) -> np.ndarray:
+    """A decoded image as :func:`load_rgb` returns it: upright, RGB (transparency on white), resized to ``size`` x
+    ``size`` unless ``size`` is None: HWC uint8. Also what an in-memory PIL image goes through (load_pretrained)."""
+    pixels = _rgb_or_rgba(_upright(img))
+    # reducing_gap: integer-factor box reduction first, then bilinear; antialiased like torchvision's Resize.
+    if size is not None:
+        pixels = pixels.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    if pixels.mode == "RGBA":
+        pixels = _on_white(pixels)
+    return np.array(pixels, dtype=np.uint8)  # a writable copy: torch.from_numpy needs one
+
+
 def load_rgb(
     path: str | Path, size: int | None, max_pixels: int = DEFAULT_MAX_PIXELS, min_size: int = 1
 ) -> np.ndarray:
@@ -182,13 +194,7 @@ def load_rgb(
                 if size is not None:
                     img.draft("RGB", (size, size))
                 img.load()
-            pixels = _rgb_or_rgba(_upright(img))
-            # reducing_gap: integer-factor box reduction first, then bilinear; antialiased like torchvision's Resize.
-            if size is not None:
-                pixels = pixels.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
-            if pixels.mode == "RGBA":
-                pixels = _on_white(pixels)
-            return np.array(pixels, dtype=np.uint8)  # a writable copy: torch.from_numpy needs one
+            return rgb_array(img, size)
         except BadImage:
             raise
         except OSError as exc:

@@ -25,6 +25,7 @@ OPTIONAL_PLUGINS = (
     ("logger=wandb", "wandb", "wandb"),
     ("logger=mlflow", "mlflow", "mlflow"),
     ("model/net=diffusers_unet", "diffusers", "diffusers"),
+    ("format=onnx", "onnxscript", "onnx"),   # scripts/export.py: torch.onnx's exporter needs onnx and onnxscript
 )
 #: Extras whose message also offers ``.[dev]``; the loggers' and diffusers' messages name their own extra alone.
 DEV_EXTRAS = ("optuna",)

@@ -8,4 +8,5 @@ JOB_FILE = "job.json"                                # a job's status, optimized
 ERROR_FILE = "error.txt"                             # the traceback of a failed sweep job
 OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"   # what the job changed on the command line (Hydra writes it)
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"  # the newest state, where resume=RUN_DIR continues from
+BEST_CHECKPOINT = Path("checkpoints") / "best.ckpt"  # the best validation epoch: what a run dir means to inference
 OWNER_LOCK = "owner.lock"                            # locked by the one process training here; owner.lock.json: who

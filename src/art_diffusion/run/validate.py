@@ -163,6 +163,7 @@ TOOL_RULES: dict[str, dict[str, tuple[Range, str]]] = {
                "layer": (Range(0, 30, integer=True), "a VGG16 features index: 29 relu5_3, 22 relu4_3"),
                "max_images": (Range(2, integer=True, null=True), "null = every image"),
                "batch_size": (POSITIVE_INT, "e.g. batch_size=32")},
+    "export": {"card_samples": (Range(0, integer=True), "0 = no samples.png in the card, e.g. card_samples=16")},
 }
 CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
     "train": {"trainer.precision": PRECISIONS, "model.schedule.kind": SCHEDULES,
@@ -172,6 +173,7 @@ CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
     "generate": {"sampler": SAMPLERS},
     "evaluate": {"generative.sampler": SAMPLERS},
     "fd_vgg": {},
+    "export": {"format": ("safetensors", "onnx")},
 }
 
 
@@ -303,7 +305,7 @@ def _steps_problem(key: str, steps: int, sampler, timesteps: int) -> str | None:
 
 def check_values(cfg: DictConfig, tool: str = "train") -> None:
     """Raise one :class:`ConfigError` listing every value of ``cfg`` outside its range (``tool``: which entry
-    config: train, reconstruct, generate, evaluate, fd_vgg)."""
+    config: train, reconstruct, generate, evaluate, fd_vgg, export)."""
     problems = _problems(cfg, tool)
     if len(problems) == 1:
         raise ConfigError(f"Invalid config value: {problems[0]}.")

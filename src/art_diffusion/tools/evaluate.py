@@ -30,6 +30,7 @@ from art_diffusion.metrics.lpips import LPIPS
 from art_diffusion.metrics.pixel import mse, psnr, ssim
 from art_diffusion.metrics.scores import scores
 from art_diffusion.nets.vgg import ImageNetNormalize
+from art_diffusion.run.run_dir import BEST_CHECKPOINT
 from art_diffusion.run.validate import check_steps, check_values
 from art_diffusion.storage import write_json
 from art_diffusion.tools.inputs import find_inputs, literal_prefix, resolve_device
@@ -37,7 +38,7 @@ from art_diffusion.tools.reconstruct import Reconstructor
 
 log = logging.getLogger(__name__)
 
-BEST = Path("checkpoints") / "best.ckpt"
+BEST = BEST_CHECKPOINT
 
 #: Row order of the printed table, with the direction that is better.
 METRICS = {"mse": "lower", "psnr": "higher", "ssim": "higher", "perceptual": "lower", "lpips": "lower",

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
+from PIL import Image
 from torchvision.utils import make_grid, save_image
 
 from art_diffusion.checkpoints import load_module
@@ -49,6 +50,11 @@ def generate(cfg: DictConfig) -> list[Path]:
     return _sample_set(cfg, module, label, generator, out / "images", out / "grid.png")
 
 
+def to_pil(image: torch.Tensor) -> Image.Image:
+    """A CHW sample in [0, 1] as an RGB PIL image, rounded as torchvision's ``save_image`` rounds (the PNGs)."""
+    return Image.fromarray(image.mul(255).add_(0.5).clamp_(0, 255).permute(1, 2, 0).to("cpu", torch.uint8).numpy())
+
+
 def _sample_set(cfg: DictConfig, module: DiffusionModule, label: int | None, generator: torch.Generator,
                 images_dir: Path, grid_path: Path) -> list[Path]:
     """``cfg.num_images`` images of class ``label`` (None: unconditional) as PNGs in ``images_dir``, each batch
@@ -67,7 +73,7 @@ def _sample_set(cfg: DictConfig, module: DiffusionModule, label: int | None, gen
         for image in batch.cpu():
             paths.append(images_dir / f"{len(paths):05d}.png")
             with atomic_path(paths[-1]) as tmp:
-                save_image(image, tmp, format="png")
+                to_pil(image).save(tmp, format="png")
             images.append(image)
     grid = make_grid(torch.stack(images), nrow=math.ceil(math.sqrt(cfg.num_images)), padding=2, pad_value=1.0)
     with atomic_path(grid_path) as tmp:

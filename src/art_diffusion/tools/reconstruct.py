@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from art_diffusion import DataError
 from art_diffusion.checkpoints import load_module
-from art_diffusion.data.images import BadImage, load_rgb
+from art_diffusion.data.images import BadImage, load_rgb, rgb_array
 from art_diffusion.data.report import printable
 from art_diffusion.lightning import ReconstructionModule
 from art_diffusion.metrics.pixel import pixel_metrics
@@ -41,7 +41,7 @@ CSV_FIELDS = ("input", "reconstruction", "width", "height", "psnr", "ssim", "err
 
 @dataclass
 class Reconstruction:
-    file: InputFile
+    file: InputFile | None  # None: an in-memory image (art_diffusion.load_pretrained)
     image: Tensor | None = None  # CHW in [0, 1], at the resolution the network saw
     reconstruction: Tensor | None = None
     error: str | None = None  # why the file was skipped
@@ -77,9 +77,11 @@ class Reconstructor:
         self.pad_mode = pad_mode
         self.device = torch.device(device)
 
-    def load(self, path: Path) -> Tensor:
-        """CHW float in [0, 1]; raises :class:`BadImage` for a file that cannot be decoded."""
-        pixels = load_rgb(path, self.image_size if self.size == "train" else None)
+    def load(self, path: Path | Image.Image) -> Tensor:
+        """CHW float in [0, 1] of an image file or a PIL image; raises :class:`BadImage` for a file that cannot be
+        decoded."""
+        side = self.image_size if self.size == "train" else None
+        pixels = rgb_array(path, side) if isinstance(path, Image.Image) else load_rgb(path, side)
         return torch.from_numpy(pixels).permute(2, 0, 1).float().div_(255)
 
     @torch.no_grad()
@@ -100,23 +102,32 @@ class Reconstructor:
                     item.error = str(exc)
                     log.warning("Skipping unreadable image %s (%s)", printable(str(item.file.path)),
                                 printable(str(exc)))
-            # native sizes differ between files: batch together only those of the same shape
-            by_shape: dict[tuple[int, ...], list[Reconstruction]] = {}
-            for item in chunk:
-                if item.image is not None:
-                    by_shape.setdefault(tuple(item.image.shape), []).append(item)
-            for group in by_shape.values():
-                outputs = self(torch.stack([item.image for item in group])).cpu()
-                for item, output in zip(group, outputs):
-                    item.reconstruction = output
+            self.fill(chunk)
             yield from chunk
+
+    def fill(self, chunk: Sequence[Reconstruction]) -> None:
+        """Set ``reconstruction`` of every decoded item of one batch-sized chunk: native sizes differ between
+        files, so only items of the same shape go through the network together."""
+        by_shape: dict[tuple[int, ...], list[Reconstruction]] = {}
+        for item in chunk:
+            if item.image is not None:
+                by_shape.setdefault(tuple(item.image.shape), []).append(item)
+        for group in by_shape.values():
+            outputs = self(torch.stack([item.image for item in group])).cpu()
+            for item, output in zip(group, outputs):
+                item.reconstruction = output
+
+
+def to_pil(image: torch.Tensor) -> Image.Image:
+    """A CHW image in [0, 1] as the RGB PIL image whose pixels :func:`save_png` writes."""
+    pixels = image.mul(255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    return Image.fromarray(np.ascontiguousarray(pixels))
 
 
 def save_png(image: torch.Tensor, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    pixels = image.mul(255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
     with atomic_path(path) as tmp:
-        Image.fromarray(np.ascontiguousarray(pixels)).save(tmp, format="png")
+        to_pil(image).save(tmp, format="png")
 
 
 def side_by_side(left: torch.Tensor, right: torch.Tensor, gap: int) -> torch.Tensor:
