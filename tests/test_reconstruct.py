@@ -47,6 +47,9 @@ def test_cli_native_size_reconstructs_full_resolution(tiny_run, tmp_path):
     # a valid image whose name is not UTF-8 (Latin-1 bytes from an old archive): its row is written, escaped
     with open(os.path.join(os.fsencode(inputs), b"caf\xe9.png"), "wb") as handle:
         Image.new("RGB", (40, 48), (200, 30, 30)).save(handle, "PNG")
+    # two inputs sharing a stem: each keeps its own output (same.jpg.png, same.png.png), none overwritten
+    Image.new("RGB", (24, 16), (250, 250, 250)).save(inputs / "same.jpg")
+    Image.new("RGB", (16, 24), (0, 0, 0)).save(inputs / "same.png")
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     result = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "reconstruct.py"),
@@ -61,12 +64,17 @@ def test_cli_native_size_reconstructs_full_resolution(tiny_run, tmp_path):
         assert Image.open(out / "side_by_side" / f"{name}.png").size == (2 * w + 4, h)
     rows = _read_csv(out / "results.csv")
     by_input = {Path(r["input"]).name: r for r in rows}
-    assert set(by_input) == {"broken.jpg", "odd.png", "gray.jpg", "caf\\xe9.png", "mean"}
+    assert set(by_input) == {"broken.jpg", "odd.png", "gray.jpg", "caf\\xe9.png", "same.jpg", "same.png", "mean"}
+    assert Image.open(out / "reconstructions" / "same.jpg.png").size == (24, 16)
+    assert Image.open(out / "reconstructions" / "same.png.png").size == (16, 24)
+    assert not (out / "reconstructions" / "same.png").exists()
+    log_text = (out / "reconstruct.log").read_text()
+    assert "Wrote 5 reconstruction(s)" in log_text and "same.jpg -> same.jpg.png" in log_text
     assert (by_input["caf\\xe9.png"]["width"], by_input["caf\\xe9.png"]["error"]) == ("40", "")
     assert by_input["broken.jpg"]["error"].startswith("not an image: an HTML page")
     assert (by_input["odd.png"]["width"], by_input["odd.png"]["height"]) == ("97", "131")
-    ok = [float(by_input[n]["psnr"]) for n in ("odd.png", "gray.jpg", "caf\\xe9.png")]
-    assert float(by_input["mean"]["psnr"]) == pytest.approx(sum(ok) / 3)
+    ok = [float(by_input[n]["psnr"]) for n in ("odd.png", "gray.jpg", "caf\\xe9.png", "same.jpg", "same.png")]
+    assert float(by_input["mean"]["psnr"]) == pytest.approx(sum(ok) / 5)
     assert re.search(r"broken.jpg +skipped:", result.stdout) and "mean" in result.stdout
     # the log lives beside the results; no Hydra run dir or .hydra copy anywhere else
     assert (out / "reconstruct.log").exists() and not (out / ".hydra").exists()
@@ -105,6 +113,25 @@ def test_native_padding_crops_back_exactly(tiny_run):
     aligned = torch.rand(1, 3, 48, 64)
     assert torch.equal(reconstructor(aligned), net(aligned).clamp(0, 1))
     assert reconstructor(x).shape == x.shape
+
+
+def test_inputs_sharing_a_name_get_distinct_output_names(tmp_path):
+    for name in ("a.jpg", "a.png", "A.jpeg", "a.jpg.png", "b.png", "sub/a.png"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / name)
+    names = {f.path.relative_to(tmp_path).as_posix(): f.name for f in find_inputs(str(tmp_path))}
+    assert names == {"A.jpeg": "A.jpeg", "a.jpg": "a.jpg", "a.png": "a.png", "a.jpg.png": "a.jpg~1", "b.png": "b",
+                     "sub/a.png": "sub/a"}
+    assert [f.name for f in find_inputs(str(tmp_path))] == [f.name for f in find_inputs(str(tmp_path))]
+
+
+def test_a_named_pipe_is_refused_as_input_and_skipped_in_a_folder(tmp_path):
+    os.mkfifo(tmp_path / "pipe.jpg")
+    with pytest.raises(ValueError, match="not a regular file or a directory"):
+        find_inputs(str(tmp_path / "pipe.jpg"))
+    Image.new("RGB", (8, 8)).save(tmp_path / "real.png")
+    # listed by name, a pipe would be opened by the decoder and wait for a writer for ever
+    assert [f.name for f in find_inputs(str(tmp_path))] == ["real"]
 
 
 def test_missing_input_says_so(tmp_path):

@@ -5,6 +5,7 @@ case, symlinks are followed with each folder walked once (a loop is reported, no
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -68,7 +69,10 @@ def _walk(folder: str, label: int, listing: Listing, seen: set[tuple[int, int]])
         else:
             try:
                 st = entry.stat()  # follows links, like the decoder will
-                listing.files.append(SourceFile(entry.path, label, st.st_size, st.st_mtime_ns))
+                if not stat.S_ISREG(st.st_mode):  # a named pipe (opening it would wait forever), socket, device
+                    listing.ignored.append(entry.path)
+                else:
+                    listing.files.append(SourceFile(entry.path, label, st.st_size, st.st_mtime_ns))
             except OSError:  # a dangling link: listed anyway, so decoding reports it as unreadable
                 listing.files.append(SourceFile(entry.path, label, -1, 0))
 
