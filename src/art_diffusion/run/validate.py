@@ -12,6 +12,7 @@ import numbers
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
@@ -261,6 +262,16 @@ def _data_relations(cfg: DictConfig) -> list[str]:
     return problems
 
 
+def _has_accelerator(accelerator) -> bool:
+    """Whether ``trainer.accelerator`` gives ``trainer.devices=-1`` (every device) something to count: Lightning's
+    CPU accelerator refuses -1 with a TypeError."""
+    if str(accelerator) == "cpu":
+        return False
+    mps = getattr(torch.backends, "mps", None)
+    return torch.cuda.is_available() or bool(mps and mps.is_available()) or str(accelerator) not in ("auto", "gpu",
+                                                                                                      "cuda", "mps")
+
+
 def _run_relations(cfg: DictConfig) -> list[str]:
     """The loss weights together, the device count, the metric a run returns."""
     problems = []
@@ -272,6 +283,10 @@ def _run_relations(cfg: DictConfig) -> list[str]:
     if isinstance(devices, int) and not isinstance(devices, bool) and (devices == 0 or devices < -1):
         problems.append(f"trainer.devices={devices} must be a count ≥ 1, -1 (every device), 'auto' or a list of "
                         "device indices (e.g. trainer.devices=1)")
+    elif devices == -1 and not _has_accelerator(_select(cfg, "trainer.accelerator")):
+        problems.append(f"trainer.devices=-1 means every GPU, and trainer.accelerator="
+                        f"{_select(cfg, 'trainer.accelerator')} has none here (a CPU run): use trainer.devices=1, or "
+                        "trainer=ddp_cpu trainer.devices=N for N processes on this machine")
     metric = _select(cfg, "optimized_metric")
     if metric not in (None, _ABSENT, "best_epoch") and not str(metric).startswith(("val/", "test/")):
         problems.append(f"optimized_metric={metric!r} must be a final metric: val/<name>, test/<name> or best_epoch "
