@@ -3,15 +3,19 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import importlib.util
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
 
 from art_diffusion import UserError
 from art_diffusion.run import resolvers  # noqa: F401  (registers the config resolvers before Hydra composes)
@@ -120,6 +124,35 @@ def prepare_cli(argv: list[str] | None = None) -> list[str]:
     if argv is None:
         sys.argv[1:] = quoted
     return quoted
+
+
+class WritableRunDir(Callback):
+    """Hydra callback (``hydra.callbacks`` of every entry config): makes the run dir (the sweep dir of a multirun)
+    before Hydra does, so a place that cannot hold it (a read-only file system, a full disk, a file in the way) is
+    one ``error:`` line with the fix and exit status 2, not Hydra's traceback from its own ``mkdir``."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        make_run_dir(config, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        make_run_dir(config, "hydra.sweep.dir")
+
+
+def make_run_dir(config: DictConfig, key: str) -> None:
+    try:
+        path = Path(str(config.hydra.run.dir if key == "hydra.run.dir" else config.hydra.sweep.dir))
+    except Exception:  # an interpolation that fails: Hydra reports it, with its own message, right after
+        return
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if not os.access(path, os.W_OK):  # an existing dir on a read-only mount (EROFS even for root)
+            raise OSError(errno.EROFS, "not writable")
+    except OSError as exc:
+        tool = Path(sys.argv[0]).name
+        fix = ("output_dir=DIR" if tool != "train.py" else f"{key}=DIR") + " on a writable disk"
+        print(f"error: cannot create the output directory {path} ({exc.strerror or exc}): pass {fix}, or run "
+              "from a writable working directory.", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def discard_empty_output_dir() -> None:
