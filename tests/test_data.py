@@ -164,7 +164,7 @@ def test_cache_auto_is_on_when_the_store_fits_and_off_when_it_would_not(tmp_path
     assert auto.use_cache and auto.store is not None and "Pixel cache (data.cache=auto): on" in caplog.text
     assert isinstance(auto.datasets["train"], CachedImages)  # epochs read the store, decode nothing
     fits, verdict = pixel_cache.fits(tmp_path / "not-yet-created", 10**9, 128)  # 49 PB
-    assert not fits and "GB free" in verdict
+    assert not fits and "MB free" in verdict
     assert pixel_cache.fits(tmp_path / "not-yet-created", 10, 32)[0]
 
 
