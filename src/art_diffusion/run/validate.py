@@ -121,6 +121,8 @@ TRAIN_RULES: dict[str, tuple[Range, str]] = {
     "callbacks.samples.steps": (POSITIVE_INT, "DDIM steps per grid, at most model.schedule.timesteps"),
     "callbacks.samples.seed": (Range(0, integer=True), "e.g. callbacks.samples.seed=0"),
     "callbacks.samples.guidance_scale": (NON_NEGATIVE, "1 = no guidance; e.g. callbacks.samples.guidance_scale=3"),
+    "callbacks.samples.max_classes": (Range(1, integer=True, null=True),
+                                      "class grids per epoch, rotating; null = every class every epoch"),
     "callbacks.generation_scores.every_n_epochs": (Range(0, integer=True, null=True), "0 = off, e.g. 10"),
     "callbacks.generation_scores.num_images": (Range(2, integer=True), "e.g. ...generation_scores.num_images=128"),
     "callbacks.generation_scores.steps": (POSITIVE_INT, "e.g. callbacks.generation_scores.steps=20"),
