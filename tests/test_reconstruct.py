@@ -151,3 +151,58 @@ def test_a_failed_call_leaves_no_output_dir_behind(tiny_run, tmp_path):
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0 and "no such file or directory" in result.stderr
     assert not (tmp_path / "outputs").exists()  # the default outputs/reconstruct/<date>/<time>, made by Hydra
+
+
+def _article_net_with_statistics():
+    """The article's network (random weights, BatchNorm statistics made non-trivial) in eval mode."""
+    from art_diffusion.nets import ConvDiffusionModel
+
+    torch.manual_seed(0)
+    net = ConvDiffusionModel(base_channels=16).eval()
+    for module in net.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(0, 1)
+            module.running_var.uniform_(0.5, 2)
+    return net
+
+
+def test_tiled_native_inference_equals_the_whole_image(one_thread):
+    net = _article_net_with_statistics()
+    x = torch.rand(1, 3, 301, 259)  # padded to 304 x 264: three rows and three columns of 128 px tiles
+    whole = Reconstructor(net, 32, size="native")(x)
+    for overlap in (64, 96):
+        tiled = Reconstructor(net, 32, size="native", tile_size=128, tile_overlap=overlap)(x)
+        assert tiled.shape == whole.shape
+        assert (tiled - whole).abs().max() < 1e-5  # measured: 1.2e-7, float rounding only: no seam
+    # too little overlap: the tiles' borders show (what the default overlap avoids)
+    assert (Reconstructor(net, 32, size="native", tile_size=128, tile_overlap=16)(x) - whole).abs().max() > 1e-4
+
+
+def test_ssim_in_strips_equals_one_call():
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    from art_diffusion.metrics.pixel import ssim
+
+    torch.manual_seed(0)
+    a = torch.rand(2, 3, 301, 203)
+    b = (a + 0.2 * torch.rand(2, 3, 301, 203)).clamp(0, 1)
+    whole = structural_similarity_index_measure(a, b, data_range=1.0, reduction="none")
+    for strip_pixels in (1, 203 * 7, 203 * 50):
+        assert torch.allclose(ssim(a, b, strip_pixels), whole, atol=1e-6)
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["tile_size=100"], "tile_size=100 and tile_overlap=64 must be multiples of 8"),
+    (["tile_size=64", "tile_overlap=64"], "tile_overlap=64 must be smaller than tile_size=64"),
+    (["tile_size=16"], r"tile_size=16 must be"),
+])
+def test_tile_settings_are_checked(overrides, message):
+    from art_diffusion import ConfigError
+    from art_diffusion.run.validate import check_values
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("reconstruct", overrides=["ckpt_path=x.ckpt", "input=x.png", "output_dir=out", *overrides])
+    GlobalHydra.instance().clear()
+    with pytest.raises(ConfigError, match=message):
+        check_values(cfg, "reconstruct")

@@ -142,7 +142,11 @@ _SAMPLING = {
 }
 TOOL_RULES: dict[str, dict[str, tuple[Range, str]]] = {
     "train": TRAIN_RULES,
-    "reconstruct": {"batch_size": (POSITIVE_INT, "e.g. batch_size=16"), "gap": (Range(0, integer=True), "e.g. gap=4")},
+    "reconstruct": {"batch_size": (POSITIVE_INT, "e.g. batch_size=16"), "gap": (Range(0, integer=True), "e.g. gap=4"),
+                    "tile_size": (Range(4 * DOWNSAMPLING_FACTOR, integer=True, null=True),
+                                  f"a multiple of {DOWNSAMPLING_FACTOR}, e.g. tile_size=1024; null = no tiling"),
+                    "tile_overlap": (Range(0, integer=True), f"a multiple of {DOWNSAMPLING_FACTOR} below tile_size, "
+                                                             "e.g. tile_overlap=128")},
     "generate": {"num_images": (POSITIVE_INT, "e.g. num_images=16"), "batch_size": (POSITIVE_INT, "e.g. batch_size=16"),
                  "seed": (Range(0, integer=True), "e.g. seed=0"), **_SAMPLING},
     "evaluate": {"data.batch_size": (POSITIVE_INT, "e.g. data.batch_size=16"),
@@ -207,6 +211,8 @@ def _problems(cfg: DictConfig, tool: str) -> list[str]:
         value = _select(cfg, key)
         if value is not _ABSENT and str(value) not in options:
             problems.append(f"{key}={value!r} must be one of {', '.join(options)}")
+    if tool == "reconstruct" and not problems:
+        problems += _tile_relations(cfg)
     if tool == "train":
         problems = _net_fits(cfg) + problems  # first: a network of another model is why its keys do not resolve
         if not problems:
@@ -262,6 +268,20 @@ def _data_relations(cfg: DictConfig) -> list[str]:
         problems.append(f"data.val_fraction={val} + data.test_fraction={test} = {val + test:g} leaves nothing to "
                         "train on: their sum must be < 1 (e.g. 0.1 and 0.1)")
     return problems
+
+
+def _tile_relations(cfg: DictConfig) -> list[str]:
+    """size=native tiles: sides on the network's grid, and an overlap that leaves each tile a step forward."""
+    tile, overlap = _select(cfg, "tile_size"), _select(cfg, "tile_overlap")
+    if tile in (None, _ABSENT) or overlap is _ABSENT:
+        return []
+    f = DOWNSAMPLING_FACTOR
+    if tile % f or overlap % f:
+        return [f"tile_size={tile} and tile_overlap={overlap} must be multiples of {f} (tiles must sit on the "
+                f"network's /{f} grid to match the untiled result), e.g. tile_size=1024 tile_overlap=128"]
+    if overlap >= tile:
+        return [f"tile_overlap={overlap} must be smaller than tile_size={tile}, e.g. tile_overlap={tile // 8 // f * f}"]
+    return []
 
 
 def _has_accelerator(accelerator) -> bool:
