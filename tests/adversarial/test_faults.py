@@ -176,3 +176,20 @@ def test_a_read_only_cache_dir_still_resolves_the_vgg_weights(tmp_path, monkeypa
             resolved = weights.imagenet_vgg16_state(16)  # before: the lock file on the read-only disk, a traceback
         assert resolved.keys() == state.keys()
         assert "cannot be written" in caplog.text and "not cached" in caplog.text
+
+
+@pytest.mark.slow  # trains a few steps in a subprocess
+def test_train_with_a_read_only_cache_dir_runs_without_it_or_says_why_it_cannot(tmp_path, demo_root):
+    from tests.helpers.scripts import SHORT, tiny
+
+    with mounted(tmp_path / "ro", read_only=True) as ro:
+        env = {"ART_DIFFUSION_CACHE": str(ro / "cache")}
+        args = [*tiny(demo_root), *SHORT, "test=false"]
+        ran = _script("train.py", *args, "data.cache=false", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path,
+                      env=env)
+        assert ran.returncode == 0, ran.stderr[-3000:]
+        log = (tmp_path / "run" / "train.log").read_text()
+        assert log.count("cannot be written") == 1 and "running without the header cache" in log
+        line = _one_error_line(_script("train.py", *args, "data.cache=true", f"hydra.run.dir={tmp_path / 'run2'}",
+                                       cwd=tmp_path, env=env))
+        assert "data.cache=true needs a writable cache directory" in line and "data.cache=false" in line
