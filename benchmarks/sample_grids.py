@@ -50,7 +50,7 @@ def main() -> None:
     print(f"model=ddpm, {args.classes} classes, {args.image_size} px, {cfg.callbacks.samples.num_images} images per "
           f"grid, {cfg.callbacks.samples.sampler} {cfg.callbacks.samples.steps} steps; CPU threads: "
           f"{torch.get_num_threads()}")
-    print("| grids per validation epoch | grids | seconds (median of %d) |" % args.repeats)
+    print(f"| grids per validation epoch | grids | seconds (median of {args.repeats}) |")
     print("| --- | ---: | ---: |")
     for name in loggers:
         print(f"| {name} | {grids[name]} | {statistics.median(times[name]):.1f} |")
