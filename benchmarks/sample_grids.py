@@ -1,10 +1,10 @@
 """The cost of a conditional DDPM's sample grids per validation epoch: every class vs callbacks.samples.max_classes.
 
-Builds the model of ``python scripts/train.py model=ddpm`` (the default UNet at data.image_size, 60 classes) and
-the SampleLogger of conf/callbacks/diffusion.yaml, then times the grids one validation epoch logs, with
+Builds the model of ``python scripts/train.py experiment=ddpm_cpu32`` (its small UNet at 32 px, 60 classes) and
+its SampleLogger (conf/callbacks/diffusion.yaml), then times the grids one validation epoch logs, with
 ``max_classes=null`` (every class: the old behaviour) and the default cap, interleaved A/B, and prints a table.
 
-    PYTHONPATH=src python benchmarks/sample_grids.py [--classes 60] [--repeats 3] [--image-size 32]
+    PYTHONPATH=src python benchmarks/sample_grids.py [--classes 60] [--repeats 3] [--experiment ddpm_cpu32]
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--classes", type=int, default=60)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--experiment", default="ddpm_cpu32")
     args = parser.parse_args()
     torch.manual_seed(0)
-    cfg = compose_train_cfg(Path("/tmp/sample_grids_unused"), "model=ddpm", f"model.num_classes={args.classes}",
-                            f"data.image_size={args.image_size}", tiny=False)
+    cfg = compose_train_cfg(Path("/tmp/sample_grids_unused"), f"experiment={args.experiment}",
+                            f"model.num_classes={args.classes}", tiny=False)
     module = instantiate(cfg.model)
     module.eval()
     module.class_names = [f"class_{i:02d}" for i in range(args.classes)]
@@ -47,7 +47,8 @@ def main() -> None:
             start = time.perf_counter()
             grids[name] = len(logger.make_grids(Trainer(), module))
             times[name].append(time.perf_counter() - start)
-    print(f"model=ddpm, {args.classes} classes, {args.image_size} px, {cfg.callbacks.samples.num_images} images per "
+    print(f"experiment={args.experiment}, {args.classes} classes, {cfg.data.image_size} px, "
+          f"{cfg.callbacks.samples.num_images} images per "
           f"grid, {cfg.callbacks.samples.sampler} {cfg.callbacks.samples.steps} steps; CPU threads: "
           f"{torch.get_num_threads()}")
     print(f"| grids per validation epoch | grids | seconds (median of {args.repeats}) |")

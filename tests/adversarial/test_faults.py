@@ -128,6 +128,7 @@ pixel_cache.open_or_build(path, files, 64, 50_000_000, 32, workers=0)
 """
 
 
+@pytest.mark.slow  # starts a process (on main it dies of SIGBUS, which would take pytest with it)
 def test_a_disk_that_fills_during_the_pixel_cache_build_is_one_error_and_no_partial_file(tmp_path):
     root = _image_folder(tmp_path / "art", per_class=100)
     with mounted(tmp_path / "small") as small:
