@@ -51,6 +51,7 @@ BAD_PAIRS = [
     (("model=ddpm", "model.net.num_classes=3"), r"model.net.num_classes=3 must equal model.num_classes=None"),
     (("model=ddpm", "model.image_size=48"), r"model.image_size=48 must equal data.image_size=32"),
     (("seed=null",), r"data.seed=None must be an integer ≥ 0"),
+    (("trainer.accelerator=cpu", "trainer.devices=-1"), r"trainer.devices=-1 means every GPU.*trainer.devices=1"),
 ]
 
 
@@ -59,6 +60,12 @@ def test_bad_values_are_refused_before_any_work(compose_cfg, tmp_path, overrides
     with pytest.raises(UserError, match=message):
         train(compose_cfg(*overrides))
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == []  # no report, no checkpoint, no log
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without a GPU")
+def test_every_device_on_a_machine_without_a_gpu_is_one_message(compose_cfg):
+    with pytest.raises(UserError, match=r"trainer.devices=-1 means every GPU, and trainer.accelerator=auto"):
+        train(compose_cfg("trainer.accelerator=auto", "trainer.devices=-1"))
 
 
 def test_rules_that_do_not_apply_are_not_checked(compose_cfg):

@@ -199,3 +199,22 @@ def test_a_renamed_option_or_key_stops_with_the_new_name(argv, fix, capsys):
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith(f"error: {argv[0]}: ") and fix in line
     cli.prepare_cli(["model=reconstructor", "scheduler.step_size=5", "optim.lr=0.1"])  # the current names pass
+
+
+def test_an_unquoted_non_ascii_value_is_quoted_for_hydra_or_refused_with_the_fix(capsys):
+    from art_diffusion.run import cli
+
+    argv = cli.prepare_cli(["ckpt_path=x.ckpt", "class_name=живопис", "output_dir=выход/a-1"])
+    assert argv == ["ckpt_path=x.ckpt", 'class_name="живопис"', 'output_dir="выход/a-1"']
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("generate", overrides=argv)  # unquoted, Hydra's lexer fails on the Cyrillic letters
+    GlobalHydra.instance().clear()
+    assert (cfg.class_name, cfg.output_dir) == ("живопис", "выход/a-1")
+    assert cli.prepare_cli(['class_name="живопис"']) == ['class_name="живопис"']  # already quoted: as typed
+    with pytest.raises(SystemExit) as stop:
+        cli.prepare_cli(["class_name=[живопис,b]"])  # a list: which parts are strings is for the user to say
+    assert stop.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: class_name=[живопис,b]: Hydra reads unquoted values as ASCII only") and \
+        "'class_name=[\"...\",\"...\"]'" in line

@@ -85,7 +85,7 @@ def test_every_bad_file_is_reported_once_with_its_reason(tmp_path, caplog, cache
     listed = len(good) + len(bad)
     assert f"{listed - len(upfront)} of {listed} image files used, {len(upfront)} skipped (" in summary[0]
     assert "ignored 2 non-image files (Thumbs.db, readme.txt)" in summary[0]
-    assert "empty class folders: empty_class" in summary[0]
+    assert "empty class folders (left out of the classes): empty_class" in summary[0]
 
     for _ in range(2):  # two epochs: the lazily found files are reported in the first, and only once
         sizes = _drain(dm)
@@ -164,7 +164,7 @@ def test_cache_auto_is_on_when_the_store_fits_and_off_when_it_would_not(tmp_path
     assert auto.use_cache and auto.store is not None and "Pixel cache (data.cache=auto): on" in caplog.text
     assert isinstance(auto.datasets["train"], CachedImages)  # epochs read the store, decode nothing
     fits, verdict = pixel_cache.fits(tmp_path / "not-yet-created", 10**9, 128)  # 49 PB
-    assert not fits and "GB free" in verdict
+    assert not fits and "MB free" in verdict
     assert pixel_cache.fits(tmp_path / "not-yet-created", 10, 32)[0]
 
 
@@ -214,3 +214,19 @@ def test_demo_datamodule_generates_once_then_loads_like_any_image_folder(tmp_pat
     assert [p.stat().st_mtime_ns for p in files] == mtimes
     images, _, _ = next(iter(dm.train_dataloader()))
     assert images.shape == (2, 3, 32, 32)
+
+
+def test_an_empty_class_folder_is_left_out_of_the_classes_with_a_warning(tmp_path, caplog):
+    root = _image_folder(tmp_path / "art", per_class=4, classes=("drawings", "painting"))
+    for empty in ("aaa_empty", "iconography"):  # before, between: the labels after them must shift
+        (root / empty).mkdir()
+    (root / "iconography" / "notes.txt").write_text("no image here")
+    dm = _dm(root, tmp_path, val_fraction=0, test_fraction=0)
+    with caplog.at_level(logging.INFO):
+        dm.setup()
+    assert dm.classes == ["drawings", "painting"]
+    labels = {os.path.basename(os.path.dirname(f.path)): f.label for f in dm.datasets["train"].files}
+    assert labels == {"drawings": 0, "painting": 1}
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "Leaving out" in
+                  r.getMessage()]
+    assert "aaa_empty, iconography" in warning and "data.root" in warning

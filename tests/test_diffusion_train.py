@@ -60,20 +60,35 @@ def test_conditional_ddpm_checks_the_class_count_and_stores_class_names(compose_
     with pytest.raises(ValueError, match=r"model.num_classes=7"):
         train(compose_cfg(*DDPM, "model.num_classes=3", "+trainer.fast_dev_run=true"))
 
-    train(compose_cfg(*DDPM, "model.num_classes=7", "trainer.max_epochs=1", "test=false"))
+    train(compose_cfg(*DDPM, "model.num_classes=7", "trainer.max_epochs=1", "test=false",
+                      "callbacks.samples.max_classes=3"))
     out = tmp_path / "run"
     checkpoint = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
     classes = checkpoint[CLASS_NAMES_KEY]
     assert classes[:2] == ["brush_strokes", "geometric"] and len(classes) == 7
     assert "net.class_emb.weight" in checkpoint["state_dict"]
 
-    # the training-time grid: one per class, all from the same noise, in TensorBoard and as PNGs
-    assert sorted(p.name for p in (out / "samples").iterdir()) == sorted(f"epoch_000_{c}.png" for c in classes)
+    # the training-time grids: one per class, all from the same noise, in TensorBoard and as PNGs; at most
+    # callbacks.samples.max_classes of them per epoch (the first three classes in epoch 0)
+    assert sorted(p.name for p in (out / "samples").iterdir()) == sorted(f"epoch_000_{c}.png" for c in classes[:3])
     events = EventAccumulator(str(out), size_guidance={"images": 0})
     events.Reload()
-    assert {f"visuals/samples/{c}" for c in classes} <= set(events.Tags()["images"])
+    logged = {tag for tag in events.Tags()["images"] if tag.startswith("visuals/samples/")}
+    assert logged == {f"visuals/samples/{c}" for c in classes[:3]}
     grids = {c: events.Images(f"visuals/samples/{c}")[0].encoded_image_string for c in classes[:2]}
     assert grids["brush_strokes"] != grids["geometric"]  # the class changes what the same noise becomes
+
+
+def test_class_grids_rotate_through_the_classes_at_most_max_classes_per_epoch():
+    from art_diffusion.lightning import SampleLogger
+
+    every = SampleLogger("unused", every_n_epochs=2, max_classes=8)
+    seen = [every.classes_this_epoch(60, epoch) for epoch in range(1, 16, 2)]  # the epochs that log grids
+    assert all(len(labels) == 8 for labels in seen) and seen[0] == list(range(8)) and seen[1] == list(range(8, 16))
+    assert sorted({label for labels in seen for label in labels}) == list(range(60))  # every class within 8 grids
+    assert seen[7] == sorted([56, 57, 58, 59, 0, 1, 2, 3])  # wraps around
+    assert SampleLogger("unused", max_classes=8).classes_this_epoch(7, 0) == list(range(7))
+    assert SampleLogger("unused", max_classes=None).classes_this_epoch(60, 5) == list(range(60))
 
 
 def test_sample_shapes_range_and_seed(compose_cfg):

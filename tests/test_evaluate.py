@@ -13,9 +13,10 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
+from art_diffusion import UserError
 from art_diffusion.metrics.lpips import LPIPS
 from art_diffusion.nets.vgg import load_vgg16_state
-from art_diffusion.tools.evaluate import evaluate
+from art_diffusion.tools.evaluate import checkpoint_list, evaluate
 from tests.helpers.config import CONF_DIR, REPO
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*random.*", "ignore:.*weights_only.*")
@@ -88,6 +89,36 @@ def test_folder_evaluation_skips_and_counts_broken_files(tiny_run, tmp_path):
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["data"] == str(tmp_path)
 
 
+def _sweep_dir(root, jobs: dict[str, str]):
+    """A sweep dir as its jobs leave it: ``{job name: "ok" | "failed" | "running"}``."""
+    for name, state in jobs.items():
+        (root / name / ".hydra").mkdir(parents=True)
+        (root / name / ".hydra" / "overrides.yaml").write_text(f"- {name}\n")
+        if state == "ok":
+            (root / name / "checkpoints").mkdir()
+            (root / name / "checkpoints" / "best.ckpt").write_bytes(b"checkpoint")
+            (root / name / "job.json").write_text(json.dumps({"status": "completed", "error": None}))
+        elif state == "failed":
+            (root / name / "job.json").write_text(json.dumps({"status": "failed", "error": "DataError: no images"}))
+    (root / "multirun.yaml").write_text("hydra: {}\n")
+    return root
+
+
+def test_a_sweep_dir_names_the_jobs_it_skips_and_says_when_every_job_failed(tmp_path, caplog):
+    sweep = _sweep_dir(tmp_path / "sweep", {"lr=0.1": "ok", "lr=1": "failed", "lr=10": "running"})
+    assert checkpoint_list(str(sweep)) == [str(sweep / "lr=0.1" / "checkpoints" / "best.ckpt")]
+    (line,) = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert "Evaluating 1 of the 3 jobs" in line and "lr=1 (failed: DataError: no images)" in line
+    assert "lr=10 (no checkpoints/best.ckpt and no job.json" in line
+
+    failed = _sweep_dir(tmp_path / "failed", {"lr=0.1": "failed", "lr=1": "failed"})
+    with pytest.raises(UserError, match=r"a sweep dir of 2 job\(s\) where every job failed.*lr=0.1: failed: "
+                                        r"DataError: no images"):
+        checkpoint_list(str(failed))
+    with pytest.raises(UserError, match="neither a run dir"):
+        checkpoint_list(str(tmp_path / "failed" / "lr=1" / ".hydra"))
+
+
 def _evaluate_script(*args: str, cwd) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     return subprocess.run([sys.executable, str(REPO / "scripts" / "evaluate.py"), *args, "lpips.enabled=false",
@@ -117,3 +148,8 @@ def test_cli_takes_checkpoints_of_sweep_jobs_whose_paths_hold_equals_and_commas(
     unquoted = _evaluate_script(f"ckpt_path=[{best[0]},{best[1]}]", cwd=tmp_path)
     assert unquoted.returncode == 2 and "Hydra needs a value holding '=' or ',' in quotes" in unquoted.stderr
     assert len(unquoted.stderr.strip().splitlines()) == 1
+    # a sweep where every job failed: one line that says so, and no evaluation dir left in it
+    failed = _sweep_dir(tmp_path / "failed", {"lr=1": "failed", "lr=2": "failed"})
+    refused = _evaluate_script(f"ckpt_path={failed}", cwd=tmp_path)
+    assert refused.returncode == 2 and refused.stderr.startswith("error: ") and "every job failed" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1 and not (failed / "evaluation").exists()

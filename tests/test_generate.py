@@ -59,6 +59,15 @@ def test_generate_script_writes_pngs_and_a_grid_per_class_with_dpm_solver(ddpm_c
     assert np.asarray(Image.open(out / "images" / "landscapes" / "00004.png")).shape == (32, 32, 3)
     assert sorted(p.name for p in out.glob("grid_*.png")) == [f"grid_{c}.png" for c in classes]
     assert Image.open(out / "grid_landscapes.png").size == (3 * 34 + 2, 2 * 34 + 2)  # 5 images, 3 per row
+    # the log is in output_dir, and nothing (no outputs/generate/<date>/<time>/, no .hydra/) in the working dir
+    assert (out / "generate.log").exists() and not (out / ".hydra").exists()
+    refused = subprocess.run([*cmd[:-3], "class_name=portraits", f"output_dir={tmp_path / 'refused'}", "device=cpu"],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert refused.returncode == 2 and refused.stderr.startswith("error:"), refused.stderr[-2000:]
+    default = subprocess.run([*cmd[:2], f"ckpt_path={tmp_path / 'missing.ckpt'}"], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=300, env=env)
+    assert default.returncode == 2, default.stderr[-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gen"]
 
 
 def test_same_seed_same_images_for_both_samplers(ddpm_checkpoint, tmp_path):

@@ -26,7 +26,7 @@ from art_diffusion.data.epoch_sampler import EpochShuffleSampler
 from art_diffusion.data.folders import describe_oddities, list_checked_folder, map_classes
 from art_diffusion.data.listing import Listing, SourceFile
 from art_diffusion.data.report import BadFileReport, printable
-from art_diffusion.storage import cache_dir
+from art_diffusion.storage import cache_root, optional_cache_dir, unwritable
 
 log = logging.getLogger(__name__)
 def default_num_workers() -> int:
@@ -95,7 +95,7 @@ class ArtDataModule(L.LightningDataModule):
     def _cache_dir(self) -> Path:
         if self.hparams.cache_dir:
             return Path(self.hparams.cache_dir).expanduser()
-        return cache_dir()
+        return cache_root()
 
     def _find_bad(self, files: list[SourceFile], roots: list[str]) -> tuple[dict[str, tuple[str, str]], str]:
         """Bad files known before training, and how they were found (for the summary line)."""
@@ -107,14 +107,29 @@ class ArtDataModule(L.LightningDataModule):
                                                    self._workers)
             how = f"built in {self.store.built_s:.1f} s" if self.store.built_s is not None else "reused"
             return {files[row].path: verdict for row, verdict in self.store.bad.items()}, f"pixel cache {how}: {path}"
-        cache = header_check.cache_file(self._cache_dir(), roots, hp.max_pixels, hp.min_size)
+        # the header cache only saves time: a cache dir that cannot be written means checking every header
+        directory = optional_cache_dir(self._cache_dir(), "the header cache (every header is checked again)")
+        cache = directory and header_check.cache_file(directory, roots, hp.max_pixels, hp.min_size)
         verdicts = header_check.check_headers(files, hp.max_pixels, hp.min_size, cache, self._workers)
         return {path: v for path, v in verdicts.items() if v}, "headers checked; pixel damage is reported when met"
 
     def _resolve_cache(self, num_files: int) -> bool:
-        if self.hparams.cache != "auto":
-            return bool(self.hparams.cache)
-        fits, verdict = pixel_cache.fits(self._cache_dir(), num_files, self.hparams.image_size)
+        directory, cache = self._cache_dir(), self.hparams.cache
+        if cache is False or cache == "false":
+            return False
+        why = unwritable(directory)
+        if why and cache != "auto":  # data.cache=true: the run was asked to read pixels from there
+            raise DataError(f"data.cache=true needs a writable cache directory, and {directory} is not ({why}). "
+                            "Point data.cache_dir (or ART_DIFFUSION_CACHE) at a writable directory, or train with "
+                            "data.cache=false.")
+        if why:
+            if self._is_global_zero:
+                log.warning("Pixel cache (data.cache=auto): off, the cache directory %s cannot be written (%s)",
+                            directory, why)
+            return False
+        if cache != "auto":
+            return bool(cache)
+        fits, verdict = pixel_cache.fits(directory, num_files, self.hparams.image_size)
         if self._is_global_zero:
             log.info("Pixel cache (data.cache=auto): %s (%s)", "on" if fits else "off, too large", verdict)
         return fits

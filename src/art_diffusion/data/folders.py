@@ -44,6 +44,10 @@ def list_checked_folder(root: str, key: str = "data.root") -> Listing:
     if not listing.files:
         raise DataError(f"No image files under {key}={str(path)!r}{describe_oddities([listing])}.\n"
                         + EXPECTED_LAYOUT.format(root=path))
+    if listing.empty_classes:
+        log.warning("Leaving out the class folders without an image file under %s: %s (a class needs images to be "
+                    "learnt; add some, or remove the folders)", key, ", ".join(printable(c) for c in
+                                                                  listing.empty_classes))
     for link in listing.broken_links:
         log.warning("Skipping %s: a broken symbolic link (to %s)", printable(link), printable(os.readlink(link)))
     for folder in listing.loops:
@@ -79,7 +83,7 @@ def describe_oddities(listings: list[Listing]) -> str:
         names = sorted({os.path.basename(p) for p in ignored})
         text += f"; ignored {len(ignored)} non-image files ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
     if empty:
-        text += f"; empty class folders: {', '.join(empty)}"
+        text += f"; empty class folders (left out of the classes): {', '.join(empty)}"
     broken = [printable(p) for listing in listings for p in listing.broken_links]
     if broken:
         text += f"; broken symbolic links skipped: {', '.join(broken[:3])}{', ...' if len(broken) > 3 else ''}"

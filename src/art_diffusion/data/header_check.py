@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 
 from art_diffusion.data.images import BadImage, check_header
 from art_diffusion.data.listing import SourceFile
 from art_diffusion.data.pool import parallel_map
-from art_diffusion.storage import atomic_write
+from art_diffusion.storage import DiskFullError, atomic_write
+
+log = logging.getLogger(__name__)
 
 Verdict = tuple[str, str] | None  # (reason, detail) of a refused file, None for a usable header
 
@@ -61,6 +64,11 @@ def check_headers(
     for f, verdict in zip(todo, parallel_map(_check_one, jobs, workers, "Checking image headers")):
         verdicts[f.path] = verdict
     if cache and (todo or len(known) != len(files)):
-        # Concurrent runs (DDP ranks) each write a complete file; the last rename wins.
-        atomic_write(cache, json.dumps({f.path: [f.size, f.mtime_ns, verdicts[f.path]] for f in files}))
+        # Concurrent runs (DDP ranks) each write a complete file; the last rename wins. Only a cache: a disk that is
+        # full or read-only loses the time it saves, never the run.
+        try:
+            atomic_write(cache, json.dumps({f.path: [f.size, f.mtime_ns, verdicts[f.path]] for f in files}))
+        except (OSError, DiskFullError) as exc:
+            log.warning("Not saving the header cache %s (%s): the next run checks every header again.", cache,
+                        str(exc).split(";")[0])
     return verdicts

@@ -5,6 +5,7 @@ case, symlinks are followed with each folder walked once (a loop is reported, no
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -26,7 +27,7 @@ class Listing:
     files: list[SourceFile]
     classes: list[str]
     ignored: list[str] = field(default_factory=list)  # files without an image extension (.DS_Store, notes.txt)
-    empty_classes: list[str] = field(default_factory=list)
+    empty_classes: list[str] = field(default_factory=list)  # class folders without an image: not in ``classes``
     broken_links: list[str] = field(default_factory=list)  # symlinks to nothing (a class folder among them)
     loops: list[str] = field(default_factory=list)  # linked folders already listed (a symlink loop or a duplicate)
     unreadable: list[str] = field(default_factory=list)  # folders that could not be listed (permissions)
@@ -68,7 +69,10 @@ def _walk(folder: str, label: int, listing: Listing, seen: set[tuple[int, int]])
         else:
             try:
                 st = entry.stat()  # follows links, like the decoder will
-                listing.files.append(SourceFile(entry.path, label, st.st_size, st.st_mtime_ns))
+                if not stat.S_ISREG(st.st_mode):  # a named pipe (opening it would wait forever), socket, device
+                    listing.ignored.append(entry.path)
+                else:
+                    listing.files.append(SourceFile(entry.path, label, st.st_size, st.st_mtime_ns))
             except OSError:  # a dangling link: listed anyway, so decoding reports it as unreadable
                 listing.files.append(SourceFile(entry.path, label, -1, 0))
 
@@ -82,7 +86,8 @@ def list_image_folder(root: str | Path) -> Listing:
 
     Hidden files and folders (.DS_Store, ._x.jpg from macOS, .ipynb_checkpoints) are skipped; other files without
     an image extension (Thumbs.db, notes.txt) are listed in ``ignored`` so the summary can mention them; a class
-    folder that is a broken symlink is in ``broken_links``.
+    folder that is a broken symlink is in ``broken_links``. Class folders without an image file are left out of
+    ``classes`` (labels stay 0..n-1 over the classes that have images) and listed in ``empty_classes``.
     """
     root = Path(root)
     entries = [entry for entry in os.scandir(root) if not entry.name.startswith(".")]
@@ -101,6 +106,11 @@ def list_image_folder(root: str | Path) -> Listing:
         if len(listing.files) == before:
             listing.empty_classes.append(name)
         listing.files[before:] = sorted(listing.files[before:])  # by path (unique): the same order on any file system
+    if listing.empty_classes:  # a class without an image is no class: no label, no grid, nothing to learn
+        kept = [name for name in classes if name not in listing.empty_classes]
+        label = {classes.index(name): new for new, name in enumerate(kept)}
+        listing.files = [f._replace(label=label[f.label]) for f in listing.files]
+        listing.classes = kept
     listing.ignored.sort()
     return listing
 

@@ -30,7 +30,15 @@ import numpy as np
 from art_diffusion.data.images import BadImage, load_rgb
 from art_diffusion.data.listing import SourceFile
 from art_diffusion.data.pool import parallel_map
-from art_diffusion.storage import atomic_path, atomic_write, file_lock, stale_temporaries
+from art_diffusion.storage import (
+    DiskFullError,
+    atomic_path,
+    atomic_write,
+    file_lock,
+    megabytes,
+    reserve,
+    stale_temporaries,
+)
 from art_diffusion.storage.locks import in_use, register, registration_path
 
 log = logging.getLogger(__name__)
@@ -91,34 +99,39 @@ def fits(directory: Path, num_files: int, size: int) -> tuple[bool, str]:
     """``data.cache=auto``: build a store only when it would take at most half of the disk's free space."""
     existing = next(p for p in (directory, *directory.parents) if p.exists())  # the cache dir may not exist yet
     needed, free = store_bytes(num_files, size), shutil.disk_usage(existing).free
-    verdict = f"{needed / 1e9:.2f} GB for {num_files} images at {size} px, {free / 1e9:.1f} GB free in {directory}"
+    verdict = f"{megabytes(needed)} for {num_files} images at {size} px, {megabytes(free)} free in {directory}"
     return needed <= free / 2, verdict
 
 
-def _check_disk(directory: Path, needed: int) -> None:
-    free = shutil.disk_usage(directory).free
+def _check_disk(path: Path, needed: int) -> None:
+    free = shutil.disk_usage(path.parent).free
     if needed * _DISK_MARGIN > free:
-        raise OSError(
-            f"The pixel cache needs {needed / 1e9:.1f} GB but {directory} has {free / 1e9:.1f} GB free. "
-            "Point data.cache_dir at a larger disk, lower data.image_size, or train with data.cache=false."
+        raise DiskFullError(
+            f"The pixel cache {path.name} needs {megabytes(needed)} (+10% margin) but {path.parent} has "
+            f"{megabytes(free)} free. Point data.cache_dir at a larger disk, lower data.image_size, or train with "
+            "data.cache=false."
         )
 
 
 def _build(path: Path, files: list[SourceFile], size: int, max_pixels: int, min_size: int, workers: int) -> None:
+    """Rows written with plain writes (no memory map: a disk that fills up under a mapped file kills the process
+    with SIGBUS) into a file whose space is reserved first, so a full disk stops the build at once, in one
+    message, and the temporary file is removed."""
     for leftover in stale_temporaries(path):  # from a killed builder (we hold the lock)
         leftover.unlink(missing_ok=True)
-    _check_disk(path.parent, len(files) * size * size * 3)
-    with atomic_path(path) as tmp:
-        pixels = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(files), 3, size, size))
+    shape = (len(files), 3, size, size)
+    _check_disk(path, store_bytes(len(files), size))
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False, "shape": shape}
+        np.lib.format.write_array_header_1_0(fh, header)
+        reserve(fh, fh.tell() + store_bytes(len(files), size), path)
+        black = bytes(3 * size * size)
         bad = {}
         jobs = [(f.path, size, max_pixels, min_size) for f in files]
         for row, (data, verdict) in enumerate(parallel_map(_decode, jobs, workers, f"Building the pixel cache {path}")):
             if data is None:
                 bad[row] = verdict
-            else:
-                pixels[row] = np.frombuffer(data, np.uint8).reshape(3, size, size)
-        pixels.flush()
-        del pixels
+            fh.write(black if data is None else data)
     manifest = {"files": [f.path for f in files], "image_size": size, "bad": bad}
     atomic_write(path.with_suffix(".json"), json.dumps(manifest))  # last: its presence marks the store complete
 

@@ -111,13 +111,16 @@ class SampleLogger(ImageGridLogger):
     The fixed seed gives every epoch the same starting noise, so grids compare across epochs. The module must
     expose ``sample(num_images, sampler, steps, eta, generator, labels, guidance_scale)`` like DiffusionModule. A
     conditional model gets one grid per class (``tag/<class>``, ``epoch_XXX_<class>.png``), all from that same
-    noise, so the grids also show what the class changes.
+    noise, so the grids also show what the class changes. With many classes that is most of a validation epoch:
+    ``max_classes`` grids per epoch at most, the next ``max_classes`` classes each time (rotating, by the epoch, so
+    a resumed run goes on where it stopped); ``None`` = every class every time.
     """
 
     def __init__(self, dirpath: str, every_n_epochs: int = 1, num_images: int = 16, steps: int = 25,
                  eta: float = 0.0, seed: int = 0, guidance_scale: float = 1.0, tag: str = "visuals/samples",
-                 logged_size: int = 256, sampler: str = "ddim") -> None:
+                 logged_size: int = 256, sampler: str = "ddim", max_classes: int | None = 8) -> None:
         super().__init__(dirpath, every_n_epochs, tag, logged_size)
+        self.max_classes = max_classes
         self.num_images = num_images
         self.sampler = sampler
         self.steps = steps
@@ -137,5 +140,13 @@ class SampleLogger(ImageGridLogger):
         if not num_classes:
             return {"": (self._sample(pl_module, None), nrow)}
         names = getattr(pl_module, "class_names", None) or [str(i) for i in range(num_classes)]
-        return {name: (self._sample(pl_module, torch.full((self.num_images,), label, dtype=torch.long)), nrow)
-                for label, name in enumerate(names)}
+        labels = self.classes_this_epoch(len(names), trainer.current_epoch)
+        return {names[label]: (self._sample(pl_module, torch.full((self.num_images,), label, dtype=torch.long)),
+                               nrow) for label in labels}
+
+    def classes_this_epoch(self, num_classes: int, epoch: int) -> list[int]:
+        """The labels whose grids the validation of ``epoch`` logs: all, or the next ``max_classes`` in turn."""
+        if not self.max_classes or self.max_classes >= num_classes:
+            return list(range(num_classes))
+        start = (epoch + 1) // self.every_n_epochs - 1  # the how-many-th grid epoch this is
+        return sorted((start * self.max_classes + i) % num_classes for i in range(self.max_classes))

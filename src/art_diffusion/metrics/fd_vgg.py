@@ -25,7 +25,7 @@ from art_diffusion.data.images import IMAGE_EXTENSIONS, BadImage, load_rgb
 from art_diffusion.data.listing import list_images
 from art_diffusion.metrics.scores import frechet_distance, scores
 from art_diffusion.nets.vgg import ImageNetNormalize, VGG16Features
-from art_diffusion.storage import atomic_write, cache_dir
+from art_diffusion.storage import atomic_write, optional_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -95,12 +95,13 @@ def folder_features(folder: str | Path, image_size: int, max_images: int | None,
     files = list_images(root) if root.is_dir() else []
     stamp = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
     key = hashlib.sha256(json.dumps([stamp, image_size, max_images, str(weights), layer, input_size]).encode())
-    path = cache_dir() / "fd_vgg" / f"{key.hexdigest()[:32]}.pt"
-    if files and weights != "random" and path.is_file():
+    directory = optional_cache_dir(None, "the FD-VGG feature cache (the real set is read again)")
+    path = directory / "fd_vgg" / f"{key.hexdigest()[:32]}.pt" if directory else None
+    if files and weights != "random" and path and path.is_file():
         return torch.load(path, weights_only=True)
     found = features(load_images(folder, image_size, max_images), layer_extractor(weights, layer), input_size,
                      batch_size, device)
-    if weights != "random":  # random weights differ from run to run: nothing to reuse
+    if weights != "random" and path:  # random weights differ from run to run: nothing to reuse
         buffer = io.BytesIO()
         torch.save(found, buffer)
         atomic_write(path, buffer.getvalue())

@@ -3,15 +3,19 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import importlib.util
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
 
 from art_diffusion import UserError
 from art_diffusion.run import resolvers  # noqa: F401  (registers the config resolvers before Hydra composes)
@@ -52,6 +56,29 @@ def unquoted_equals(argv: list[str]) -> str | None:
     return None
 
 
+#: Characters that make an unquoted non-ASCII value more than one plain string (a list, a sweep, a quote, a
+#: resolver): such a value is not quoted for the user, who is told how to quote it.
+_NOT_PLAIN = set("'\"[]{}(),=$\\") | set(" \t")
+
+
+def quote_non_ascii(argv: list[str]) -> tuple[list[str], str | None]:
+    """Hydra's lexer reads unquoted values as ASCII only (``class_name=живопис`` fails with a lexer error). A plain
+    value (one string: no quotes, brackets, commas, ``$`` or spaces) is quoted for Hydra, so it means what was
+    typed; any other non-ASCII unquoted value gets the one-line fix (quote it), returned as the second item."""
+    out = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep or arg.startswith("-") or value.isascii() or value[:1] in "'\"":
+            out.append(arg)
+        elif not _NOT_PLAIN & set(value) and key.isascii():
+            out.append(f'{key}="{value}"')
+        else:
+            return out, (f"{arg}: Hydra reads unquoted values as ASCII only. Quote every non-ASCII string for the "
+                         f"shell and for Hydra: '{key}=\"...\"' for one string, '{key}=[\"...\",\"...\"]' for a "
+                         "list.")
+    return out, None
+
+
 #: Hydra flags that read a file we cannot check: ``--experimental-rerun`` unpickles ``.hydra/config.pickle``.
 REFUSED_FLAGS = {"--experimental-rerun": "it unpickles the run's .hydra/config.pickle, and opening a pickle can run "
                                          "code. Rerun with the overrides in .hydra/overrides.yaml, or resume=RUN_DIR."}
@@ -84,14 +111,49 @@ def renamed(argv: list[str]) -> str | None:
     return None
 
 
-def prepare_cli(argv: list[str] | None = None) -> None:
+def prepare_cli(argv: list[str] | None = None) -> list[str]:
     """Stop with one line, before Hydra composes, when an override needs an optional extra that is missing, holds
-    an unquoted ``=``, uses a renamed option or key, or a flag would load a file unchecked."""
-    argv = sys.argv[1:] if argv is None else argv
-    message = refused_flag(argv) or missing_extra(argv) or renamed(argv) or unquoted_equals(argv)
+    an unquoted ``=``, uses a renamed option or key, or a flag would load a file unchecked. A plain non-ASCII value
+    (``class_name=живопис``) is quoted for Hydra (in ``sys.argv`` when ``argv`` is None); returns the overrides."""
+    given = sys.argv[1:] if argv is None else argv
+    quoted, message = quote_non_ascii(given)
+    message = (refused_flag(given) or missing_extra(given) or renamed(given) or message
+               or unquoted_equals(quoted))
     if message:
         print(f"error: {message}", file=sys.stderr)
         raise SystemExit(2)
+    if argv is None:
+        sys.argv[1:] = quoted
+    return quoted
+
+
+class WritableRunDir(Callback):
+    """Hydra callback (``hydra.callbacks`` of every entry config): makes the run dir (the sweep dir of a multirun)
+    before Hydra does, so a place that cannot hold it (a read-only file system, a full disk, a file in the way) is
+    one ``error:`` line with the fix and exit status 2, not Hydra's traceback from its own ``mkdir``."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        make_run_dir(config, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        make_run_dir(config, "hydra.sweep.dir")
+
+
+def make_run_dir(config: DictConfig, key: str) -> None:
+    try:
+        path = Path(str(config.hydra.run.dir if key == "hydra.run.dir" else config.hydra.sweep.dir))
+    except Exception:  # an interpolation that fails: Hydra reports it, with its own message, right after
+        return
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if not os.access(path, os.W_OK):  # an existing dir on a read-only mount (EROFS even for root)
+            raise OSError(errno.EROFS, "not writable")
+    except OSError as exc:
+        tool = Path(sys.argv[0]).name
+        fix = ("output_dir=DIR" if tool != "train.py" else f"{key}=DIR") + " on a writable disk"
+        print(f"error: cannot create the output directory {path} ({exc.strerror or exc}): pass {fix}, or run "
+              "from a writable working directory.", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def discard_empty_output_dir() -> None:

@@ -14,6 +14,7 @@ import numbers
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
@@ -130,6 +131,8 @@ TRAIN_RULES: dict[str, tuple[Range, str]] = {
     "callbacks.samples.steps": (STEPS, "DDIM steps per grid, at most model.schedule.timesteps"),
     "callbacks.samples.seed": (Range(0, integer=True), "e.g. callbacks.samples.seed=0"),
     "callbacks.samples.guidance_scale": (NON_NEGATIVE, "1 = no guidance; e.g. callbacks.samples.guidance_scale=3"),
+    "callbacks.samples.max_classes": (Range(1, integer=True, null=True),
+                                      "class grids per epoch, rotating; null = every class every epoch"),
     "callbacks.generation_scores.every_n_epochs": (Range(0, integer=True, null=True), "0 = off, e.g. 10"),
     "callbacks.generation_scores.num_images": (Range(2, MAX_COUNT, integer=True), "e.g. 128"),
     "callbacks.generation_scores.steps": (STEPS, "e.g. callbacks.generation_scores.steps=20"),
@@ -149,7 +152,11 @@ _SAMPLING = {
 }
 TOOL_RULES: dict[str, dict[str, tuple[Range, str]]] = {
     "train": TRAIN_RULES,
-    "reconstruct": {"batch_size": (POSITIVE_INT, "e.g. batch_size=16"), "gap": (Range(0, integer=True), "e.g. gap=4")},
+    "reconstruct": {"batch_size": (POSITIVE_INT, "e.g. batch_size=16"), "gap": (Range(0, integer=True), "e.g. gap=4"),
+                    "tile_size": (Range(4 * DOWNSAMPLING_FACTOR, integer=True, null=True),
+                                  f"a multiple of {DOWNSAMPLING_FACTOR}, e.g. tile_size=1024; null = no tiling"),
+                    "tile_overlap": (Range(0, integer=True), f"a multiple of {DOWNSAMPLING_FACTOR} below tile_size, "
+                                                             "e.g. tile_overlap=128")},
     "generate": {"num_images": (POSITIVE_INT, "e.g. num_images=16"), "batch_size": (POSITIVE_INT, "e.g. batch_size=16"),
                  "seed": (Range(0, integer=True), "e.g. seed=0"), **_SAMPLING},
     "evaluate": {"data.batch_size": (BATCH, "e.g. data.batch_size=16"),
@@ -216,6 +223,8 @@ def _problems(cfg: DictConfig, tool: str) -> list[str]:
         value = _select(cfg, key)
         if value is not _ABSENT and str(value) not in options:
             problems.append(f"{key}={value!r} must be one of {', '.join(options)}")
+    if tool == "reconstruct" and not problems:
+        problems += _tile_relations(cfg)
     if tool == "train":
         problems = _net_fits(cfg) + problems  # first: a network of another model is why its keys do not resolve
         if not problems:
@@ -277,6 +286,30 @@ def _data_relations(cfg: DictConfig) -> list[str]:
     return problems
 
 
+def _tile_relations(cfg: DictConfig) -> list[str]:
+    """size=native tiles: sides on the network's grid, and an overlap that leaves each tile a step forward."""
+    tile, overlap = _select(cfg, "tile_size"), _select(cfg, "tile_overlap")
+    if tile in (None, _ABSENT) or overlap is _ABSENT:
+        return []
+    f = DOWNSAMPLING_FACTOR
+    if tile % f or overlap % f:
+        return [f"tile_size={tile} and tile_overlap={overlap} must be multiples of {f} (tiles must sit on the "
+                f"network's /{f} grid to match the untiled result), e.g. tile_size=1024 tile_overlap=128"]
+    if overlap >= tile:
+        return [f"tile_overlap={overlap} must be smaller than tile_size={tile}, e.g. tile_overlap={tile // 8 // f * f}"]
+    return []
+
+
+def _has_accelerator(accelerator) -> bool:
+    """Whether ``trainer.accelerator`` gives ``trainer.devices=-1`` (every device) something to count: Lightning's
+    CPU accelerator refuses -1 with a TypeError."""
+    if str(accelerator) == "cpu":
+        return False
+    mps = getattr(torch.backends, "mps", None)
+    return torch.cuda.is_available() or bool(mps and mps.is_available()) or str(accelerator) not in ("auto", "gpu",
+                                                                                                      "cuda", "mps")
+
+
 def _run_relations(cfg: DictConfig) -> list[str]:
     """The loss weights together, the device count, the metric a run returns."""
     problems = []
@@ -288,6 +321,10 @@ def _run_relations(cfg: DictConfig) -> list[str]:
     if isinstance(devices, int) and not isinstance(devices, bool) and (devices == 0 or devices < -1):
         problems.append(f"trainer.devices={devices} must be a count ≥ 1, -1 (every device), 'auto' or a list of "
                         "device indices (e.g. trainer.devices=1)")
+    elif devices == -1 and not _has_accelerator(_select(cfg, "trainer.accelerator")):
+        problems.append(f"trainer.devices=-1 means every GPU, and trainer.accelerator="
+                        f"{_select(cfg, 'trainer.accelerator')} has none here (a CPU run): use trainer.devices=1, or "
+                        "trainer=ddp_cpu trainer.devices=N for N processes on this machine")
     metric = _select(cfg, "optimized_metric")
     if metric not in (None, _ABSENT, "best_epoch") and not str(metric).startswith(("val/", "test/")):
         problems.append(f"optimized_metric={metric!r} must be a final metric: val/<name>, test/<name> or best_epoch "

@@ -12,6 +12,7 @@ import contextlib
 import errno
 import hashlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -23,44 +24,109 @@ from art_diffusion import UserError
 
 CACHE_ENV = "ART_DIFFUSION_CACHE"
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+log = logging.getLogger(__name__)
 
 
 class DiskFullError(UserError):
     """A write ran out of disk space (or quota); nothing was written under the final name."""
 
 
-def cache_dir() -> Path:
-    """``$ART_DIFFUSION_CACHE`` if set, else the per-user cache dir (``~/.cache/art-diffusion``); created on demand."""
+def cache_root() -> Path:
+    """``$ART_DIFFUSION_CACHE`` if set, else the per-user cache dir (``~/.cache/art-diffusion``); not created."""
     env = os.environ.get(CACHE_ENV)
     if env:
-        path = Path(env).expanduser()
-    else:
-        import platformdirs  # only needed when the variable is absent
+        return Path(env).expanduser()
+    import platformdirs  # only needed when the variable is absent
 
-        path = Path(platformdirs.user_cache_dir("art-diffusion"))
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OSError(
-            f"Cannot create the art-diffusion cache directory {path} ({exc}). "
-            f"Point {CACHE_ENV} at a writable directory."
-        ) from exc
+    return Path(platformdirs.user_cache_dir("art-diffusion"))
+
+
+def cache_dir() -> Path:
+    """:func:`cache_root`, created on demand; one :class:`CacheUnusableError` when it cannot be (read-only disk)."""
+    path = cache_root()
+    why = unwritable(path)
+    if why:
+        raise CacheUnusableError(f"Cannot use the art-diffusion cache directory {path} ({why}). Point {CACHE_ENV} "
+                                 "at a writable directory.")
     return path
 
 
-def _free_space(directory: Path) -> str:
+class CacheUnusableError(UserError, OSError):
+    """A cache directory that must be written cannot be (read-only, not creatable); the message says where to."""
+
+
+def unwritable(directory: Path) -> str | None:
+    """None when ``directory`` exists (created if missing) and can take new files, else why not, in words."""
     try:
-        return f"{shutil.disk_usage(directory).free / 2**20:.1f} MiB free"
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    with contextlib.suppress(OSError, AttributeError):
+        if os.statvfs(directory).f_flag & os.ST_RDONLY:
+            return "read-only file system"
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return "permission denied"
+    return None
+
+
+_WARNED: set[Path] = set()
+
+
+def optional_cache_dir(directory: str | Path | None = None, what: str = "caches") -> Path | None:
+    """``directory`` (default :func:`cache_root`) for a cache the work can do without, or None, after one warning
+    per directory and process, when it cannot be written: the work then runs without that cache."""
+    path = Path(directory).expanduser() if directory else cache_root()
+    why = unwritable(path)
+    if why is None:
+        return path
+    if path not in _WARNED:
+        _WARNED.add(path)
+        log.warning("The cache directory %s cannot be written (%s): running without %s (each run redoes that "
+                    "work). Point %s (or data.cache_dir) at a writable directory to cache again.", path, why, what,
+                    CACHE_ENV)
+    return None
+
+
+def megabytes(num_bytes: float) -> str:
+    """Bytes as ``"12.3 MB"`` (decimal megabytes: what ``df -H`` shows), never rounded to a misleading 0.0."""
+    return f"{num_bytes / 1e6:.1f} MB" if num_bytes >= 1e5 else f"{num_bytes / 1e6:.3f} MB"
+
+
+def free_bytes(directory: Path) -> int | None:
+    try:
+        return shutil.disk_usage(directory).free
     except OSError:
-        return "free space unknown"
+        return None
 
 
-def _disk_full(path: Path, exc: OSError) -> DiskFullError:
+def reserve(fh, num_bytes: int, path: Path) -> None:
+    """Allocate ``num_bytes`` for the open file ``fh`` (writing ``path``) before writing it, so a disk too small is
+    one :class:`DiskFullError` with the numbers, before any work, and never a crash half-way (SIGBUS for a
+    memory-mapped file). A file system without ``posix_fallocate`` is written without the reservation."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    try:
+        os.posix_fallocate(fh.fileno(), 0, num_bytes)
+    except OSError as exc:
+        if exc.errno in _DISK_FULL:
+            fh.truncate(0)  # give back what the failed reservation took, so the free space reported is real
+            raise _disk_full(path, exc, needed=num_bytes) from None
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+
+
+def _free_space(directory: Path) -> str:
+    free = free_bytes(directory)
+    return "free space unknown" if free is None else f"{megabytes(free)} free"
+
+
+def _disk_full(path: Path, exc: OSError, needed: int | None = None) -> DiskFullError:
+    size = f"{path.name} needs {megabytes(needed)}" if needed else f"while writing {path.name}"
     return DiskFullError(
-        f"No space left on the disk of {path.parent} ({_free_space(path.parent)}, {exc.strerror}) while writing "
-        f"{path.name}; nothing was written under that name and the previous {path.name}, if any, is intact. Free "
-        "space on that disk (old runs, checkpoints, caches) or move the run/cache to a larger one, then run again "
-        "(a training run continues with `python scripts/train.py resume=<run dir>`)."
+        f"No space left on the disk of {path.parent} ({size}, {_free_space(path.parent)} after removing the partial "
+        f"file; {exc.strerror}); nothing was written under that name and the previous {path.name}, if any, is "
+        "intact. Free space on that disk (old runs, checkpoints, caches) or move the run/cache to a larger one, "
+        "then run again (a training run continues with `python scripts/train.py resume=<run dir>`)."
     )
 
 

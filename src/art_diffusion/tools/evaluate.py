@@ -10,6 +10,7 @@ they generate and real ones (not FID: see art_diffusion.metrics.fd_vgg).
 from __future__ import annotations
 
 import glob
+import json
 import logging
 import math
 from collections.abc import Iterator, Mapping
@@ -23,6 +24,7 @@ from torch import Tensor, nn
 from art_diffusion import DataError, UserError
 from art_diffusion.checkpoints import load_module
 from art_diffusion.data.images import BadImage
+from art_diffusion.data.report import printable
 from art_diffusion.lightning import DiffusionModule
 from art_diffusion.losses import PerceptualLoss
 from art_diffusion.metrics.fd_vgg import features, layer_extractor, load_images
@@ -30,7 +32,7 @@ from art_diffusion.metrics.lpips import LPIPS
 from art_diffusion.metrics.pixel import mse, psnr, ssim
 from art_diffusion.metrics.scores import scores
 from art_diffusion.nets.vgg import ImageNetNormalize
-from art_diffusion.run.run_dir import BEST_CHECKPOINT
+from art_diffusion.run.run_dir import BEST_CHECKPOINT, JOB_FILE, OVERRIDES_FILE
 from art_diffusion.run.validate import check_steps, check_values
 from art_diffusion.storage import write_json
 from art_diffusion.tools.inputs import find_inputs, literal_prefix, resolve_device
@@ -54,16 +56,51 @@ def _expand(spec: str) -> list[str]:
     best.ckpt); or a glob."""
     path = Path(spec).expanduser()
     if path.is_dir():
-        found = [path / BEST] if (path / BEST).is_file() else sorted(path.glob(f"*/{BEST}"))
-        if not found:
-            raise UserError(f"ckpt_path={spec}: neither a run dir ({BEST}) nor a sweep dir (*/{BEST}).")
-        return [str(p) for p in found]
+        if (path / BEST).is_file():
+            return [str(path / BEST)]
+        return [str(p) for p in _sweep_checkpoints(spec, path)]
     if glob.has_magic(spec):
         found = sorted(glob.glob(str(path), recursive=True))
         if not found:
             raise UserError(f"ckpt_path={spec}: the glob matches no files.")
         return found
     return [spec]
+
+
+def _why_no_checkpoint(job: Path) -> str:
+    """Why a sweep job has no best.ckpt, from its job.json: failed (with the error), still running, or unknown."""
+    try:
+        record = json.loads((job / JOB_FILE).read_text())
+    except (OSError, ValueError):
+        record = {}
+    if not isinstance(record, dict):
+        record = {}
+    if record.get("status") == "failed":
+        return f"failed: {printable(str(record.get('error')))[:200]}"
+    if record.get("status"):
+        return f"status {printable(str(record['status']))}, but no {BEST}"
+    return f"no {BEST} and no {JOB_FILE} (still running, or killed)"
+
+
+def _sweep_checkpoints(spec: str, path: Path) -> list[Path]:
+    """Every job's best.ckpt of a sweep dir; jobs without one are named with the reason (a warning), and a sweep
+    none of whose jobs has one is one error saying so."""
+    jobs = sorted(p for p in path.iterdir() if (p / JOB_FILE).is_file() or (p / OVERRIDES_FILE).is_file()
+                  or (p / BEST).is_file())
+    if not jobs:
+        raise UserError(f"ckpt_path={spec}: neither a run dir ({BEST}) nor a sweep dir (job dirs with {BEST}).")
+    found = [job / BEST for job in jobs if (job / BEST).is_file()]
+    skipped = {job.name: _why_no_checkpoint(job) for job in jobs if not (job / BEST).is_file()}
+    if not found:
+        every = "every job failed" if all(why.startswith("failed") for why in skipped.values()) else \
+            "no job has a checkpoint"
+        raise UserError(f"ckpt_path={spec}: a sweep dir of {len(jobs)} job(s) where {every}, so there is nothing to "
+                        f"evaluate ({'; '.join(f'{name}: {why}' for name, why in list(skipped.items())[:3])}). "
+                        "Fix the error and run the sweep again; each job's error.txt has the traceback.")
+    if skipped:
+        log.warning("Evaluating %d of the %d jobs of the sweep %s; skipped %d without a checkpoint: %s", len(found),
+                    len(jobs), spec, len(skipped), "; ".join(f"{name} ({why})" for name, why in skipped.items()))
+    return found
 
 
 def checkpoint_list(ckpt_path) -> list[str]:

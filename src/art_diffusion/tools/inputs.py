@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,11 +14,13 @@ from art_diffusion import ConfigError, MissingPathError
 from art_diffusion.data.images import IMAGE_EXTENSIONS
 from art_diffusion.data.listing import list_images
 
+log = logging.getLogger(__name__)
 
 @dataclass
 class InputFile:
     path: Path
-    name: str  # relative name without extension, used for the output files (keeps sub-folders apart)
+    name: str  # relative name without extension, used for the output files (keeps sub-folders apart); inputs
+    # whose names would collide (a.jpg and a.png) keep their extension instead: a.jpg, a.png (see output_names)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -35,6 +38,12 @@ def find_inputs(spec: str) -> list[InputFile]:
     path = Path(spec).expanduser()
     if path.is_file():
         return [InputFile(path, path.stem)]
+    if path.exists() and not path.is_dir():
+        raise ConfigError(
+            f"input={spec} is not a regular file or a directory (a named pipe, socket or device): the images are "
+            "read from files. Pass an image file, a directory of images, or a quoted glob such as "
+            "input='photos/*.jpg'."
+        )
     if path.is_dir():
         files = list_images(path)
         base = path
@@ -50,7 +59,37 @@ def find_inputs(spec: str) -> list[InputFile]:
         raise MissingPathError(f"input={spec}: no image files in this directory ({', '.join(IMAGE_EXTENSIONS)}).")
     if not files:
         raise MissingPathError(f"input={spec}: the glob matches no files.")
-    return [InputFile(p, str(p.relative_to(base).with_suffix(""))) for p in files]
+    relative = [p.relative_to(base) for p in files]
+    return [InputFile(p, name) for p, name in zip(files, output_names(relative))]
+
+
+def output_names(relative: Sequence[Path]) -> list[str]:
+    """The output name of each input (its relative path without the extension), distinct by construction.
+
+    Inputs sharing a stem in one folder (``a.jpg`` and ``a.png``) would overwrite each other's ``a.png``: those
+    keep their extension in the name instead (``a.jpg``, ``a.png``, so ``a.jpg.png`` and ``a.png.png`` are
+    written), and a warning says so. Names are compared case-insensitively (``A.jpg`` and ``a.png`` collide on
+    macOS and Windows disks). Deterministic: the same inputs give the same names on every call.
+    """
+    names = [str(p.with_suffix("")) for p in relative]
+    taken: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        taken.setdefault(name.casefold(), []).append(i)
+    clashes = [group for group in taken.values() if len(group) > 1]
+    for group in clashes:
+        for i in group:
+            names[i] = str(relative[i])
+    if clashes:
+        log.warning("Inputs sharing a name keep their extension in the output names: %s",
+                    "; ".join(", ".join(f"{relative[i]} -> {names[i]}.png" for i in group) for group in clashes))
+    seen: set[str] = set()
+    for i, name in enumerate(names):  # a renamed a.jpg against an input a.jpg.png: number what still clashes
+        unique, n = name, 1
+        while unique.casefold() in seen:
+            unique, n = f"{name}~{n}", n + 1
+        seen.add(unique.casefold())
+        names[i] = unique
+    return names
 
 
 def literal_prefix(parts: Sequence[str]) -> Iterator[str]:

@@ -2,7 +2,8 @@
 
 Two size modes: ``train`` resizes every image to the training size (what the article does), ``native`` keeps the
 full resolution: the network is fully convolutional, so the image is padded to a multiple of 8, reconstructed,
-and cropped back.
+and cropped back. A native image larger than ``tile_size`` runs in overlapping tiles (:func:`tiled`), so memory
+is bounded by the tile, not the image.
 """
 
 from __future__ import annotations
@@ -58,6 +59,61 @@ def pad_to_multiple(x: Tensor, multiple: int = DOWNSAMPLING_FACTOR, mode: str = 
     return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
 
 
+def _starts(length: int, tile: int, stride: int) -> list[int]:
+    """Tile starts along one side: every ``stride`` px, the last one flush with the end."""
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile, stride))
+    return starts + [length - tile]
+
+
+def _window(length: int, overlap: int, at_start: bool, at_end: bool) -> Tensor:
+    """A tile's blending weights along one side: 0 over the outer quarter of the overlap (pixels whose receptive
+    field crosses the tile's edge), a linear ramp up to 1 over the next half, 1 inside; no ramp at an image edge."""
+    w = torch.ones(length)
+    margin, ramp = overlap // 4, overlap - 2 * (overlap // 4)
+    if overlap and ramp:
+        rise = torch.cat([torch.zeros(margin), (torch.arange(ramp) + 0.5) / ramp])
+        if not at_start:
+            w[:len(rise)] = rise
+        if not at_end:
+            w[length - len(rise):] = torch.minimum(w[length - len(rise):], rise.flip(0))
+    return w
+
+
+@torch.no_grad()
+def tiled(net: nn.Module, x: Tensor, tile: int, overlap: int, device: torch.device) -> Tensor:
+    """``net(x)`` of a (padded) NCHW batch computed tile by tile on ``device``, the result on the CPU.
+
+    Tiles of ``tile`` px overlapping by at least ``overlap`` px start on multiples of the network's downsampling
+    factor, so each tile sees the same pooling grid as the whole image; where tiles overlap their outputs are
+    blended by :func:`_window`, which ignores the outer quarter of each overlap (the pixels a tile's border
+    changes) and ramps linearly across the rest, so no seam shows. With an overlap at least twice the receptive
+    field's radius the result equals the untiled one up to float rounding. Peak memory: one tile's activations
+    plus the input and output images.
+    """
+    n, _, h, w = x.shape
+    stride = tile - overlap
+    rows, cols = _starts(h, tile, stride), _starts(w, tile, stride)
+    out: Tensor | None = None
+    weight_h, weight_w = torch.zeros(h), torch.zeros(w)
+    for top in rows:
+        th = min(tile, h)
+        wy = _window(th, overlap, top == 0, top + th == h)
+        weight_h[top:top + th] += wy
+        for left in cols:
+            tw = min(tile, w)
+            wx = _window(tw, overlap, left == 0, left + tw == w)
+            if top == rows[0]:
+                weight_w[left:left + tw] += wx
+            y = net(x[..., top:top + th, left:left + tw].to(device)).float().cpu()
+            if out is None:
+                out = torch.zeros(n, y.shape[1], h, w)
+            out[..., top:top + th, left:left + tw] += y * (wy[:, None] * wx[None, :])
+    # every tile's window is the product of its row's and column's: the weights sum to the outer product
+    return out.div_(weight_h[:, None] * weight_w[None, :])
+
+
 class Reconstructor:
     """Decodes files the way the model expects and runs the network on batches of them."""
 
@@ -68,6 +124,8 @@ class Reconstructor:
         size: str = "train",
         pad_mode: str = "reflect",
         device: torch.device | str = "cpu",
+        tile_size: int | None = None,
+        tile_overlap: int = 64,
     ) -> None:
         if size not in SIZE_MODES:
             raise ValueError(f"size must be one of {SIZE_MODES}, got {size!r}.")
@@ -76,6 +134,8 @@ class Reconstructor:
         self.size = size
         self.pad_mode = pad_mode
         self.device = torch.device(device)
+        self.tile_size = tile_size
+        self.tile_overlap = tile_overlap
 
     def load(self, path: Path | Image.Image) -> Tensor:
         """CHW float in [0, 1] of an image file or a PIL image; raises :class:`BadImage` for a file that cannot be
@@ -88,6 +148,9 @@ class Reconstructor:
     def __call__(self, images: Tensor) -> Tensor:
         """Reconstructions of an NCHW batch in [0, 1], same size as the batch."""
         h, w = images.shape[-2:]
+        if self.tile_size and max(h, w) > self.tile_size:  # on the CPU: only one tile at a time on the device
+            batch = pad_to_multiple(images.cpu(), DOWNSAMPLING_FACTOR, self.pad_mode)
+            return tiled(self.net, batch, self.tile_size, self.tile_overlap, self.device)[..., :h, :w].clamp_(0, 1)
         batch = pad_to_multiple(images.to(self.device), DOWNSAMPLING_FACTOR, self.pad_mode)
         return self.net(batch)[..., :h, :w].clamp(0, 1)
 
@@ -118,10 +181,16 @@ class Reconstructor:
                 item.reconstruction = output
 
 
+def to_pixels(image: torch.Tensor) -> torch.Tensor:
+    """A CHW [0, 1] float image as HWC uint8 (one float temporary: native-size images are large)."""
+    if image.dtype == torch.uint8:
+        return image.permute(1, 2, 0)
+    return image.mul(255).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0)
+
+
 def to_pil(image: torch.Tensor) -> Image.Image:
     """A CHW image in [0, 1] as the RGB PIL image whose pixels :func:`save_png` writes."""
-    pixels = image.mul(255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
-    return Image.fromarray(np.ascontiguousarray(pixels))
+    return Image.fromarray(np.ascontiguousarray(to_pixels(image).numpy()))
 
 
 def save_png(image: torch.Tensor, path: Path) -> None:
@@ -131,8 +200,9 @@ def save_png(image: torch.Tensor, path: Path) -> None:
 
 
 def side_by_side(left: torch.Tensor, right: torch.Tensor, gap: int) -> torch.Tensor:
-    """``left | white gap | right`` as one CHW image."""
-    return torch.cat([left, torch.ones(left.shape[0], left.shape[1], gap), right], dim=2)
+    """``left | white gap | right`` as one CHW uint8 image."""
+    white = torch.full((left.shape[0], left.shape[1], gap), 255, dtype=torch.uint8)
+    return torch.cat([to_pixels(left).permute(2, 0, 1), white, to_pixels(right).permute(2, 0, 1)], dim=2)
 
 
 def _row(item: Reconstruction, output: Path | None) -> dict:
@@ -173,7 +243,8 @@ def reconstruct(cfg: DictConfig) -> list[dict]:
     module, run_config = load_module(cfg.ckpt_path, device, ReconstructionModule, cfg.trusted_classes)
     files = find_inputs(str(cfg.input))
     out = Path(cfg.output_dir)
-    reconstructor = Reconstructor(module.net, run_config["data"]["image_size"], cfg.size, cfg.pad_mode, device)
+    reconstructor = Reconstructor(module.net, run_config["data"]["image_size"], cfg.size, cfg.pad_mode, device,
+                                  cfg.get("tile_size"), cfg.get("tile_overlap", 64))
     log.info("Reconstructing %d file(s) with %s (size=%s) into %s", len(files), cfg.ckpt_path, cfg.size, out)
 
     rows = []

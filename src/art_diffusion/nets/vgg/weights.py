@@ -40,11 +40,15 @@ def _read_cache(path: pathlib.Path, num_layers: int) -> dict[str, torch.Tensor] 
 def imagenet_vgg16_state(num_layers: int = 16) -> dict[str, torch.Tensor]:
     """torchvision ``vgg16().features[:num_layers]`` ImageNet state dict, cached once per machine."""
     check_num_layers(num_layers)
-    directory = storage.cache_dir()
+    directory = storage.cache_root()
     path = directory / f"vgg16_imagenet_features{num_layers}.pt"
     state = _read_cache(path, num_layers)
     if state is not None:
         logger.info("VGG16 ImageNet weights: served from cache %s", path)
+        return state
+    if storage.optional_cache_dir(directory, "the VGG16 weight cache (the weights are resolved again)") is None:
+        state, source = _resolve(num_layers)  # no lock (it is a file there too): ranks resolve side by side
+        logger.info("VGG16 ImageNet weights: served from %s; not cached", source)
         return state
     with storage.file_lock(directory / f"{path.name}.lock"):
         # another rank may have filled the cache while we waited for the lock
