@@ -63,7 +63,7 @@ def _accepted_or_named(check, key: str, value, rule) -> None:
     assert value is None or math.isfinite(value), f"{key}={value!r}: a non-finite number got through"
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data(), value=VALUES)
 def test_every_train_key_takes_only_finite_values_in_range(train_configs, data, value):
     key = data.draw(st.sampled_from(list(TOOL_RULES["train"])), label="key")
@@ -82,7 +82,7 @@ def test_every_tool_key_takes_only_finite_values_in_range(pair, value):
     _accepted_or_named(lambda: check_values(cfg, tool), key, value, TOOL_RULES[tool][key])
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data(), value=VALUES)
 def test_a_stored_config_with_any_value_is_loaded_only_in_range(train_configs, data, value):
     stored_keys = [k for k in TOOL_RULES["train"] if k.startswith(("model.", "loss.")) and "image_size" not in k]
