@@ -16,10 +16,18 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.helpers.config import REPO
 from tests.helpers.scripts import SHORT, script_env, tiny, train_script
 from tests.slurm.conftest import CLUSTER
-from tests.slurm.test_slurm import _final_state, _release, _rows, _scontrol_job, _slurm_job_ids, _wait, launcher
+from tests.slurm.test_slurm import (
+    _final_state,
+    _release,
+    _rows,
+    _scontrol_job,
+    _slurm_job_ids,
+    _wait,
+    launcher,
+    start_paced_job,
+)
 from tests.test_ddp import PROBE, assert_one_synced_ddp_run
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]  # jobs on a cluster: never in the fast lane
@@ -133,13 +141,7 @@ def test_a_node_lost_mid_run_costs_the_steps_since_last_ckpt_only(slurm2, tmp_pa
     epochs, batches = 8, 2
     sweep, run = tmp_path / "sweep", tmp_path / "sweep" / "job"
     last = run / "checkpoints" / "last.ckpt"
-    args = [*tiny(demo_root), *TWO_NODES, f"trainer.max_epochs={epochs}", f"+trainer.limit_train_batches={batches}",
-            "+trainer.limit_val_batches=1", "callbacks.reconstructions=null", "test=false", "resume=auto",
-            "+callbacks.pace._target_=tests.helpers.pace.Pace", "+callbacks.pace.seconds=0.4",  # >= 0.8 s per epoch
-            "trusted_classes=[tests.helpers.pace.Pace]",
-            *launcher(), f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=job"]
-    proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "train.py"), "-m", *args], cwd=tmp_path,
-                            env=script_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = start_paced_job(sweep, demo_root, *TWO_NODES, epochs=epochs, batches=batches, pace=0.4)  # >= 0.8 s
     job_id = None
     try:
         job_id = _wait(lambda: (sweep / ".submitit").is_dir() and _slurm_job_ids(sweep), "the job", proc)[0]

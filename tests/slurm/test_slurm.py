@@ -126,17 +126,24 @@ def _restarts(job_id: str) -> int:
     return int(job["Restarts"]) if job["JobState"] == "RUNNING" else -1
 
 
+def start_paced_job(sweep: Path, demo_root: Path, *extra: str, epochs: int, batches: int, pace: float,
+                    cpus: int = 1) -> subprocess.Popen:
+    """A ``resume=auto`` job of ``epochs`` epochs of ``batches`` batches, each batch at least ``pace`` seconds, sent to
+    SLURM by the launcher (its run dir: ``sweep/job``), as a requeued cluster job runs."""
+    args = [*tiny(demo_root), *extra, f"trainer.max_epochs={epochs}", f"+trainer.limit_train_batches={batches}",
+            "+trainer.limit_val_batches=1", "callbacks.reconstructions=null", "test=false", "resume=auto",
+            "+callbacks.pace._target_=tests.helpers.pace.Pace", f"+callbacks.pace.seconds={pace}",
+            "trusted_classes=[tests.helpers.pace.Pace]",
+            *launcher(cpus=cpus), f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=job"]
+    return subprocess.Popen([sys.executable, str(REPO / "scripts" / "train.py"), "-m", *args], cwd=sweep.parent,
+                            env=script_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
 def test_signalled_requeued_and_preempted_job_continues_to_the_same_end(slurm, tmp_path, demo_root):
     epochs, batches = 8, 2
     sweep, log = tmp_path / "sweep", tmp_path / "sweep" / "job" / "train.log"
     last = sweep / "job" / "checkpoints" / "last.ckpt"
-    args = [*tiny(demo_root), f"trainer.max_epochs={epochs}", f"+trainer.limit_train_batches={batches}",
-            "+trainer.limit_val_batches=1", "callbacks.reconstructions=null", "test=false", "resume=auto",
-            "+callbacks.pace._target_=tests.helpers.pace.Pace", "+callbacks.pace.seconds=0.3",  # >= 0.6 s per epoch
-            "trusted_classes=[tests.helpers.pace.Pace]",
-            *launcher(cpus=2), f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=job"]
-    proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "train.py"), "-m", *args], cwd=tmp_path,
-                            env=script_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = start_paced_job(sweep, demo_root, epochs=epochs, batches=batches, pace=0.3, cpus=2)  # >= 0.6 s an epoch
     job_id = None
     try:
         job_id = _wait(lambda: (sweep / ".submitit").is_dir() and _slurm_job_ids(sweep), "the job", proc)[0]
