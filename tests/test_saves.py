@@ -68,7 +68,7 @@ def test_a_full_disk_ends_with_one_message_and_keeps_the_last_good_checkpoint(tm
     assert result.returncode == 2, result.stderr[-3000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
-    assert f"No space left on the disk of {run / 'checkpoints'} (" in errors[0] and "MiB free" in errors[0]
+    assert f"No space left on the disk of {run / 'checkpoints'} (" in errors[0] and " MB free" in errors[0]
     assert "resume=" in errors[0]
     assert not list((run / "checkpoints").glob("*.tmp"))  # no partial file
     assert _checkpoints_all_load(run) == {"best.ckpt": 0, "last.ckpt": 0}  # the last good checkpoint, intact

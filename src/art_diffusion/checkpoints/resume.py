@@ -78,7 +78,8 @@ def _plain_name(value) -> bool:
 def own_paths(stored: dict, directory: Path, cfg: DictConfig, origin: Path) -> dict:
     """The stored config with every place it writes recomputed for the run dir ``directory``; never a path as the
     file gives it. A file whose config writes elsewhere (an edited checkpoint: ``dirpath=/etc``, a logger name
-    ``../..``) is refused with one message, unless this command's own config gives that key a place in the run dir.
+    ``../..``) is refused with one message, unless this command's own config gives that key a place in the run dir
+    (a plain name).
     ``paths.root_dir`` and ``paths.data_dir`` are this command's; a demo's data root that must be generated again
     moves with ``data_dir``."""
     stored, problems = copy.deepcopy(stored), []
@@ -101,7 +102,8 @@ def own_paths(stored: dict, directory: Path, cfg: DictConfig, origin: Path) -> d
                 node[key] = moved if moved else problems.append(f"{dotted}={value!r}")
             elif key in NAME_KEYS and dotted.startswith(("callbacks.", "logger.", "trainer.")) and \
                     not _plain_name(value):
-                problems.append(f"{dotted}={value!r}")
+                own = mine(dotted)  # this command's name for it, if it has a plain one
+                node[key] = own if own is not None and _plain_name(own) else problems.append(f"{dotted}={value!r}")
 
     visit(stored, "")
     data = stored.get("data") if isinstance(stored.get("data"), dict) else {}
@@ -218,14 +220,12 @@ def newest_loadable_checkpoint(directory: Path, trusted: list[str]) -> tuple[Pat
 
 
 def tidy_run_dir(directory: Path, checkpoint: Path) -> None:
-    """Ready a resumed run dir, once this process owns it: temporary files of saves killed half-way are removed, and
-    an unreadable last.ckpt is moved aside to last.ckpt.unreadable when the run continues from another ``checkpoint``
-    (else Lightning would save the next last.ckpt as last-v1.ckpt beside it). Checked again here, under the lock:
-    a last.ckpt that became readable since the run was prepared (its previous owner saved it) stops the resume."""
+    """Ready a resumed run dir, once this process owns it (``run.train.own_run_dir`` has removed the temporary files
+    of writes killed half-way): an unreadable last.ckpt is moved aside to last.ckpt.unreadable when the run continues
+    from another ``checkpoint`` (else Lightning would save the next last.ckpt as last-v1.ckpt beside it). Checked
+    again here, under the lock: a last.ckpt that became readable since the run was prepared (its previous owner saved
+    it) stops the resume."""
     last = directory / LAST_CHECKPOINT
-    for leftover in sorted(last.parent.glob("*.ckpt.*.tmp")):
-        log.info("Removing %s, left by a save that was interrupted", leftover)
-        leftover.unlink(missing_ok=True)
     if Path(checkpoint).resolve() == last.resolve() or not last.exists():
         return
     try:

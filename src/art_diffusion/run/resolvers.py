@@ -26,10 +26,19 @@ def sqlite_url(path: str) -> str:
     return f"sqlite:///{path}"
 
 
-def resume_run_dir(resume, default: str) -> str:
+def resume_run_dir(resume, default: str, mode=None) -> str:
+    """``hydra.run.dir``: a DDP rank's job dir (``ART_DIFFUSION_RUN_DIR``, see run/cluster/ddp.py), the resumed run's
+    dir, or a new dir of its own (made now); a multirun never uses it, so nothing is made then."""
+    import os
+
     from art_diffusion import UserError
     from art_diffusion.checkpoints.resume import run_dir  # lazy: keeps config composition free of torch imports
+    from art_diffusion.run.cluster.ddp import RUN_DIR_ENV
 
+    if os.environ.get(RUN_DIR_ENV):
+        return os.environ[RUN_DIR_ENV]
+    if "MULTIRUN" in str(mode):
+        return default
     try:
         return run_dir(resume, default)
     except UserError:  # a wrong resume=: train() raises it again as one message, where the scripts catch it

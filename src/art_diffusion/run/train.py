@@ -37,7 +37,7 @@ from art_diffusion.run.hparams import log_hparams
 from art_diffusion.run.precision import resolve_trainer_precision
 from art_diffusion.run.run_dir import LAST_CHECKPOINT, METRICS_FILE, OWNER_LOCK
 from art_diffusion.run.validate import check_values
-from art_diffusion.storage import write_json
+from art_diffusion.storage import temporaries_under, write_json
 from art_diffusion.storage.locks import claim
 
 log = logging.getLogger(__name__)
@@ -121,6 +121,9 @@ def own_run_dir(cfg: DictConfig) -> Iterator[None]:
                "Wait for that run to end or stop it; two processes training into one run dir would interleave "
                "checkpoints and TensorBoard curves. To train other settings from it, start a new run with "
                f"ckpt_path={directory / 'checkpoints' / 'last.ckpt'}."):
+        for leftover in temporaries_under(directory):  # a killed earlier process's half-written files
+            log.info("Removing %s, left by a write that was interrupted", leftover)
+            leftover.unlink(missing_ok=True)
         if resume:
             tidy_run_dir(directory, Path(cfg.ckpt_path))
         yield
@@ -211,10 +214,14 @@ def divergence_hint(cfg: DictConfig) -> str:
 
 def _logger(logger_cfg: DictConfig, cfg: DictConfig):
     """A logger of the run. A resumed run's TensorBoard logger drops (``purge_step``) what the stopped process
-    logged after its checkpoint, so the resumed steps are not shown twice."""
-    target = str(logger_cfg.get("_target_", ""))
-    if cfg.get("resume") and cfg.get("ckpt_path") and target.endswith("TensorBoardLogger"):
+    logged after its checkpoint, so the resumed steps are not shown twice; a run started afresh in a dir where a
+    killed attempt logged (``resume=auto`` before any checkpoint) drops all of that."""
+    if not str(logger_cfg.get("_target_", "")).endswith("TensorBoardLogger"):
+        return instantiate(logger_cfg)
+    if cfg.get("resume") and cfg.get("ckpt_path"):
         return instantiate(logger_cfg, purge_step=_checkpoint_logger_step(cfg.ckpt_path))
+    if any(Path(str(logger_cfg.get("save_dir", cfg.paths.output_dir))).glob("events.out.tfevents.*")):
+        return instantiate(logger_cfg, purge_step=0)
     return instantiate(logger_cfg)
 
 

@@ -25,6 +25,7 @@ from art_diffusion.storage.files import (
     reserve,
     safe_name,
     stale_temporaries,
+    temporaries_under,
     unwritable,
     write_json,
 )
@@ -43,4 +44,4 @@ from art_diffusion.storage.locks import (
 __all__ = ["CACHE_ENV", "CacheUnusableError", "DiskFullError", "InUseError", "atomic_path", "atomic_write",
            "cache_dir", "cache_root", "claim", "describe", "file_lock", "holder", "in_use", "inside", "json_text",
            "megabytes", "optional_cache_dir", "record_path", "register", "registration_path", "reserve",
-           "safe_name", "stale_temporaries", "unwritable", "write_json"]
+           "safe_name", "stale_temporaries", "temporaries_under", "unwritable", "write_json"]

@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -222,6 +223,13 @@ def json_text(data, indent: int | None = 2) -> str:
 def write_json(path: str | Path, data) -> None:
     """:func:`json_text` of ``data``, written atomically to ``path``: every JSON file a run or tool writes."""
     atomic_write(path, json_text(data))
+
+
+def temporaries_under(directory: str | Path) -> list[Path]:
+    """Every temporary file :func:`atomic_path` left anywhere under ``directory`` (``<name>.<pid>.<hex>.tmp``) by a
+    killed writer: remove them only while owning the directory."""
+    pattern = re.compile(r".+\.\d+\.[0-9a-f]{8}\.tmp")
+    return sorted(p for p in Path(directory).rglob("*.tmp") if pattern.fullmatch(p.name) and p.is_file())
 
 
 def stale_temporaries(path: str | Path) -> list[Path]:
