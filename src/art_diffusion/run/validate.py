@@ -156,7 +156,8 @@ TOOL_RULES: dict[str, dict[str, tuple[Range, str]]] = {
 }
 CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
     "train": {"trainer.precision": PRECISIONS, "model.schedule.kind": SCHEDULES,
-              "data.cache": ("auto", "True", "False"), "model.prediction": PREDICTIONS,
+              "data.cache": ("auto", "True", "False"),
+              "data.feature_store": ("auto", "True", "False"), "model.prediction": PREDICTIONS,
               "callbacks.samples.sampler": SAMPLERS, "callbacks.generation_scores.sampler": SAMPLERS},
     "reconstruct": {"size": ("train", "native"), "pad_mode": ("reflect", "replicate", "constant")},
     "generate": {"sampler": SAMPLERS},
