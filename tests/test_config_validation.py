@@ -34,6 +34,9 @@ BAD_VALUES = [  # override, what the message must say
 BAD_PAIRS = [
     (("loss.mse_weight=0", "loss.perceptual_weight=0"), r"loss.mse_weight=0 and loss.perceptual_weight=0"),
     (("data.val_fraction=0.6", "data.test_fraction=0.4"), r"their sum must be < 1"),
+    (("data.feature_store=true", "data.cache=false"), r"data.feature_store=true needs the pixel cache"),
+    (("data.feature_store=true", "data.hflip=true"), r"data.feature_store=true stores the unflipped images"),
+    (("data.feature_store=maybe",), r"data.feature_store='maybe' must be one of auto, True, False"),
     (("model=ddpm", "model.ema_decay=1"), r"model.ema_decay=1 must be a number in \[0, 1\)"),
     (("model=ddpm", "callbacks.samples.steps=2000"), r"callbacks.samples.steps=2000 must be at most"),
     (("model=ddpm", "model.schedule.kind=bogus"), r"model.schedule.kind='bogus' must be one of linear, cosine"),
