@@ -1,9 +1,10 @@
-"""Where one training step's time goes, default against a baseline, side by side in one run. Prints a table.
+"""Where one training step's time goes, two configurations side by side in one run. Prints a table.
 
     python benchmarks/step_profile.py --root ../shared/data/art-dev --steps 8 --warmup 2 --repeats 2
 
-Each configuration runs in its own subprocess on the project's components composed from conf/ (the default, and the
-"before" configuration: ``--before`` overrides, by default the target-feature store off), 128 px, batch 32, in the
+Each configuration runs in its own subprocess on the project's components composed from conf/ (``--before``
+overrides, by default none: the default, and ``--after`` overrides, by default the target-feature store on), 128 px,
+batch 32, in the
 precision ``trainer.precision=auto`` resolves to. A hand-written step times each phase with the clock read
 between them (a CPU runs them in order; on a GPU the script synchronises first):
 
@@ -16,8 +17,8 @@ between them (a CPU runs them in order; on a GPU the script synchronises first):
 * Lightning + logging: the same number of steps through a real ``Trainer.fit`` (``self.log`` of the loss parts,
   the loop, the hooks) timed per step, minus the sum of the phases above.
 
-``--repeats 2`` runs before/default/before/default and reports each phase's median over the steps of both passes.
-On a shared machine the separate runs see different loads; so where the default has the target-feature store, its
+``--repeats 2`` runs before/after/before/after and reports each phase's median over the steps of both passes.
+On a shared machine the separate runs see different loads; so where "after" has the target-feature store, its
 hand-written loop also alternates steps that use the stored targets with steps that compute them, in one process:
 the second table ("steps alternating in one process") is that tighter A/B.
 """
@@ -158,9 +159,9 @@ def report(args, runs: dict[str, list[dict]]) -> str:
     lines.append("| **step (real Trainer)** | " + " | ".join(f"**{1000 * step[n]:.0f}** | 100 %" for n in names) + " |")
     lines.append("| images/s | " + " | ".join(f"{args.batch_size / step[n]:.2f} | {step[names[0]] / step[n]:.2f}x"
                                                 for n in names) + " |")
-    alternating = [r for r in runs.get("default", []) if "computed_phases_s" in r]
+    alternating = [r for r in runs.get("after", []) if "computed_phases_s" in r]
     if alternating:
-        lines += ["", "The default's hand-written loop, steps alternating in one process (ms):", "",
+        lines += ["", "The hand-written loop of \"after\", steps alternating in one process (ms):", "",
                   "| phase | stored targets | computed targets |", "| --- | --- | --- |"]
         sums = {"phases_s": 0.0, "computed_phases_s": 0.0}
         for phase in PHASES:
@@ -186,8 +187,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--before", nargs="*", default=["data.feature_store=false"],
-                   help="overrides of the baseline configuration")
+    p.add_argument("--before", nargs="*", default=[], help="overrides of the baseline configuration")
+    p.add_argument("--after", nargs="*", default=["data.feature_store=auto"], help="overrides of the other one")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--train-root", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--override", action="append", default=[], help=argparse.SUPPRESS)
@@ -202,7 +203,7 @@ def main() -> None:
         args.train_root, _ = compare.split_folder(args.root, 0, args.seed, Path(tmp))
         args.cache_dir = Path(tmp) / "cache"
         for _ in range(args.repeats):
-            for name, overrides in (("before", args.before), ("default", [])):
+            for name, overrides in (("before", args.before), ("after", args.after)):
                 runs.setdefault(name, []).append(spawn(args, name, overrides))
     print(report(args, runs))
 

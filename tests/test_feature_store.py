@@ -29,7 +29,8 @@ def _image_folder(root, per_class=5):
 
 
 def _dm(root, tmp_path, **kwargs) -> ArtDataModule:
-    defaults = {"image_size": 32, "batch_size": 4, "num_workers": 0, "cache": True, "val_fraction": 0.2,
+    defaults = {"image_size": 32, "batch_size": 4, "num_workers": 0, "cache": True, "feature_store": "auto",
+                "val_fraction": 0.2,
                 "test_fraction": 0, "cache_dir": str(tmp_path / "cache"), "report_dir": str(tmp_path / "run")}
     dm = ArtDataModule(str(root), **{**defaults, **kwargs})
     dm.setup()

@@ -65,7 +65,7 @@ class ArtDataModule(L.LightningDataModule):
         min_size: int = 32,
         max_bad_fraction: float = 0.5,
         hflip: bool = False,
-        feature_store: bool | str = "auto",
+        feature_store: bool | str = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
