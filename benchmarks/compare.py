@@ -153,7 +153,9 @@ def compose(args, extra: list[str]):
     overrides = [
         f"data.root={args.train_root}", f"data.image_size={args.image_size}", f"data.batch_size={args.batch_size}",
         f"data.num_workers={args.workers}", "data.val_fraction=0", "data.test_fraction=0", f"seed={args.seed}",
-        "paths.root_dir=.", "paths.output_dir=.", "data.report_dir=null", *extra,
+        "paths.root_dir=.", "paths.output_dir=.", "data.report_dir=null",
+        # caches of this invocation's temporary split folder: in its temporary directory, removed with it
+        *([f"data.cache_dir={args.cache_dir}"] if getattr(args, "cache_dir", None) else []), *extra,
     ]
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         return hydra_compose("train", overrides=overrides)
@@ -371,6 +373,7 @@ def main() -> None:
     p.add_argument("--grid", help=argparse.SUPPRESS)
     p.add_argument("--budget-s", type=float, help=argparse.SUPPRESS)
     p.add_argument("--base-override", help=argparse.SUPPRESS)
+    p.add_argument("--cache-dir", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--write", type=Path, nargs="?", const=REPO / "BENCHMARKS.md", help="update this markdown file")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--train-root", type=Path, help=argparse.SUPPRESS)

@@ -4,6 +4,8 @@
     python benchmarks/equal_budget.py --root ../shared/data/art-dev --budget-s 600 --pipelines article default fastest
     # bf16 autocast against fp32 at an equal number of steps
     python benchmarks/equal_budget.py --root ../shared/data/art-dev --steps 60 --pipelines fp32 default
+    # the target-feature store against computing every target (the default), at an equal number of steps
+    python benchmarks/equal_budget.py --root ../shared/data/art-dev --steps 40 --pipelines default store
 
 ``--eval-count`` images of ``--root`` (a seeded split) are held out; every pipeline trains on the rest at 128 px,
 batch 32, 2 data workers, in its own subprocess, one after the other (each has the machine's cores to itself). The
@@ -27,6 +29,7 @@ PIPELINES = {
     "article": ("article loop (plain PyTorch, fp32)", None),
     "default": ("project default (`python scripts/train.py`)", []),
     "fp32": ("project default in fp32 (`trainer.precision=32-true`)", ["trainer.precision=32-true"]),
+    "store": ("project default + target-feature store (`data.feature_store=auto`)", ["data.feature_store=auto"]),
     "fastest": ("project fastest (default + `model.compile=true`)", ["model.compile=true"]),
 }
 
@@ -37,6 +40,7 @@ def spawn(args, name: str) -> dict:
            "--train-root", str(args.train_root), "--eval-root", str(args.eval_root), "--steps", str(args.steps),
            "--image-size", str(args.image_size), "--batch-size", str(args.batch_size), "--workers", str(args.workers),
            "--seed", str(args.seed), "--device", args.device, "--lpips", "--base-override=none",
+           "--cache-dir", str(args.cache_dir),
            *(f"--project-override={o}" for o in overrides or [])]
     if args.budget_s:
         cmd += ["--budget-s", str(args.budget_s)]
@@ -90,6 +94,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         args.train_root, args.eval_root = compare.split_folder(args.root, args.eval_count, args.seed, Path(tmp))
         args.train_count = sum(1 for _ in args.train_root.glob("*/*"))
+        args.cache_dir = Path(tmp) / "cache"  # this invocation's pixel cache and feature store, removed with it
         results = {name: spawn(args, name) for name in args.pipelines}
     print(report(args, results))
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -34,12 +35,13 @@ OLD_DEFAULT = ["trainer.precision=32-true", "model.channels_last=false", "data.c
 #: (name, what it is, overrides on top of the project's config, worker-side patches)
 CONFIGS: list[tuple[str, str, list[str], list[str]]] = [
     ("article", "article loop: plain PyTorch, fp32, NCHW, ImageFolder decoding", [], []),
-    ("old-default", "project, previous defaults: fp32, NCHW, decoding", OLD_DEFAULT, []),
+    ("old-default", "project, first defaults: fp32, NCHW, decoding", OLD_DEFAULT, []),
     ("bf16", "+ bf16 autocast", ["trainer.precision=bf16-mixed", "model.channels_last=false", "data.cache=false"], []),
     ("bf16-cl-net", "+ channels_last network (VGG in NCHW)",
      ["trainer.precision=bf16-mixed", "data.cache=false"], ["vgg-nchw"]),
     ("bf16-cl", "+ channels_last VGG", ["trainer.precision=bf16-mixed", "data.cache=false"], []),
-    ("default", "+ pixel cache = **the new default** (auto precision, channels_last, cache auto)", [], []),
+    ("cache", "+ pixel cache = **the default** (auto precision, channels_last, cache auto)", [], []),
+    ("store", "default + target-feature store (data.feature_store=auto)", ["data.feature_store=auto"], []),
     ("workers-0", "default, 0 data workers", ["data.num_workers=0"], []),
     ("workers-1", "default, 1 data worker", ["data.num_workers=1"], []),
     ("one-pass", "default + one VGG pass over output and target", [], ["vgg-one-pass"]),
@@ -55,7 +57,7 @@ def vgg_patches(patches: list[str]) -> list:
     from art_diffusion.losses.perceptual import PerceptualLoss
 
     if "vgg-one-pass" in patches:
-        def one_pass(self, output, target):
+        def one_pass(self, output, target, target_features=None):
             if self.vgg is None:
                 self.build(output.device)
             out_features, target_features = self.vgg(torch.cat([output, target.detach()])).chunk(2)
@@ -82,10 +84,11 @@ def spawn(args, name: str, overrides: list[str], patches: list[str]) -> dict:
     cmd = [sys.executable, __file__, "--worker", "article" if name == "article" else "project",
            "--train-root", str(args.train_root), "--steps", str(args.steps), "--image-size", str(args.image_size),
            "--batch-size", str(args.batch_size), "--workers", str(args.workers), "--seed", str(args.seed),
-           "--device", args.device, *(f"--project-override={o}" for o in overrides),
+           "--device", args.device, "--cache-dir", str(args.cache_dir), *(f"--project-override={o}" for o in overrides),
            *(f"--patch={p}" for p in patches)]
-    result = compare.run_worker(cmd, name)
-    print(f"[levers] {name}: {result['wall_s']:.0f} s", file=sys.stderr, flush=True)
+    load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.split("load average:")[-1].strip()
+    result = compare.run_worker(cmd, name) | {"load": load}  # the machine's load when the run started
+    print(f"[levers] {name}: {result['wall_s']:.0f} s, load {load}", file=sys.stderr, flush=True)
     return result
 
 
@@ -97,15 +100,16 @@ def report(args, runs: dict[str, list[dict]]) -> str:
              f"{args.image_size} px, batch {args.batch_size}, {args.workers} data workers unless stated; "
              f"images/s: median over windows of {args.window} steps after {args.warmup} warm-up steps, "
              f"{args.repeats} interleaved pass(es) of {args.steps} steps per configuration.", "",
-             "| configuration | precision | images/s | vs article | vs previous default | start-up + first step (s) |",
-             "| --- | --- | --- | --- | --- | --- |"]
+             "| configuration | precision | images/s | vs article | vs default | start-up + first step (s) "
+             "| load averages |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, label, _, _ in CONFIGS:
         if name not in runs:
             continue
         first = statistics.median(r["startup_s"] + r["stamps"][1] - r["stamps"][0] for r in runs[name])
         precision = runs[name][0].get("precision", "32-true (article)")
+        load = "; ".join(r["load"] for r in runs[name])
         lines.append(f"| {label} | {precision} | {speed[name]:.2f} | {speed[name] / speed['article']:.2f}x | "
-                     f"{speed[name] / speed['old-default']:.2f}x | {first:.1f} |")
+                     f"{speed[name] / speed['cache']:.2f}x | {first:.1f} | {load} |")
     return "\n".join(lines)
 
 
@@ -120,21 +124,23 @@ def main() -> None:
     p.add_argument("--window", type=int, default=4)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--only", nargs="*", help="a subset of the configurations (article and old-default always run)")
+    p.add_argument("--only", nargs="*", help="a subset of the configurations (article and cache always run)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--train-root", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--project-override", action="append", default=[], help=argparse.SUPPRESS)
     p.add_argument("--patch", action="append", default=[], help=argparse.SUPPRESS)
+    p.add_argument("--cache-dir", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
     args.eval_root = None
     if args.worker:
         return worker(args)
     args.argv = sys.argv[1:]
-    wanted = [c for c in CONFIGS if not args.only or c[0] in {"article", "old-default", *args.only}]
+    wanted = [c for c in CONFIGS if not args.only or c[0] in {"article", "cache", *args.only}]
     runs: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         args.train_root, _ = compare.split_folder(args.root, 0, args.seed, Path(tmp))
+        args.cache_dir = Path(tmp) / "cache"  # this invocation's pixel cache and feature store, removed with it
         for _ in range(args.repeats):
             for name, _, overrides, patches in wanted:
                 runs.setdefault(name, []).append(spawn(args, name, overrides, patches))

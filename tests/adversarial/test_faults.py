@@ -118,10 +118,10 @@ def test_a_pixel_cache_too_large_for_the_disk_is_refused_with_real_numbers(tmp_p
 _FILL_DURING_BUILD = """
 import sys
 from pathlib import Path
-from art_diffusion.data import pixel_cache
+from art_diffusion.data import pixel_cache, row_store
 from art_diffusion.data.listing import list_image_folder
 # the disk fills up after the start-up check (another process writes there): the check is skipped here
-pixel_cache._check_disk = lambda *args: None
+row_store.check_disk = lambda *args: None
 files = list_image_folder(sys.argv[1]).files
 path = pixel_cache.store_path(Path(sys.argv[2]), [sys.argv[1]], files, 64, 50_000_000, 32)
 pixel_cache.open_or_build(path, files, 64, 50_000_000, 32, workers=0)

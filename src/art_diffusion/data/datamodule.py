@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from art_diffusion import DataError
-from art_diffusion.data import header_check, pixel_cache
+from art_diffusion.data import feature_store, header_check, pixel_cache, row_store
 from art_diffusion.data.dataset import CachedImages, DecodedImages, collate
 from art_diffusion.data.epoch_sampler import EpochShuffleSampler
 from art_diffusion.data.folders import describe_oddities, list_checked_folder, map_classes
@@ -65,6 +65,7 @@ class ArtDataModule(L.LightningDataModule):
         min_size: int = 32,
         max_bad_fraction: float = 0.5,
         hflip: bool = False,
+        feature_store: bool | str = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -73,6 +74,7 @@ class ArtDataModule(L.LightningDataModule):
         self.report = BadFileReport(report_dir)
         self.store: pixel_cache.PixelStore | None = None  # with the cache on, after setup
         self.use_cache = False  # the cache setting resolved in setup (auto: on when the store fits on the disk)
+        self.feature_path: Path | None = None  # the target-feature store the train split serves, once attached
         # files decoded by the loaders, per stage and epoch: all zeros with the pixel cache
         self.decoded: dict[str, dict[int, int]] = {}
         # Draws the train loader's worker base seed, so the global RNG is not consumed at a point that differs
@@ -186,6 +188,46 @@ class ArtDataModule(L.LightningDataModule):
                     f" change the fractions (data.val_fraction, data.test_fraction)."
                 )
 
+    def attach_target_features(self, spec: feature_store.FeatureSpec) -> bool:
+        """Serve each training image's target features from the store (built now if needed), after ``setup``.
+
+        Called by a LightningModule whose loss compares its output with the VGG features of the input image
+        (``data.feature_store``). Returns whether the store is on; every reason it is off is logged.
+        """
+        hp, train = self.hparams, self.datasets.get("train")
+        setting = hp.feature_store
+        if setting is False or setting == "False" or train is None:
+            return False
+        why_off = None
+        if not self.use_cache:
+            why_off = "the pixel cache is off (data.cache); the store is computed from it"
+        elif hp.hflip:
+            why_off = ("data.hflip=true flips training images at random and the store holds one orientation; "
+                       "targets are computed every step")
+        elif setting == "auto" and not spec.exact:
+            why_off = (f"training is not in bf16 ({spec.identity.get('precision')}): stored bf16 targets would "
+                       "differ from the step's; data.feature_store=true stores them anyway")
+        shape = None
+        if why_off is None:
+            shape = feature_store.shape(spec.extract, hp.image_size)
+            rows = int(self.store.open().shape[0])
+            fits, verdict = row_store.fits(self._cache_dir() / "features", feature_store.store_bytes(rows, shape),
+                                           f"the VGG features of {rows} images")
+            if setting == "auto" and not fits:
+                why_off = f"too large ({verdict})"
+        if why_off is not None:
+            if self._is_global_zero:
+                log.info("Target-feature store (data.feature_store=%s): off, %s", setting, why_off)
+            return False
+        path = feature_store.store_path(self._cache_dir(), self.store.path, spec)
+        built_s = feature_store.open_or_build(path, self.store.path, spec, shape, log.info)
+        how = f"built in {built_s:.1f} s" if built_s is not None else "reused"
+        if self._is_global_zero:
+            log.info("Target-feature store (data.feature_store=%s): on, %s: %s (%s)", setting, how, path, verdict)
+        self.datasets["train"] = CachedImages(self.store.path, train.rows, train.labels, features=path)
+        self.feature_path = path
+        return True
+
     def skipped_stages(self) -> set[str]:
         hp = self.hparams
         return skipped_stages(hp.val_root, hp.val_fraction, hp.test_fraction)
@@ -233,9 +275,9 @@ class ArtDataModule(L.LightningDataModule):
         return self._loader("test", shuffle=False)
 
     def on_before_batch_transfer(self, batch, dataloader_idx: int):
-        images, labels, events = batch
+        images, labels, events, *features = batch  # features: the train split's, with the target-feature store
         self.record(events)
-        return images, labels
+        return images, labels, *features
 
     def record(self, events: dict) -> None:
         """Take in a batch's events: count decodes, report files a worker found bad (each once)."""

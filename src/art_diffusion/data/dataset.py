@@ -2,9 +2,11 @@
 
 A sample is ``(pixels, label, events)``: pixels a uint8 CHW tensor, events what producing it cost, as a dict
 ``{"decoded": files decoded, "skipped": [(path, reason, detail), ...]}``. :func:`collate` turns samples into the
-batch ``(images, labels, events)`` with images float in [0, 1]. Events travel inside the batch because that is
-the one channel from a DataLoader worker process back to the trainer; ArtDataModule takes them out again in
-``on_before_batch_transfer``, so the LightningModule sees ``(images, labels)``.
+batch ``(images, labels, events)`` with images float in [0, 1]; with the target-feature store a training sample
+has a fourth item, its stored features, and the batch is ``(images, labels, events, features)``. Events travel
+inside the batch because that is the one channel from a DataLoader worker process back to the trainer;
+ArtDataModule takes them out again in ``on_before_batch_transfer``, so the LightningModule sees
+``(images, labels[, features])``.
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ from art_diffusion.data.listing import SourceFile
 Events = dict
 
 
-def collate(samples: list[tuple[torch.Tensor, int, Events]]) -> tuple[torch.Tensor, torch.Tensor, Events]:
-    pixels, labels, events = zip(*samples)
+def collate(samples: list[tuple]) -> tuple:
+    pixels, labels, events, *features = zip(*samples)
     images = torch.stack(pixels).float().div_(255)  # one conversion per batch instead of one per image
     merged = {"decoded": sum(e["decoded"] for e in events), "skipped": [s for e in events for s in e["skipped"]]}
-    return images, torch.tensor(labels), merged
+    # stored features are (h, w, C) rows: stacked as they are, then viewed as (N, C, h, w) channels-last, no copy
+    return images, torch.tensor(labels), merged, *(torch.stack(f).movedim(-1, 1) for f in features)
 
 
 def _maybe_flip(pixels: torch.Tensor, hflip: bool) -> torch.Tensor:
@@ -71,16 +74,23 @@ class DecodedImages(Dataset):
 
 
 class CachedImages(Dataset):
-    """Rows of the pixel cache (see pixel_cache.py): a memory-mapped read, no decoding, no source file opened."""
+    """Rows of the pixel cache (see pixel_cache.py): a memory-mapped read, no decoding, no source file opened; with
+    ``features`` (a target-feature store, see feature_store.py, never with ``hflip``) each sample also carries the
+    same row of that store as a bf16 (h, w, C) tensor."""
 
-    def __init__(self, store: str | Path, rows: list[int], labels: list[int], hflip: bool = False) -> None:
+    def __init__(self, store: str | Path, rows: list[int], labels: list[int], hflip: bool = False,
+                 features: str | Path | None = None) -> None:
         if not rows:
             raise ValueError("CachedImages needs at least one row")
+        if hflip and features is not None:
+            raise ValueError("CachedImages: stored features are of the unflipped images; hflip needs features=None")
         self.store, self.rows, self.labels, self.hflip = str(store), rows, labels, hflip
+        self.features = None if features is None else str(features)
         self._pixels: np.ndarray | None = None  # opened lazily in each worker process
+        self._features: np.ndarray | None = None
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_pixels": None}  # pickling a memory map would copy the whole array
+        return {**self.__dict__, "_pixels": None, "_features": None}  # pickling a memory map would copy the array
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -89,4 +99,9 @@ class CachedImages(Dataset):
         if self._pixels is None:
             self._pixels = np.load(self.store, mmap_mode="r")
         pixels = torch.from_numpy(np.array(self._pixels[self.rows[index]]))  # a copy out of the map, CHW
-        return _maybe_flip(pixels, self.hflip), self.labels[index], {"decoded": 0, "skipped": []}
+        sample = (_maybe_flip(pixels, self.hflip), self.labels[index], {"decoded": 0, "skipped": []})
+        if self.features is None:
+            return sample
+        if self._features is None:
+            self._features = np.load(self.features, mmap_mode="r")
+        return *sample, torch.from_numpy(np.array(self._features[self.rows[index]])).view(torch.bfloat16)

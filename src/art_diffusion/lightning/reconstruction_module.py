@@ -33,6 +33,28 @@ class ReconstructionModule(NetworkModule):
             }
         )
 
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if stage == "fit" and self.loss.perceptual is not None and hasattr(datamodule, "attach_target_features"):
+            datamodule.attach_target_features(self._target_feature_spec())
+
+    def _target_feature_spec(self):
+        """How this module computes a training target's VGG features: the loss's own code, in the step's precision
+        (the target-feature store, ``data.feature_store``, keeps them)."""
+        from art_diffusion.data.feature_store import FeatureSpec
+
+        precision, device = str(self.trainer.precision), self.trainer.strategy.root_device
+        perceptual, context = self.loss.perceptual, self.trainer.precision_plugin.forward_context
+
+        def extract(images: Tensor) -> Tensor:
+            self.loss.to(device)  # before the strategy moves the module there: the build runs where training will
+            with context():
+                return perceptual.target_features(self.loss.normalize(images.to(device)))
+
+        return FeatureSpec(extract, {**perceptual.identity(), "precision": precision},
+                           exact=precision.startswith("bf16"))
+
     def forward(self, x: Tensor) -> Tensor:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -41,7 +63,8 @@ class ReconstructionModule(NetworkModule):
     def _shared_step(self, batch, stage: str) -> tuple[Tensor, Tensor, Tensor]:
         images = batch[0]
         reconstructions = self(images)
-        parts = self.loss(reconstructions, images)
+        # the training split's stored target features, with data.feature_store on (never in val/test)
+        parts = self.loss(reconstructions, images, batch[2] if len(batch) > 2 else None)
         on_step = stage == "train"
         for name, value in parts.items():
             self.log(f"{stage}/{name}", value, on_step=on_step, on_epoch=True, prog_bar=name == "loss",

@@ -20,7 +20,12 @@ class HybridLoss(WeightedLoss):
                  vgg_layers: int = 16) -> None:
         super().__init__(mse_weight, perceptual_weight, vgg_weights, vgg_layers)
 
-    def forward(self, output: Tensor, target: Tensor) -> dict[str, Tensor]:
-        """Returns ``{"loss", "mse"[, "perceptual"]}``: the weighted total and each unweighted part."""
+    def forward(self, output: Tensor, target: Tensor, target_features: Tensor | None = None) -> dict[str, Tensor]:
+        """Returns ``{"loss", "mse"[, "perceptual"]}``: the weighted total and each unweighted part.
+
+        ``target_features``: ``perceptual.target_features(normalize(target))`` when already known (the training
+        split's target-feature store); the VGG then runs on the output only.
+        """
         out_n, target_n = self.normalize(output), self.normalize(target)
-        return self.combine(F.mse_loss(out_n.float(), target_n.float()), out_n, target_n)  # reduced in fp32
+        mse = F.mse_loss(out_n.float(), target_n.float())  # reduced in fp32
+        return self.combine(mse, out_n, target_n, target_features)

@@ -3,6 +3,8 @@ images) and the weighted sum ``mse_weight * an MSE + perceptual_weight * that te
 
 from __future__ import annotations
 
+import hashlib
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -34,16 +36,38 @@ class PerceptualLoss(nn.Module):
         if device is not None:
             self.vgg.to(device)
 
-    def _features(self, output: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    def target_features(self, target: Tensor) -> Tensor:
+        """The frozen VGG's features of a normalised target, without autograd: what the loss compares against, and
+        what the target-feature store (art_diffusion.data.feature_store) keeps per training image."""
+        if self.vgg is None:
+            self.build(target.device)
+        with torch.no_grad():
+            return self.vgg(target)
+
+    def identity(self) -> dict:
+        """What :meth:`target_features` depends on besides its input: the layer and a digest of the weights."""
+        if self.vgg is None:
+            self.build()
+        digest = hashlib.sha256()
+        for name, buffer in sorted(self.vgg.named_buffers()):
+            digest.update(name.encode() + buffer.detach().float().cpu().contiguous().numpy().tobytes())
+        return {"vgg_layers": self.num_layers, "weights": digest.hexdigest()[:20]}
+
+    def _features(self, output: Tensor, target: Tensor, target_features: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if self.vgg is None:
             self.build(output.device)
-        with torch.no_grad():
-            target_features = self.vgg(target)
-        return self.vgg(output), target_features
+        if target_features is None:
+            target_features = self.target_features(target)
+        out_features = self.vgg(output)
+        if target_features.shape != out_features.shape:
+            raise ValueError(f"Precomputed target features have shape {tuple(target_features.shape)}, the output's "
+                             f"features {tuple(out_features.shape)}: they come from another image size or layer.")
+        return out_features, target_features
 
-    def forward(self, output: Tensor, target: Tensor) -> Tensor:
+    def forward(self, output: Tensor, target: Tensor, target_features: Tensor | None = None) -> Tensor:
+        """``target_features``: the target's features when already known (the store), else computed here."""
         # reduced in fp32 under bf16 autocast too (features may be bf16; the sum of a million squares is not)
-        return F.mse_loss(*(f.float() for f in self._features(output, target)))
+        return F.mse_loss(*(f.float() for f in self._features(output, target, target_features)))
 
     def per_image(self, output: Tensor, target: Tensor) -> Tensor:
         """The same distance for each image of the batch, shape ``(N,)`` (evaluation averages over images)."""
@@ -65,11 +89,13 @@ class WeightedLoss(nn.Module):
         self.normalize = ImageNetNormalize()
         self.perceptual = PerceptualLoss(vgg_weights, vgg_layers) if perceptual_weight > 0 else None
 
-    def combine(self, mse: Tensor, output_n: Tensor | None, target_n: Tensor | None) -> dict[str, Tensor]:
-        """``{"loss", "mse"[, "perceptual"]}``: the weighted total and each unweighted part; images normalised."""
+    def combine(self, mse: Tensor, output_n: Tensor | None, target_n: Tensor | None,
+                target_features: Tensor | None = None) -> dict[str, Tensor]:
+        """``{"loss", "mse"[, "perceptual"]}``: the weighted total and each unweighted part; images normalised;
+        ``target_features``: the VGG features of ``target_n`` when already known."""
         parts = {"mse": mse}
         total = self.mse_weight * mse
         if self.perceptual is not None:
-            parts["perceptual"] = self.perceptual(output_n, target_n)
+            parts["perceptual"] = self.perceptual(output_n, target_n, target_features)
             total = total + self.perceptual_weight * parts["perceptual"]
         return {"loss": total, **parts}

@@ -174,7 +174,8 @@ TOOL_RULES: dict[str, dict[str, tuple[Range, str]]] = {
 }
 CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
     "train": {"trainer.precision": PRECISIONS, "model.schedule.kind": SCHEDULES,
-              "data.cache": ("auto", "True", "False"), "model.prediction": PREDICTIONS,
+              "data.cache": ("auto", "True", "False"),
+              "data.feature_store": ("auto", "True", "False"), "model.prediction": PREDICTIONS,
               "callbacks.samples.sampler": SAMPLERS, "callbacks.generation_scores.sampler": SAMPLERS},
     "reconstruct": {"size": ("train", "native"), "pad_mode": ("reflect", "replicate", "constant")},
     "generate": {"sampler": SAMPLERS},
@@ -283,6 +284,13 @@ def _data_relations(cfg: DictConfig) -> list[str]:
     if val is not _ABSENT and test is not _ABSENT and val + test >= 1:
         problems.append(f"data.val_fraction={val} + data.test_fraction={test} = {val + test:g} leaves nothing to "
                         "train on: their sum must be < 1 (e.g. 0.1 and 0.1)")
+    if _select(cfg, "data.feature_store") is True:  # auto turns itself off (logged) where the store cannot be used
+        if _select(cfg, "data.cache") is False:
+            problems.append("data.feature_store=true needs the pixel cache it is computed from, but data.cache=false: "
+                            "set data.cache=auto (or true), or data.feature_store=auto")
+        if _select(cfg, "data.hflip") is True:
+            problems.append("data.feature_store=true stores the unflipped images' features, but data.hflip=true "
+                            "flips them at random: set data.feature_store=auto (off with flips) or data.hflip=false")
     return problems
 
 

@@ -1,0 +1,81 @@
+"""The README's first run, timed as a user runs it: `python scripts/train.py experiment=demo`, fresh data and caches.
+
+    python benchmarks/demo_time.py --repeats 1
+    python benchmarks/demo_time.py --candidate "data.image_size=48 trainer.max_epochs=16 scheduler.step_size=12"
+
+Each run is the whole command in a subprocess (data generation, cache builds, training with validation and grids,
+the test of best.ckpt) with an empty data directory and an empty ``ART_DIFFUSION_CACHE`` (the VGG16 weights file of
+this machine's cache is copied in, as a machine that ran anything before has it; resolving it from the network is
+not timed). ``--candidate`` adds a second configuration, run interleaved with the demo (A B A B ...). Prints wall
+time, val/psnr and test/psnr, and the load average when each run started (a shared machine makes wall times noisy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+import compare  # noqa: E402  (benchmarks/ is not a package)
+
+
+def run(name: str, overrides: list[str], tmp: Path) -> dict:
+    root = tmp / name
+    shutil.rmtree(root, ignore_errors=True)
+    (root / "cache").mkdir(parents=True)
+    from art_diffusion.storage import cache_dir
+
+    weights = cache_dir() / "vgg16_imagenet_features16.pt"
+    if weights.exists():
+        shutil.copy(weights, root / "cache" / weights.name)
+    env = {**os.environ, "ART_DIFFUSION_CACHE": str(root / "cache")}
+    load = os.getloadavg()
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "train.py"), "experiment=demo",
+                           f"paths.data_dir={root / 'data'}", f"hydra.run.dir={root / 'run'}", *overrides],
+                          cwd=REPO, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode:
+        raise RuntimeError(f"{name} failed:\n{proc.stderr[-3000:]}")
+    metrics = json.loads((root / "run" / "metrics.json").read_text())
+    result = {"wall_s": wall, "val_psnr": metrics["val/psnr"], "test_psnr": metrics.get("test/psnr", float("nan")),
+              "load": ", ".join(f"{x:.2f}" for x in load)}
+    print(f"[demo_time] {name}: {wall:.1f} s, val/psnr {result['val_psnr']:.2f}, load {result['load']}",
+          file=sys.stderr, flush=True)
+    return result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--candidate", help="overrides of a second configuration, space-separated")
+    p.add_argument("--repeats", type=int, default=1)
+    args = p.parse_args()
+    configs = {"demo": []}
+    if args.candidate:
+        configs[f"demo {args.candidate}"] = args.candidate.split()
+    runs: dict[str, list[dict]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(args.repeats):
+            for i, (name, overrides) in enumerate(configs.items()):
+                runs.setdefault(name, []).append(run(f"config{i}", overrides, Path(tmp)))
+    lines = [f"Command: `python benchmarks/demo_time.py {' '.join(sys.argv[1:])}`", "",
+             f"Machine: {compare.machine()}.", "",
+             "| configuration | wall (s) | val/psnr (dB) | test/psnr (dB) | load average at start |",
+             "| --- | --- | --- | --- | --- |"]
+    for name, results in runs.items():
+        for r in results:
+            lines.append(f"| `{name}` | {r['wall_s']:.1f} | {r['val_psnr']:.2f} | {r['test_psnr']:.2f} | {r['load']} |")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

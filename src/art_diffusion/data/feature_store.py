@@ -1,0 +1,77 @@
+"""``data.feature_store``: the perceptual loss's VGG features of every cached image, computed once and read back.
+
+Without augmentation (``data.hflip=false``, the article's setting) a training image's target features are the same
+every epoch, yet the loss computed them every step: a VGG16 forward pass per image, ~30 % of a step's arithmetic.
+The store holds them in bf16 as ``<cache_dir>/features/<slot>-<content>.npy`` (N x h x w x C, the bf16 bits as
+int16; row i = row i of the pixel cache it was computed from, so bad rows are never served). ``content`` hashes the
+pixel store's name (itself a hash of every path, size and mtime and the image size) with the extractor's identity
+(a hash of the VGG weights, the layer, the precision); ``slot`` the pixel store's slot with the layer and precision.
+Locking, atomic writes, the check on opening and the removal of stale stores are art_diffusion.data.row_store's.
+
+The features are computed by the LightningModule's own loss (:class:`FeatureSpec`), the same code and precision as
+the training step, so a stored target equals the one the step would compute. Validation and test never use it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from art_diffusion.data import row_store
+
+_VERSION = 1  # bump when the layout or the way features are computed changes
+_BATCH = 32  # images per VGG pass while building
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """What a LightningModule offers the data module: how it computes a target's features, and what they depend on."""
+
+    extract: Callable[[torch.Tensor], torch.Tensor]  # [0, 1] images (N, 3, H, W) -> features (N, C, h, w)
+    identity: dict  # everything the features depend on besides the pixels (weights digest, layer, precision)
+    exact: bool  # True when the step computes its targets in bf16, so stored bf16 targets are the same numbers
+
+
+def shape(extract: Callable[[torch.Tensor], torch.Tensor], image_size: int) -> tuple[int, int, int]:
+    """``(h, w, C)`` of one image's features, from one pass over a black image."""
+    c, h, w = extract(torch.zeros(1, 3, image_size, image_size)).shape[1:]
+    return h, w, c
+
+
+def store_path(cache_dir: Path, pixel_store: Path, spec: FeatureSpec) -> Path:
+    same = {k: v for k, v in spec.identity.items() if k != "weights"}  # a change of weights replaces the store
+    slot = row_store.digest([pixel_store.stem.split("-")[0], same])
+    content = row_store.digest([_VERSION, pixel_store.name, spec.identity])
+    return cache_dir / "features" / f"{slot}-{content}.npy"
+
+
+def store_bytes(num_rows: int, feature_shape: tuple[int, int, int]) -> int:
+    return num_rows * int(np.prod(feature_shape)) * 2
+
+
+def open_or_build(path: Path, pixel_store: Path, spec: FeatureSpec, feature_shape: tuple[int, int, int],
+                  log: Callable[[str], None]) -> float | None:
+    """The store at ``path`` made complete (built from the pixel store if needed); seconds spent building or None."""
+    pixels = np.load(pixel_store, mmap_mode="r")
+
+    def fill(write: row_store.Writer) -> dict:
+        start = time.perf_counter()
+        for first in range(0, len(pixels), _BATCH):
+            batch = torch.from_numpy(np.array(pixels[first:first + _BATCH])).float().div_(255)
+            features = spec.extract(batch).to(torch.bfloat16).permute(0, 2, 3, 1).contiguous()
+            write(features.view(torch.int16).cpu().numpy())
+            if first == 0 or (first // _BATCH) % 10 == 9:
+                log(f"Building the target-feature store {path}: {first + len(batch)}/{len(pixels)} images, "
+                    f"{time.perf_counter() - start:.1f} s")
+        return {"pixel_store": pixel_store.name, "identity": spec.identity, "shape": list(feature_shape)}
+
+    _, built_s = row_store.open_or_build(
+        path, (len(pixels), *feature_shape), np.int16, fill, "target-feature store",
+        "Point data.cache_dir at a larger disk or train with data.feature_store=false.")
+    return built_s
+
