@@ -184,10 +184,12 @@ def run_project(args, extra: list[str], callbacks=()) -> dict:
     from hydra.utils import instantiate
     from lightning.pytorch.loggers import TensorBoardLogger
 
+    from art_diffusion.run.memory import apply_cpu_memory
     from art_diffusion.run.precision import resolve_trainer_precision
 
     cfg = compose(args, extra)
     resolve_trainer_precision(cfg)  # trainer.precision=auto, as train() resolves it
+    apply_cpu_memory(cfg.cpu_memory)  # as train() does
     L.seed_everything(args.seed, verbose=False)
     t0 = time.perf_counter()
     deadline = t0 + args.budget_s if getattr(args, "budget_s", None) else float("inf")
@@ -219,7 +221,10 @@ def run_profile(args, extra: list[str]) -> dict:
     """Where a step's time goes: the project's components in a hand-written loop with a timer around each phase."""
     from hydra.utils import instantiate
 
+    from art_diffusion.run.memory import apply_cpu_memory
+
     cfg = compose(args, extra)
+    apply_cpu_memory(cfg.cpu_memory)  # as train() does
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")

@@ -55,10 +55,12 @@ def profile(args, overrides: list[str]) -> dict:
     from hydra.utils import instantiate
     from lightning.pytorch.loggers import TensorBoardLogger
 
+    from art_diffusion.run.memory import apply_cpu_memory
     from art_diffusion.run.precision import resolve_trainer_precision
 
     cfg = compare.compose(args, overrides)
     resolve_trainer_precision(cfg)
+    apply_cpu_memory(cfg.cpu_memory)  # as train() does
     L.seed_everything(args.seed, verbose=False)
     precision = str(cfg.trainer.precision)
     datamodule, module = instantiate(cfg.data), instantiate(cfg.model)

@@ -31,6 +31,7 @@ BAD_VALUES = [  # override, what the message must say
     ("model.net.base_channels=-4", r"model.net.base_channels=-4 must be an integer in \[1, 4096\]"),
     ("trainer.devices=0", r"trainer.devices=0 must be a count ≥ 1"),
     ("optim.lr=inf", r"optim.lr=inf must be a finite number > 0"),
+    ("cpu_memory=keep", r"cpu_memory='keep' must be one of reuse, release"),
     ("optim.lr=1e400", r"optim.lr=inf must be a finite number > 0"),
     ("loss.perceptual_weight=nan", r"loss.perceptual_weight=nan must be a finite number ≥ 0"),
     ("loss.mse_weight=-inf", r"loss.mse_weight=-inf must be a finite number ≥ 0"),

@@ -40,6 +40,8 @@ RESUME_OVERRIDABLE = (
     "data.cache_dir",
     "data.num_workers",
     "data.pin_memory",
+    "data.feature_store",
+    "cpu_memory",
     "test",
     "trusted_classes",
 )

@@ -34,6 +34,7 @@ from art_diffusion.run.cluster.ddp import is_spawned_rank
 from art_diffusion.run.cluster.requeue import checkpoint_before_requeue, cluster_plugins
 from art_diffusion.run.config_tree import print_config_tree
 from art_diffusion.run.hparams import log_hparams
+from art_diffusion.run.memory import apply_cpu_memory
 from art_diffusion.run.precision import resolve_trainer_precision
 from art_diffusion.run.run_dir import LAST_CHECKPOINT, METRICS_FILE, OWNER_LOCK
 from art_diffusion.run.validate import check_values
@@ -173,6 +174,7 @@ def fit_and_test(cfg: DictConfig) -> dict[str, float]:
         print_config_tree(cfg, cfg.paths.output_dir)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
+    log.info(apply_cpu_memory(cfg.get("cpu_memory", "reuse")))  # before the data and the first step allocate
 
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     skipped = datamodule.skipped_stages() if hasattr(datamodule, "skipped_stages") else set()

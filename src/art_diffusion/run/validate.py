@@ -23,6 +23,7 @@ from art_diffusion.diffusion.prediction import PREDICTIONS
 from art_diffusion.diffusion.samplers import SAMPLERS
 from art_diffusion.diffusion.schedule import SCHEDULES
 from art_diffusion.nets import DOWNSAMPLING_FACTOR
+from art_diffusion.run.memory import CHOICES as CPU_MEMORY
 
 _ABSENT = object()
 INF = math.inf
@@ -174,7 +175,7 @@ TOOL_RULES: dict[str, dict[str, tuple[Range, str]]] = {
 }
 CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
     "train": {"trainer.precision": PRECISIONS, "model.schedule.kind": SCHEDULES,
-              "data.cache": ("auto", "True", "False"),
+              "data.cache": ("auto", "True", "False"), "cpu_memory": CPU_MEMORY,
               "data.feature_store": ("auto", "True", "False"), "model.prediction": PREDICTIONS,
               "callbacks.samples.sampler": SAMPLERS, "callbacks.generation_scores.sampler": SAMPLERS},
     "reconstruct": {"size": ("train", "native"), "pad_mode": ("reflect", "replicate", "constant")},
