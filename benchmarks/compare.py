@@ -301,9 +301,14 @@ def machine() -> str:
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
+    from art_diffusion.run.precision import cpu_bf16_flags
+
+    flags = ", ".join(cpu_bf16_flags()) or "no native bf16"
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA")  # e.g. AVX512_CORE_BF16: an AMX CPU run as an AVX512-BF16 one
+    capped = f", oneDNN capped at ONEDNN_MAX_CPU_ISA={isa}" if isa else ""
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return (f"CPU {cpu}, {len(os.sched_getaffinity(0))} cores; torch {torch.__version__}; GPU {gpu}; "
-            f"Python {platform.python_version()}")
+    return (f"CPU {cpu} ({flags}{capped}), {len(os.sched_getaffinity(0))} cores; torch {torch.__version__}; "
+            f"GPU {gpu}; Python {platform.python_version()}")
 
 
 def report(args, results: dict) -> str:

@@ -8,6 +8,10 @@ images/s is the median over windows of ``--window`` steps after ``--warmup`` ste
 list twice, interleaved (A B C ... A B C ...), and reports each configuration's median over its windows of both
 passes, so a slow minute of a shared machine does not land on one configuration only. Prints a markdown table.
 
+On a CPU with AMX, ``ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 python benchmarks/levers.py ...`` runs every
+configuration (the article's loop too) with oneDNN limited to AVX512-BF16, the instruction set of CPUs without AMX
+(AMD EPYC Zen 4); the table's machine line says so.
+
 Levers that are not config keys are applied by the benchmark worker itself:
   * ``vgg-nchw``: the loss's VGG weights put back in NCHW after setup (the project converts them to NHWC with
     model.channels_last, so this isolates what the VGG's layout is worth);

@@ -3,9 +3,8 @@
     python benchmarks/step_profile.py --root ../shared/data/art-dev --steps 8 --warmup 2 --repeats 2
 
 Each configuration runs in its own subprocess on the project's components composed from conf/ (``--before``
-overrides, by default none: the default, and ``--after`` overrides, by default the target-feature store on), 128 px,
-batch 32, in the
-precision ``trainer.precision=auto`` resolves to. A hand-written step times each phase with the clock read
+overrides, by default the previous default: ``cpu_memory=release data.feature_store=false``, and ``--after``
+overrides, by default none: today's default), 128 px, batch 32, in the precision ``trainer.precision=auto`` resolves to. A hand-written step times each phase with the clock read
 between them (a CPU runs them in order; on a GPU the script synchronises first):
 
 * data: the next batch from the real train DataLoader (pixel cache, stored target features when on);
@@ -189,8 +188,9 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--before", nargs="*", default=[], help="overrides of the baseline configuration")
-    p.add_argument("--after", nargs="*", default=["data.feature_store=auto"], help="overrides of the other one")
+    p.add_argument("--before", nargs="*", default=["cpu_memory=release", "data.feature_store=false"],
+                   help="overrides of the baseline configuration")
+    p.add_argument("--after", nargs="*", default=[], help="overrides of the other one")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--train-root", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--override", action="append", default=[], help=argparse.SUPPRESS)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,20 @@ import torch
 from hydra.core.global_hydra import GlobalHydra
 
 from tests.helpers.config import compose_train_cfg
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one worker per core: a worker's torch (and its subprocesses') on one
+    _threads = max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    os.environ.setdefault("OMP_NUM_THREADS", str(_threads))  # thread each, or the idle threads spin on a busy core
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+def pytest_collection_modifyitems(config, items):
+    """With pytest-xdist (``-n auto``, in pyproject.toml), a file's tests run on one worker in their order, so a
+    module fixture (the README commands, a shared tiny run) is built once; every SLURM test runs on one worker,
+    because they share one cluster that they resize (tests/slurm/conftest.py)."""
+    for item in items:
+        group = "slurm" if item.get_closest_marker("slurm") else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")
