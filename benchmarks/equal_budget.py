@@ -29,7 +29,10 @@ PIPELINES = {
     "article": ("article loop (plain PyTorch, fp32)", None),
     "default": ("project default (`python scripts/train.py`)", []),
     "fp32": ("project default in fp32 (`trainer.precision=32-true`)", ["trainer.precision=32-true"]),
-    "store": ("project default + target-feature store (`data.feature_store=auto`)", ["data.feature_store=auto"]),
+    "no-store": ("project default without the target-feature store (`data.feature_store=false`)",
+                 ["data.feature_store=false"]),
+    "previous": ("previous default (`cpu_memory=release data.feature_store=false`)",
+                 ["cpu_memory=release", "data.feature_store=false"]),
     "fastest": ("project fastest (default + `model.compile=true`)", ["model.compile=true"]),
 }
 

@@ -4,8 +4,9 @@
 
 Each configuration runs in its own subprocess on the project's components composed from conf/ (``--before``
 overrides, by default the previous default: ``cpu_memory=release data.feature_store=false``, and ``--after``
-overrides, by default none: today's default), 128 px, batch 32, in the precision ``trainer.precision=auto`` resolves to. A hand-written step times each phase with the clock read
-between them (a CPU runs them in order; on a GPU the script synchronises first):
+overrides, by default none: today's default), 128 px, batch 32, in the precision ``trainer.precision=auto`` resolves
+to. A hand-written step times each phase with the clock read between them (a CPU runs them in order; on a GPU the
+script synchronises first):
 
 * data: the next batch from the real train DataLoader (pixel cache, stored target features when on);
 * network forward, network backward: the ConvDiffusionModel;

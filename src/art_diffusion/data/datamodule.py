@@ -12,7 +12,6 @@ receives ``(images, labels)``.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import lightning as L
@@ -25,12 +24,15 @@ from art_diffusion.data.dataset import CachedImages, DecodedImages, collate
 from art_diffusion.data.epoch_sampler import EpochShuffleSampler
 from art_diffusion.data.folders import describe_oddities, list_checked_folder, map_classes
 from art_diffusion.data.listing import Listing, SourceFile
+from art_diffusion.data.pool import cores
 from art_diffusion.data.report import BadFileReport, printable
 from art_diffusion.storage import cache_root, optional_cache_dir, unwritable
 
 log = logging.getLogger(__name__)
+
+
 def default_num_workers() -> int:
-    return min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    return min(8, cores())
 
 
 def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) -> dict[str, list[int]]:

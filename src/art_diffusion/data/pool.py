@@ -1,9 +1,11 @@
-"""An ordered map over a process pool, for the one-off passes over all files (header checks, the pixel cache)."""
+"""An ordered map over a process pool, for the one-off passes over all files (header checks, the pixel cache, the
+demo's images)."""
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import signal
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -15,6 +17,11 @@ In, Out = TypeVar("In"), TypeVar("Out")
 
 _CHUNKS_PER_WORKER = 16  # small enough to balance slow files across workers, large enough to amortise the IPC
 _PROGRESS_EVERY_S = 30.0  # a long pass says how far it got, a short one stays quiet
+
+
+def cores() -> int:
+    """The CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def parallel_map(fn: Callable[[In], Out], items: list[In], workers: int, what: str) -> Iterator[Out]:

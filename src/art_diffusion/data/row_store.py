@@ -7,8 +7,9 @@ marks the store complete. ``content`` hashes everything the rows depend on, so a
 build runs under the slot's file lock (DDP ranks and concurrent runs wait for one builder) and writes to temporary
 names renamed into place, so a killed build never looks complete. Rows are written with plain writes into a file
 whose space is reserved first (never through a memory map: a disk that fills up under a mapped file kills the
-process with SIGBUS), so a full disk stops a build at once, in one message, leaving no partial file. Opening checks the array against the manifest
-(shape, dtype, a readable header, the file's full length): a truncated or damaged store is logged and rebuilt.
+process with SIGBUS), so a full disk stops a build at once, in one message, leaving no partial file. Opening checks
+the array against the manifest (shape, dtype, a readable header, the file's full length): a truncated or damaged
+store is logged and rebuilt.
 
 A store in use is never deleted under its reader: every process that opens one registers in ``<store>.readers/``
 (a lock it holds until it exits, see art_diffusion.storage.locks), and a stale store is removed only once no live

@@ -21,6 +21,7 @@ from art_diffusion.data.demo.painters import (
     DEMO_VERSION,
     render_demo_image,
 )
+from art_diffusion.data.pool import cores, parallel_map
 
 _MARKER = ".complete"
 _JPEG_QUALITY = 92
@@ -47,13 +48,20 @@ def _looks_like_demo(root: Path) -> bool:
         return False
 
 
+def _write_image(job: tuple[str, int, int, int, Path]) -> None:
+    name, i, size, seed, path = job
+    render_demo_image(name, i, size, seed).save(path, quality=_JPEG_QUALITY, subsampling=0)
+
+
 def _write_dataset(dst: Path, params: dict) -> None:
+    """Every image, painted on every core (each image depends only on its class, index and seed)."""
     n, size, seed = params["images_per_class"], params["image_size"], params["seed"]
+    jobs = []
     for name in DEMO_CLASSES:
         (dst / name).mkdir()
-        for i in range(n):
-            render_demo_image(name, i, size, seed).save(
-                dst / name / f"{name}_{i:04d}.jpg", quality=_JPEG_QUALITY, subsampling=0)
+        jobs += [(name, i, size, seed, dst / name / f"{name}_{i:04d}.jpg") for i in range(n)]
+    for _ in parallel_map(_write_image, jobs, cores(), f"Painting the demo images in {dst}"):
+        pass
     storage.atomic_write(dst / _MARKER, json.dumps(params, sort_keys=True))  # marker last
 
 
