@@ -82,7 +82,7 @@ def test_every_experiment_with_every_model_composes_and_instantiates(tmp_path, e
     assert isinstance(module, NetworkModule) and isinstance(module.net, torch.nn.Module)
     assert isinstance(module, DiffusionModule if model == "ddpm" else ReconstructionModule)
     assert isinstance(built["data"], L.LightningDataModule) and isinstance(built["trainer"], L.Trainer)
-    assert built["trainer"].max_epochs == {"demo": 24, "article": 150}.get(experiment, built["trainer"].max_epochs)
+    assert built["trainer"].max_epochs == {"demo": 14, "article": 150}.get(experiment, built["trainer"].max_epochs)
     if experiment == "article":  # the article's network and schedule
         assert cfg.model.net.base_channels == 64 and cfg.scheduler.step_size == 30
 
