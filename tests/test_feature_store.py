@@ -169,3 +169,17 @@ def test_training_runs_on_the_store(compose_cfg, tmp_path, caplog):
         metrics = train(compose_cfg("data.feature_store=true"))
     assert "Target-feature store (data.feature_store=True): on, built in" in caplog.text
     assert np.isfinite(metrics["val/loss"])
+
+
+def test_an_unwritable_store_dir_turns_auto_off_and_refuses_true_in_one_message(tmp_path, caplog):
+    from art_diffusion import DataError
+
+    root, loss = _image_folder(tmp_path / "art"), _loss()
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "features").write_text("a file where the store's directory goes")  # unwritable, even by root
+    with caplog.at_level(logging.INFO, logger="art_diffusion.data.datamodule"):
+        assert not _dm(root, tmp_path, feature_store="auto").attach_target_features(_spec(loss))
+    assert "Target-feature store (data.feature_store=auto): off, " in caplog.text
+    assert "features cannot be written" in caplog.text
+    with pytest.raises(DataError, match="data.feature_store=true needs a writable"):
+        _dm(root, tmp_path, feature_store=True).attach_target_features(_spec(loss))

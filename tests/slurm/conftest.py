@@ -2,24 +2,28 @@
 network namespaces (``slurm2_env``).
 
 Where SLURM is installed, the cluster a test needs is started (one of the other size is stopped first: both use the
-same ports and directory; test_nodes.py, the two-node tests, runs before test_slurm.py, so a session switches once),
-and stopped again at the end if this session started the first one. Where SLURM is not installed, or the cluster
-cannot start, the tests skip and say why; with ``ART_DIFFUSION_REQUIRE_SLURM=1`` (``.ci/run`` sets it) they fail
-instead, so CI never passes without having run them.
-"""
+same ports and directory), and stopped again at the end if this session started the first one. Under pytest-xdist
+the two files may run on two workers at once: each test holds the cluster (``TURN``, a file lock) while it runs.
+Where SLURM is not installed, or the cluster cannot start, the tests skip and say why; with
+``ART_DIFFUSION_REQUIRE_SLURM=1`` (``.ci/run`` sets it) they fail instead, so CI never passes without having run
+them."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 CLUSTER = Path(__file__).with_name("cluster.sh")
 REQUIRE = "ART_DIFFUSION_REQUIRE_SLURM"
 CONF_DIR = Path(os.environ.get("ART_DIFFUSION_SLURM_DIR", "/tmp/art-diffusion-slurm"))
+#: pytest-xdist runs test files side by side (-n auto): a SLURM test holds the cluster, across workers, while it runs
+TURN = FileLock(str(Path(tempfile.gettempdir()) / "art-diffusion-slurm-tests.lock"))
 
 
 def _cluster(*command: str) -> subprocess.CompletedProcess:
@@ -57,16 +61,23 @@ def slurm_cluster():
 
     yield ensure
     if not was_running:
-        _cluster("stop")
+        with TURN:  # not under another worker's running test
+            _cluster("stop")
 
 
 @pytest.fixture
-def slurm_env(slurm_cluster) -> dict[str, str]:
+def _cluster_turn():
+    with TURN:
+        yield
+
+
+@pytest.fixture
+def slurm_env(slurm_cluster, _cluster_turn) -> dict[str, str]:
     """The one-node cluster (on localhost)."""
     return slurm_cluster(1)
 
 
 @pytest.fixture
-def slurm2_env(slurm_cluster) -> dict[str, str]:
+def slurm2_env(slurm_cluster, _cluster_turn) -> dict[str, str]:
     """The two-node cluster (adnode1, adnode2: network namespaces, one CPU each)."""
     return slurm_cluster(2)

@@ -97,12 +97,15 @@ def test_ddp_job_over_two_nodes(slurm2, tmp_path, demo_root):
     assert {(r["cluster_environment"], r["auto_requeue"], r["master_addr"]) for r in ranks} == {
         ("SLURMEnvironment", False, "adnode1")}
     assert NODES["adnode1"] in ranks[1]["peers"] and NODES["adnode2"] in ranks[0]["peers"]
-    # the pixel cache: one store, built once (by whichever rank took its lock first), read by both hosts
+    # the pixel cache and the target-feature store: each built once (by whichever rank took its lock first), read by
+    # both hosts
     logs = "".join(p.read_text() for p in (sweep / ".submitit" / job_id).glob("*_log.*"))  # each task's output
     assert logs.count("Built the pixel cache") == 1, logs[-3000:]
-    (store,) = cache.rglob("*.npy")
-    readers = store.with_name(store.stem + ".readers")
-    assert {p.name.split("-")[0] for p in readers.glob("*.lock")} == set(NODES)
+    assert logs.count("Built the target-feature store") == 1, logs[-3000:]
+    for kind in ("pixels", "features"):
+        (store,) = (cache / kind).glob("*.npy")
+        readers = store.with_name(store.stem + ".readers")
+        assert {p.name.split("-")[0] for p in readers.glob("*.lock")} == set(NODES), kind
     assert _rows(sweep)[0]["status"] == "completed"
 
 

@@ -217,6 +217,12 @@ class ArtDataModule(L.LightningDataModule):
                                            f"the VGG features of {rows} images")
             if setting == "auto" and not fits:
                 why_off = f"too large ({verdict})"
+            elif why_unwritable := unwritable(self._cache_dir() / "features"):
+                if setting != "auto":  # data.feature_store=true: the run was asked to store them there
+                    raise DataError(f"data.feature_store=true needs a writable {self._cache_dir() / 'features'} "
+                                    f"({why_unwritable}). Point data.cache_dir at a writable directory, or train "
+                                    "with data.feature_store=auto or false.")
+                why_off = f"{self._cache_dir() / 'features'} cannot be written ({why_unwritable})"
         if why_off is not None:
             if self._is_global_zero:
                 log.info("Target-feature store (data.feature_store=%s): off, %s", setting, why_off)
