@@ -144,3 +144,23 @@ def test_a_user_error_wrapped_by_hydra_instantiate_is_still_one_message():
     assert isinstance(user_error_in(info.value), UserError)
     assert "value='bogus' cannot be used" in str(user_error_in(info.value))
     assert user_error_in(RuntimeError("a bug")) is None
+
+
+@pytest.mark.slow  # starts scripts/train.py
+def test_a_refused_command_leaves_no_run_dir_and_a_live_runs_dir_is_left_alone(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.helpers.scripts import REPO, script_env
+
+    def train(*overrides: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(REPO / "scripts" / "train.py"), *overrides], cwd=tmp_path,
+                              env=script_env(), capture_output=True, text=True, timeout=300)
+
+    refused = train("optim.lr=-1")
+    assert refused.returncode == 2 and "optim.lr=-1 must be a finite number > 0" in refused.stderr
+    assert not (tmp_path / "outputs").exists()  # Hydra's outputs/<date>/<time>/ with .hydra/ and train.log: gone
+    other = tmp_path / "other-run"  # a dir with anything of its own keeps it, the record of this call included
+    (other / "checkpoints").mkdir(parents=True)
+    assert train("optim.lr=-1", f"hydra.run.dir={other}").returncode == 2
+    assert (other / "checkpoints").is_dir() and (other / ".hydra" / "config.yaml").is_file()

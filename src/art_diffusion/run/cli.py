@@ -156,17 +156,36 @@ def make_run_dir(config: DictConfig, key: str) -> None:
         raise SystemExit(2) from None
 
 
+#: What Hydra writes into a run dir before the task starts (``hydra.output_subdir``, here ``.hydra``)
+_HYDRA_RECORD = {"config.yaml", "hydra.yaml", "overrides.yaml"}
+
+
+def _written_before_the_task(entry: Path) -> bool:
+    """An empty log, or the ``.hydra`` dir holding only the three files Hydra wrote for this call."""
+    if entry.is_file():
+        return entry.suffix == ".log" and entry.stat().st_size == 0
+    return (entry.name == ".hydra" and entry.is_dir()
+            and all(f.is_file() and f.name in _HYDRA_RECORD for f in entry.iterdir()))
+
+
 def discard_empty_output_dir() -> None:
-    """Remove the output dir Hydra made for this call if it holds nothing but an empty log (the call failed before
-    writing anything), and the parents under the working directory that this leaves empty."""
+    """Remove the output dir Hydra made for this call if it holds nothing but empty logs and Hydra's own record of
+    the call (the call failed before writing anything), and the parents under the working directory that this
+    leaves empty. A dir holding anything else (another run's files, a resumed run's ``.hydra/resume-*``) is left
+    alone."""
     if not HydraConfig.initialized():
         return
     out, cwd = Path(HydraConfig.get().runtime.output_dir).resolve(), Path.cwd().resolve()
-    files = list(out.iterdir()) if out.is_dir() else []
-    if not out.is_dir() or not all(f.is_file() and f.suffix == ".log" and f.stat().st_size == 0 for f in files):
+    entries = list(out.iterdir()) if out.is_dir() else []
+    if not out.is_dir() or not all(_written_before_the_task(entry) for entry in entries):
         return
-    for file in files:
-        file.unlink()
+    for entry in entries:
+        if entry.is_dir():
+            for file in entry.iterdir():
+                file.unlink()
+            entry.rmdir()
+        else:
+            entry.unlink()
     out.rmdir()
     while cwd in out.parent.parents and not any(out.parent.iterdir()):
         out = out.parent
