@@ -33,6 +33,24 @@ SECTION = "## Comparison with the article's training loop"
 
 
 # ----------------------------------------------------------------------------------------------- shared helpers
+def add_run_arguments(p, steps: int, warmup: int, window: int | None = None) -> None:
+    """The arguments levers.py and step_profile.py share: the data, the step's size, how long and how often to run,
+    and their workers' hidden ones (the split train folder, this invocation's cache directory)."""
+    p.add_argument("--root", type=Path, help="an ImageFolder (art-dev)")
+    p.add_argument("--image-size", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--steps", type=int, default=steps)
+    p.add_argument("--warmup", type=int, default=warmup)
+    if window is not None:
+        p.add_argument("--window", type=int, default=window)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--train-root", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--cache-dir", type=Path, help=argparse.SUPPRESS)
+
+
 def split_folder(root: Path, eval_count: int, seed: int, dest: Path) -> tuple[Path, Path]:
     """Symlink a seeded ``eval_count`` images of ``root`` into dest/eval and the rest into dest/train."""
     files = sorted(p for p in root.glob("*/*") if p.is_file())

@@ -124,22 +124,11 @@ def report(args, runs: dict[str, list[dict]]) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--root", type=Path, help="an ImageFolder (art-dev)")
-    p.add_argument("--image-size", type=int, default=128)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--steps", type=int, default=11)
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--window", type=int, default=4)
-    p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
+    compare.add_run_arguments(p, steps=11, warmup=3, window=4)
     p.add_argument("--only", nargs="*", help="a subset of the configurations (article and default always run)")
-    p.add_argument("--device", default="cpu")
     p.add_argument("--worker", help=argparse.SUPPRESS)
-    p.add_argument("--train-root", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--project-override", action="append", default=[], help=argparse.SUPPRESS)
     p.add_argument("--patch", action="append", default=[], help=argparse.SUPPRESS)
-    p.add_argument("--cache-dir", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
     args.eval_root = None
     if args.worker:

@@ -180,22 +180,12 @@ def report(args, runs: dict[str, list[dict]]) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--root", type=Path, help="an ImageFolder (art-dev)")
-    p.add_argument("--image-size", type=int, default=128)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--steps", type=int, default=8)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    compare.add_run_arguments(p, steps=8, warmup=2)
     p.add_argument("--before", nargs="*", default=["cpu_memory=release", "data.feature_store=false"],
                    help="overrides of the baseline configuration")
     p.add_argument("--after", nargs="*", default=[], help="overrides of the other one")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--train-root", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--override", action="append", default=[], help=argparse.SUPPRESS)
-    p.add_argument("--cache-dir", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
         print("RESULT " + json.dumps(profile(args, args.override)), flush=True)

@@ -121,7 +121,7 @@ def _build(path: Path, shape: tuple[int, ...], dtype: np.dtype, fill: Callable[[
             if block.dtype != dtype or tuple(block.shape[1:]) != row_shape or written + len(block) > shape[0]:
                 raise ValueError(f"rows {block.dtype} {block.shape} do not fit the store {dtype} {shape} "
                                  f"after {written} rows")
-            fh.write(np.ascontiguousarray(block).tobytes())
+            fh.write(np.ascontiguousarray(block).data)  # the rows' own buffer, no copy
             written += len(block)
 
         extra = fill(write)

@@ -27,24 +27,28 @@ log = logging.getLogger(__name__)
 CHOICES = ("reuse", "release")
 _M_TRIM_THRESHOLD = -1  # glibc <malloc.h>: free memory at the heap's top above this is returned to the system
 _M_MMAP_MAX = -4  # the most blocks malloc maps on their own; 0 = none (every block comes from the heap)
-_NEVER_TRIM = 2**31 - 1  # mallopt takes an int
-_applied: str | None = None
+#: (mmap max, trim threshold) per setting; release = glibc's documented defaults (65536 blocks, 128 KiB)
+_SETTINGS = {"reuse": (0, 2**31 - 1), "release": (65536, 128 * 1024)}
+_applied = "release"  # what this process runs with: glibc starts with its defaults
 
 
 def apply_cpu_memory(setting: str) -> str:
-    """Apply ``cpu_memory`` to this process (once; later calls with the same setting do nothing); returns what
-    happened, in words, for the log."""
+    """Apply ``cpu_memory`` to this process; returns what happened, in words, for the log. A process that runs
+    several jobs (a local multirun) takes each job's setting: ``release`` after ``reuse`` restores glibc's limits."""
     global _applied
     if setting not in CHOICES:
         raise ValueError(f"cpu_memory={setting!r} must be one of {', '.join(CHOICES)}")
-    if setting == "release" or _applied == setting:
+    if _applied == setting:
         return f"cpu_memory={setting}: " + ("glibc's defaults" if setting == "release" else "already set")
     mallopt = _glibc_mallopt()
     if mallopt is None:
-        return "cpu_memory=reuse: not available here (no glibc), the C library's defaults are kept"
-    if not (mallopt(_M_MMAP_MAX, 0) and mallopt(_M_TRIM_THRESHOLD, _NEVER_TRIM)):
-        return "cpu_memory=reuse: glibc refused the settings, its defaults are kept"
+        return f"cpu_memory={setting}: not available here (no glibc), the C library's defaults are kept"
+    mmap_max, trim_threshold = _SETTINGS[setting]
+    if not (mallopt(_M_MMAP_MAX, mmap_max) and mallopt(_M_TRIM_THRESHOLD, trim_threshold)):
+        return f"cpu_memory={setting}: glibc refused the settings, the previous ones are kept"
     _applied = setting
+    if setting == "release":
+        return "cpu_memory=release: glibc's limits restored (large blocks mapped and returned to the system again)"
     return "cpu_memory=reuse: freed CPU tensors' memory is kept for the next step (no per-tensor mmap, no trim)"
 
 
