@@ -23,10 +23,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import compare  # noqa: E402  (benchmarks/ is not a package)
 
-VARIANTS = {  # name: (what it is, cpu_memory, compile)
+VARIANTS = {  # name: (what it is, cpu_memory, compile); only "fused" runs the fused blocks
     "release": ("glibc's defaults (cpu_memory=release, the previous default)", "release", False),
-    "reuse": ("freed memory reused (cpu_memory=reuse, the default)", "reuse", False),
+    "reuse": ("freed memory reused (cpu_memory=reuse), PyTorch's elementwise ops", "reuse", False),
     "reuse-compile": ("reuse + torch.compile (inductor) of the network", "reuse", True),
+    "fused": ("reuse + fused ReLU/BatchNorm/max-pool (model.net.fused=true, the default)", "reuse", False),
 }
 
 
@@ -39,7 +40,7 @@ def worker(args) -> None:
     _, memory, compiled = VARIANTS[args.worker]
     apply_cpu_memory(memory)
     torch.manual_seed(0)
-    net = ConvDiffusionModel().to(memory_format=torch.channels_last)
+    net = ConvDiffusionModel(fused=args.worker == "fused").to(memory_format=torch.channels_last)
     if compiled:
         net = torch.compile(net)
     x = torch.rand(args.batch_size, 3, args.image_size, args.image_size).contiguous(memory_format=torch.channels_last)

@@ -100,7 +100,7 @@ def test_exported_folder_loads_back_without_torch_load(tiny_run, exported, input
                                                           "reconstructions.png"]
     config = json.loads((exported / "config.json").read_text())
     assert config["net"] == {"_target_": "art_diffusion.nets.ConvDiffusionModel", "in_channels": 3,
-                             "base_channels": 4}
+                             "base_channels": 4, "fused": True}
     assert (config["image_size"], config["art_diffusion_version"], config["task"]) == (32, "0.1.0", "reconstruct")
     assert len(config["class_names"]) == 7  # the demo's class folders
     from_checkpoint = art_diffusion.load_pretrained(tiny_run)

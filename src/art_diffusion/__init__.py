@@ -4,6 +4,7 @@ trained with PyTorch Lightning and configured with Hydra, and a DDPM that genera
 One package per concept (``ls`` shows the architecture):
 
     nets/         the networks, plain nn.Modules: ConvDiffusionModel, ConvDenoiser, UNet, DiffusersUNet;
+                  the ConvDiffusionModel's fused ReLU/BatchNorm/max-pool blocks and their C kernels;
                   nets/vgg/ the one frozen VGG16 feature extractor and its offline weight sources
     losses/       the objectives: HybridLoss (the article's), DiffusionLoss (the DDPM's), the perceptual term
     diffusion/    DDPM maths without Lightning: schedule, prediction types and weighting, samplers, EMA

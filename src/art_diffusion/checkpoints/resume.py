@@ -42,6 +42,7 @@ RESUME_OVERRIDABLE = (
     "data.pin_memory",
     "data.feature_store",
     "cpu_memory",
+    "model.net.fused",
     "test",
     "trusted_classes",
 )

@@ -2,25 +2,29 @@
 
 from torch import Tensor, nn
 
+from art_diffusion.nets.fused_blocks import FusedBlock
+
 #: Every encoder level halves the resolution, so input sides must be divisible by 2**3.
 DOWNSAMPLING_FACTOR = 8
 
 
-def _down(in_ch: int, out_ch: int) -> nn.Sequential:
+def _down(in_ch: int, out_ch: int, fused: bool) -> FusedBlock:
     # The article orders it Conv -> ReLU -> BatchNorm -> MaxPool (BatchNorm after the activation); kept as published.
-    return nn.Sequential(
+    return FusedBlock(
         nn.Conv2d(in_ch, out_ch, kernel_size=3, padding=1),
         nn.ReLU(inplace=True),
         nn.BatchNorm2d(out_ch),
         nn.MaxPool2d(2),
+        fused=fused,
     )
 
 
-def _up(in_ch: int, out_ch: int) -> nn.Sequential:
-    return nn.Sequential(
+def _up(in_ch: int, out_ch: int, fused: bool) -> FusedBlock:
+    return FusedBlock(
         nn.ConvTranspose2d(in_ch, out_ch, kernel_size=3, stride=2, padding=1, output_padding=1),
         nn.ReLU(inplace=True),
         nn.BatchNorm2d(out_ch),
+        fused=fused,
     )
 
 
@@ -28,16 +32,18 @@ class ConvDiffusionModel(nn.Module):
     """Encoder 3 -> c -> 2c -> 4c (each level /2), decoder back up with skips, Sigmoid output in [0, 1].
 
     ``base_channels=64`` is the article's network (742,659 parameters); smaller values give tiny nets for tests.
+    ``fused=True`` runs each block's ReLU, BatchNorm and max-pool in fused passes on CPU (:mod:`fused_blocks`); the
+    modules, parameters and state dict are the same either way.
     """
 
-    def __init__(self, in_channels: int = 3, base_channels: int = 64) -> None:
+    def __init__(self, in_channels: int = 3, base_channels: int = 64, fused: bool = True) -> None:
         super().__init__()
         c = base_channels
-        self.enc1 = _down(in_channels, c)
-        self.enc2 = _down(c, 2 * c)
-        self.enc3 = _down(2 * c, 4 * c)
-        self.dec1 = _up(4 * c, 2 * c)
-        self.dec2 = _up(2 * c, c)
+        self.enc1 = _down(in_channels, c, fused)
+        self.enc2 = _down(c, 2 * c, fused)
+        self.enc3 = _down(2 * c, 4 * c, fused)
+        self.dec1 = _up(4 * c, 2 * c, fused)
+        self.dec2 = _up(2 * c, c, fused)
         self.dec3 = nn.Sequential(
             nn.ConvTranspose2d(c, in_channels, kernel_size=3, stride=2, padding=1, output_padding=1),
             nn.Sigmoid(),

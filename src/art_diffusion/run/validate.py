@@ -176,7 +176,8 @@ TOOL_RULES: dict[str, dict[str, tuple[Range, str]]] = {
 CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
     "train": {"trainer.precision": PRECISIONS, "model.schedule.kind": SCHEDULES,
               "data.cache": ("auto", "True", "False"), "cpu_memory": CPU_MEMORY,
-              "data.feature_store": ("auto", "True", "False"), "model.prediction": PREDICTIONS,
+              "data.feature_store": ("auto", "True", "False"), "model.net.fused": ("True", "False"),
+              "model.prediction": PREDICTIONS,
               "callbacks.samples.sampler": SAMPLERS, "callbacks.generation_scores.sampler": SAMPLERS},
     "reconstruct": {"size": ("train", "native"), "pad_mode": ("reflect", "replicate", "constant")},
     "generate": {"sampler": SAMPLERS},
