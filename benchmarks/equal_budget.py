@@ -31,10 +31,22 @@ PIPELINES = {
     "fp32": ("project default in fp32 (`trainer.precision=32-true`)", ["trainer.precision=32-true"]),
     "no-store": ("project default without the target-feature store (`data.feature_store=false`)",
                  ["data.feature_store=false"]),
-    "previous": ("previous default (`cpu_memory=release data.feature_store=false`)",
-                 ["cpu_memory=release", "data.feature_store=false"]),
+    "unfused": ("project default with PyTorch's ReLU/BatchNorm/max-pool ops (`model.net.fused=false`)",
+                ["model.net.fused=false"]),
+    "previous": ("defaults before issue 25 (`cpu_memory=release data.feature_store=false model.net.fused=false`)",
+                 ["cpu_memory=release", "data.feature_store=false", "model.net.fused=false"]),
     "fastest": ("project fastest (default + `model.compile=true`)", ["model.compile=true"]),
+    "batch-16": ("project default at batch 16 (`data.batch_size=16`)", ["data.batch_size=16"]),
+    "batch-64": ("project default at batch 64 (`data.batch_size=64`)", ["data.batch_size=64"]),
 }
+
+
+def batch_size(args, name: str) -> int:
+    """The pipeline's batch: its ``data.batch_size`` override, else ``--batch-size``."""
+    for override in PIPELINES[name][1] or []:
+        if override.startswith("data.batch_size="):
+            return int(override.split("=", 1)[1])
+    return args.batch_size
 
 
 def spawn(args, name: str) -> dict:
@@ -62,13 +74,13 @@ def report(args, results: dict[str, dict]) -> str:
     lines = [f"Command: `python benchmarks/equal_budget.py {' '.join(args.argv)}`", "",
              f"Machine: {compare.machine()}.", "",
              f"Budget: {budget}; {args.train_count} training images, {args.eval_count} held out, {args.image_size} px, "
-             f"batch {args.batch_size}.", "",
+             f"batch {args.batch_size} unless the pipeline says otherwise.", "",
              "| pipeline | precision | steps | images/s (training) | PSNR (dB) | SSIM | LPIPS |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, r in results.items():
         seconds = r["stamps"][-1] - r["stamps"][0]
         lines.append(f"| {PIPELINES[name][0]} | {r.get('precision', '32-true')} | {r['steps']} | "
-                     f"{r['steps'] * args.batch_size / seconds:.2f} | {r['psnr']:.2f} | {r['ssim']:.3f} | "
+                     f"{r['steps'] * batch_size(args, name) / seconds:.2f} | {r['psnr']:.2f} | {r['ssim']:.3f} | "
                      f"{r['lpips']:.3f} |")
     for name, r in list(results.items())[1:]:
         lines.append(f"| difference {name} - {next(iter(results))} | | | | {r['psnr'] - first['psnr']:+.2f} | "

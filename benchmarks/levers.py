@@ -16,7 +16,9 @@ Levers that are not config keys are applied by the benchmark worker itself:
   * ``vgg-nchw``: the loss's VGG weights put back in NCHW after setup (the project converts them to NHWC with
     model.channels_last, so this isolates what the VGG's layout is worth);
   * ``vgg-one-pass``: one VGG forward over output and target concatenated instead of two (a no-grad pass for the
-    target and a pass for the output), as some perceptual-loss codebases do.
+    target and a pass for the output), as some perceptual-loss codebases do;
+  * ``compile-loss``: the loss's VGG16 slice under ``torch.compile`` (inductor), the network eager;
+  * ``threads-1``: ``torch.set_num_threads(1)`` in the training process (the default uses every core).
 """
 
 from __future__ import annotations
@@ -37,24 +39,29 @@ import compare  # noqa: E402  (benchmarks/ is not a package)
 
 RELEASE = ["cpu_memory=release"]  # glibc's malloc defaults: the rows before the allocator lever
 NO_STORE = ["data.feature_store=false"]  # the target's VGG features computed every step: the rows before the store
-OLD_DEFAULT = ["trainer.precision=32-true", "model.channels_last=false", "data.cache=false", *RELEASE]
+UNFUSED = ["model.net.fused=false"]  # PyTorch's ReLU, BatchNorm and max-pool ops: the rows before fusing
+OLD_DEFAULT = ["trainer.precision=32-true", "model.channels_last=false", "data.cache=false", *RELEASE, *UNFUSED]
 #: (name, what it is, overrides on top of the project's config, worker-side patches). Rows up to "default" add one
 #: lever each to the row above; the rows after it change one thing of the default.
 CONFIGS: list[tuple[str, str, list[str], list[str]]] = [
     ("article", "article loop: plain PyTorch, fp32, NCHW, ImageFolder decoding", [], []),
     ("old-default", "project, first defaults: fp32, NCHW, decoding", OLD_DEFAULT, []),
     ("bf16", "+ bf16 autocast",
-     ["trainer.precision=bf16-mixed", "model.channels_last=false", "data.cache=false", *RELEASE], []),
+     ["trainer.precision=bf16-mixed", "model.channels_last=false", "data.cache=false", *RELEASE, *UNFUSED], []),
     ("bf16-cl-net", "+ channels_last network (VGG in NCHW)",
-     ["trainer.precision=bf16-mixed", "data.cache=false", *RELEASE], ["vgg-nchw"]),
-    ("bf16-cl", "+ channels_last VGG", ["trainer.precision=bf16-mixed", "data.cache=false", *RELEASE], []),
-    ("cache", "+ pixel cache (the previous default)", [*RELEASE, *NO_STORE], []),
-    ("reuse", "+ freed CPU memory reused (cpu_memory=reuse)", NO_STORE, []),
-    ("default", "+ target-feature store (data.feature_store=auto) = **the default**", [], []),
+     ["trainer.precision=bf16-mixed", "data.cache=false", *RELEASE, *UNFUSED], ["vgg-nchw"]),
+    ("bf16-cl", "+ channels_last VGG", ["trainer.precision=bf16-mixed", "data.cache=false", *RELEASE, *UNFUSED], []),
+    ("cache", "+ pixel cache (the defaults of issue 24)", [*RELEASE, *NO_STORE, *UNFUSED], []),
+    ("reuse", "+ freed CPU memory reused (cpu_memory=reuse)", [*NO_STORE, *UNFUSED], []),
+    ("store", "+ target-feature store (data.feature_store=auto)", UNFUSED, []),
+    ("default", "+ fused ReLU/BatchNorm/max-pool (model.net.fused=true) = **the default**", [], []),
     ("workers-0", "default, 0 data workers", ["data.num_workers=0"], []),
     ("workers-1", "default, 1 data worker", ["data.num_workers=1"], []),
-    ("one-pass", "+ freed memory reused, one VGG pass over output and target", NO_STORE, ["vgg-one-pass"]),
-    ("compile", "default + torch.compile (inductor) of the network", ["model.compile=true"], []),
+    ("one-pass", "default without the store, one VGG pass over output and target", NO_STORE, ["vgg-one-pass"]),
+    ("compile", "default + torch.compile (inductor) of the network (its own code, not the fused kernels)",
+     ["model.compile=true"], []),
+    ("compile-loss", "default + torch.compile (inductor) of the loss's VGG", [], ["compile-loss"]),
+    ("threads-1", "default, 1 intra-op thread (torch.set_num_threads(1))", [], ["threads-1"]),
     ("fp32-cl-cache", "default in fp32 (trainer.precision=32-true)", ["trainer.precision=32-true"], []),
 ]
 
@@ -78,7 +85,16 @@ def vgg_patches(patches: list[str]) -> list:
         def on_fit_start(self, trainer, module):
             module.loss.perceptual.to(memory_format=torch.contiguous_format)
 
-    return [VggNchw()] if "vgg-nchw" in patches else []
+    class CompileLoss(L.Callback):
+        def on_fit_start(self, trainer, module):
+            perceptual = module.loss.perceptual
+            if perceptual.vgg is None:
+                perceptual.build(module.device)
+            perceptual.vgg = torch.compile(perceptual.vgg)
+
+    if "threads-1" in patches:
+        torch.set_num_threads(1)
+    return [*([VggNchw()] if "vgg-nchw" in patches else []), *([CompileLoss()] if "compile-loss" in patches else [])]
 
 
 def worker(args) -> None:

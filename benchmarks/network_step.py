@@ -5,7 +5,8 @@
 Each variant runs in its own subprocess (``cpu_memory`` cannot be undone in a process): the ConvDiffusionModel
 (base 64), batch 32, 128 px, bf16 autocast, channels_last, a fixed random input and output gradient; seconds per
 forward + backward, median over ``--steps`` steps after 3 warm-up steps (compilation included in the warm-up).
-``--repeats 2`` interleaves the variants (A B C A B C). With ``--ops`` each variant also prints its 8 most
+``--repeats 2`` interleaves the variants (A B C A B C); the "fused" process also alternates its steps with
+the same network's PyTorch ops, the tightest A/B of fusing. With ``--ops`` each variant also prints its 8 most
 expensive aten operators (torch.profiler, self CPU time per step): where the elementwise passes (BatchNorm, ReLU,
 max-pooling and the zero-fill of its backward) stand against the convolutions.
 """
@@ -51,14 +52,24 @@ def worker(args) -> None:
             y = net(x)
         y.backward(grad.to(y.dtype))
 
+    # "fused" alternates its steps with the same net's PyTorch ops (the blocks' switch), in this one process: the
+    # A/B that the VM's changing speed cannot land on one side only
+    from art_diffusion.nets.fused_blocks import FusedBlock
+
+    blocks = [m for m in net.modules() if isinstance(m, FusedBlock)] if args.worker == "fused" else []
     for _ in range(3):
         step()
-    times = []
-    for _ in range(args.steps):
+    times, unfused = [], []
+    for i in range(args.steps * (2 if blocks else 1)):
+        off = bool(blocks) and i % 2 == 1
+        for block in blocks:
+            block.fused = not off
         start = time.perf_counter()
         step()
-        times.append(time.perf_counter() - start)
-    result = {"times": times, "ops": []}
+        (unfused if off else times).append(time.perf_counter() - start)
+    for block in blocks:
+        block.fused = True
+    result = {"times": times, "unfused_times": unfused, "ops": []}
     if args.ops:
         from torch.profiler import ProfilerActivity, profile
 
@@ -97,6 +108,11 @@ def main() -> None:
              "", "| variant | s per forward + backward | vs release |", "| --- | --- | --- |"]
     lines += [f"| {VARIANTS[n][0]} | {median[n]:.3f} | {median['release'] / median[n]:.2f}x |" if "release" in median
               else f"| {VARIANTS[n][0]} | {median[n]:.3f} | |" for n in names]
+    if "fused" in runs:
+        off = statistics.median(t for r in runs["fused"] for t in r["unfused_times"])
+        lines += ["", "In the \"fused\" process, its steps alternating with PyTorch's ops (the blocks switched step "
+                  f"by step): fused {median['fused']:.3f} s, PyTorch's ops {off:.3f} s per forward + backward: "
+                  f"**{off / median['fused']:.2f}x**."]
     for name in names if args.ops else []:
         lines += ["", f"Most expensive operators, {VARIANTS[name][0]} (ms per step, self time, first pass):", "",
                   "| operator | ms |", "| --- | --- |"]

@@ -3,10 +3,10 @@
     python benchmarks/step_profile.py --root ../shared/data/art-dev --steps 8 --warmup 2 --repeats 2
 
 Each configuration runs in its own subprocess on the project's components composed from conf/ (``--before``
-overrides, by default the previous default: ``cpu_memory=release data.feature_store=false``, and ``--after``
-overrides, by default none: today's default), 128 px, batch 32, in the precision ``trainer.precision=auto`` resolves
-to. A hand-written step times each phase with the clock read between them (a CPU runs them in order; on a GPU the
-script synchronises first):
+overrides, by default the defaults before issue 25: ``cpu_memory=release data.feature_store=false
+model.net.fused=false``, and ``--after`` overrides, by default none: today's default), 128 px, batch 32, in the
+precision ``trainer.precision=auto`` resolves to. A hand-written step times each phase with the clock read between
+them (a CPU runs them in order; on a GPU the script synchronises first):
 
 * data: the next batch from the real train DataLoader (pixel cache, stored target features when on);
 * network forward, network backward: the ConvDiffusionModel;
@@ -18,9 +18,10 @@ script synchronises first):
   the loop, the hooks) timed per step, minus the sum of the phases above.
 
 ``--repeats 2`` runs before/after/before/after and reports each phase's median over the steps of both passes.
-On a shared machine the separate runs see different loads; so where "after" has the target-feature store, its
-hand-written loop also alternates steps that use the stored targets with steps that compute them, in one process:
-the second table ("steps alternating in one process") is that tighter A/B.
+On a shared machine the separate runs see different loads (and this VM's speed moves by 2x for runs of a few
+steps); so the hand-written loop of "after" switches the levers one process can switch, step by step: stored or
+computed targets (with the target-feature store on) and the fused blocks or PyTorch's ReLU/BatchNorm/max-pool ops
+(with ``model.net.fused`` on). The second table is that tighter A/B.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ def profile(args, overrides: list[str]) -> dict:
     from hydra.utils import instantiate
     from lightning.pytorch.loggers import TensorBoardLogger
 
+    from art_diffusion.nets.fused_blocks import FusedBlock
     from art_diffusion.run.memory import apply_cpu_memory
     from art_diffusion.run.precision import resolve_trainer_precision
 
@@ -79,9 +81,18 @@ def profile(args, overrides: list[str]) -> dict:
         else contextlib.nullcontext
     loss, optimizer = module.loss, trainer.optimizers[0]
     module.train()
-    times = {variant: {phase: [] for phase in PHASES} for variant in ("stored", "computed")}
+    # The levers one process can switch step by step, for the tight A/B: stored or computed targets (when the store
+    # is on) and fused or PyTorch's elementwise ops (when model.net.fused is on). Each combination gets
+    # args.steps steps, in turn.
+    fused_blocks = [m for m in module.modules() if isinstance(m, FusedBlock) and m.fused]
+    variants = [(store, fused) for fused in ((True, False) if fused_blocks else (False,))
+                for store in ((True, False) if datamodule.feature_path is not None else (False,))]
+    times = {variant: {phase: [] for phase in PHASES} for variant in variants}
     loader = iter(datamodule.train_dataloader())
-    for step in range(args.steps):
+    for step in range(args.steps * len(variants)):
+        use_store, use_fused = variants[step % len(variants)]
+        for block in fused_blocks:
+            block.fused = use_fused
         _sync(device)
         t = [time.perf_counter()]
         try:
@@ -91,8 +102,7 @@ def profile(args, overrides: list[str]) -> dict:
             batch = next(loader)
         images, _, *stored = datamodule.on_before_batch_transfer(batch, 0)
         images = images.to(device)
-        stored = stored[0].to(device) if stored and step % 2 == 0 else None  # odd steps: computed, for the A/B
-        variant = "stored" if stored is not None or datamodule.feature_path is None else "computed"
+        stored = stored[0].to(device) if stored and use_store else None
         t.append(time.perf_counter())
         with autocast():
             out = module(images)
@@ -118,14 +128,18 @@ def profile(args, overrides: list[str]) -> dict:
         optimizer.zero_grad(set_to_none=True)
         _sync(device)
         t.append(time.perf_counter())
-        if step >= args.warmup:
+        if step >= args.warmup * len(variants):
             for phase, a, b in zip(PHASES, t, t[1:]):
-                times[variant][phase].append(b - a)
-    result = {"phases_s": {k: statistics.median(v) for k, v in times["stored"].items()},
-              "lightning_step_s": lightning_step, "precision": precision}
-    if times["computed"]["data"]:
-        result["computed_phases_s"] = {k: statistics.median(v) for k, v in times["computed"].items()}
-    return result
+                times[(use_store, use_fused)][phase].append(b - a)
+    named = {_variant_name(store, fused, bool(fused_blocks)): {k: statistics.median(v) for k, v in phases.items()}
+             for (store, fused), phases in times.items()}
+    return {"phases_s": next(iter(named.values())), "variants_s": named, "lightning_step_s": lightning_step,
+            "precision": precision}
+
+
+def _variant_name(store: bool, fused: bool, can_fuse: bool) -> str:
+    return ("stored targets" if store else "computed targets") + (("" if fused else ", PyTorch's ops") if can_fuse
+                                                                  else "")
 
 
 def spawn(args, name: str, overrides: list[str]) -> dict:
@@ -161,27 +175,31 @@ def report(args, runs: dict[str, list[dict]]) -> str:
     lines.append("| **step (real Trainer)** | " + " | ".join(f"**{1000 * step[n]:.0f}** | 100 %" for n in names) + " |")
     lines.append("| images/s | " + " | ".join(f"{args.batch_size / step[n]:.2f} | {step[names[0]] / step[n]:.2f}x"
                                                 for n in names) + " |")
-    alternating = [r for r in runs.get("after", []) if "computed_phases_s" in r]
+    alternating = [r for r in runs.get("after", []) if len(r.get("variants_s", {})) > 1]
     if alternating:
-        lines += ["", "The hand-written loop of \"after\", steps alternating in one process (ms):", "",
-                  "| phase | stored targets | computed targets |", "| --- | --- | --- |"]
-        sums = {"phases_s": 0.0, "computed_phases_s": 0.0}
+        variants = list(alternating[0]["variants_s"])
+        lines += ["", "The hand-written loop of \"after\", its levers switched step by step in one process "
+                  f"({args.steps} steps each, in turn; ms):", "", "| phase | " + " | ".join(variants) + " |",
+                  "| --- |" + " --- |" * len(variants)]
+        sums = dict.fromkeys(variants, 0.0)
         for phase in PHASES:
             cells = []
-            for key in sums:
-                value = statistics.median(r[key][phase] for r in alternating)
-                sums[key] += value
+            for v in variants:
+                value = statistics.median(r["variants_s"][v][phase] for r in alternating)
+                sums[v] += value
                 cells.append(f"{1000 * value:.0f}")
             lines.append(f"| {phase} | " + " | ".join(cells) + " |")
-        lines.append(f"| **sum** | **{1000 * sums['phases_s']:.0f}** | **{1000 * sums['computed_phases_s']:.0f}** |")
-        lines.append(f"| speed-up of the store | {sums['computed_phases_s'] / sums['phases_s']:.2f}x | |")
+        lines.append("| **sum** | " + " | ".join(f"**{1000 * sums[v]:.0f}**" for v in variants) + " |")
+        lines.append("| vs the first column | " + " | ".join(f"{sums[variants[0]] / sums[v]:.2f}x" for v in variants)
+                     + " |")
     return "\n".join(lines)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     compare.add_run_arguments(p, steps=8, warmup=2)
-    p.add_argument("--before", nargs="*", default=["cpu_memory=release", "data.feature_store=false"],
+    p.add_argument("--before", nargs="*",
+                   default=["cpu_memory=release", "data.feature_store=false", "model.net.fused=false"],
                    help="overrides of the baseline configuration")
     p.add_argument("--after", nargs="*", default=[], help="overrides of the other one")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

@@ -168,7 +168,7 @@ def test_the_parameters_and_state_dict_do_not_depend_on_fusing():
 
 
 @needs_kernels
-@pytest.mark.parametrize("case", ["nchw", "hooked", "odd-side", "sync-bn", "fused-false"])
+@pytest.mark.parametrize("case", ["nchw", "hooked", "odd-side", "sync-bn", "fused-false", "float64"])
 def test_where_fusing_does_not_apply_pytorchs_modules_run(case):
     b = block(True)
     b.fused = case != "fused-false"
@@ -180,6 +180,8 @@ def test_where_fusing_does_not_apply_pytorchs_modules_run(case):
         b[2].register_forward_hook(lambda m, i, o: seen.append(o.shape))
     elif case == "odd-side":
         x = nhwc(2, 5, 9, 8)
+    elif case == "float64":
+        b, x = b.double(), x.double()
     elif case == "sync-bn":
         b = nn.SyncBatchNorm.convert_sync_batchnorm(b)
         assert isinstance(b, FusedBlock) and type(b[2]) is nn.SyncBatchNorm
@@ -188,6 +190,13 @@ def test_where_fusing_does_not_apply_pytorchs_modules_run(case):
     assert type(out.grad_fn).__name__ != "ReluBatchNormBackward"
     if case == "hooked":
         assert seen == [(2, 12, 8, 8)]
+
+
+def test_an_unbatched_image_gets_pytorchs_own_error():
+    b = block(True)
+    b.fused = True
+    with pytest.raises(ValueError, match="expected 4D input"):
+        b(torch.randn(5, 8, 8))
 
 
 def test_a_machine_without_a_compiler_trains_with_pytorchs_ops_after_one_warning(monkeypatch, caplog):

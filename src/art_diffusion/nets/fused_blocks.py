@@ -49,6 +49,8 @@ def fusable(y: Tensor, rest: list[nn.Module]) -> bool:
     hook on those modules (a hook sees what PyTorch's modules compute, so they run)."""
     if len(rest) not in (2, 3) or type(rest[0]) is not nn.ReLU or type(rest[1]) is not nn.BatchNorm2d:
         return False
+    if y.dim() != 4:
+        return False  # an unbatched image: PyTorch's BatchNorm2d says what it needs
     if _hooked(rest):
         return False
     bn = rest[1]
