@@ -142,9 +142,9 @@ def test_nan_propagates_as_in_pytorch():
 @needs_kernels
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_the_network_trains_the_same_with_and_without_fusing(seed):
-    """fp32: the same numbers. bf16 autocast: its gradients stray from fp32's by 10-60 % on a tiny random net, fused
-    or not; fusing may not stray further (it rounds once where PyTorch rounds between ops, and a pool tie can route
-    a gradient to the other element)."""
+    """fp32: no further from float64 than PyTorch's fp32. bf16 autocast: its gradients stray from fp32's by 10-60 %
+    on a tiny random net, fused or not; fusing may not stray further (it rounds once where PyTorch rounds between
+    ops, and a pool tie can route a gradient to the other element)."""
     torch.manual_seed(seed)
     nets = {f: ConvDiffusionModel(base_channels=8, fused=f).to(memory_format=torch.channels_last) for f in (0, 1)}
     nets[1].load_state_dict(nets[0].state_dict())  # same keys, same parameters
@@ -153,8 +153,12 @@ def test_the_network_trains_the_same_with_and_without_fusing(seed):
     fp32 = {f: run(copy.deepcopy(net), x, grad, False) for f, net in nets.items()}
     bf16 = {f: run(copy.deepcopy(net), x, grad, True) for f, net in nets.items()}
     assert nodes(fp32[1][0]).count("ReluBatchNormBackward") == 5 and "ReluBatchNormBackward" not in nodes(fp32[0][0])
-    assert rel(fp32[1][0], fp32[0][0]) < 1e-5
-    assert max(rel(g, g_ref) for g, g_ref in zip(fp32[1][1], fp32[0][1])) < 1e-4
+    # fp32: BatchNorm's backward cancels most of a gradient on 4 images, so fp32 rounding alone moves a gradient by
+    # up to 1e-3 of its norm; the truth is float64 (PyTorch's modules: fusing runs fp32 and bf16 only)
+    exact = run(copy.deepcopy(nets[0]).double(), x.double(), grad.double(), False)
+    assert rel(fp32[1][0], exact[0]) < 1e-5
+    for fused, native, truth in zip(fp32[1][1], fp32[0][1], exact[1]):
+        assert rel(fused, truth) <= 2 * rel(native, truth) + 1e-5
     truth = fp32[0][1]
     assert rel(bf16[1][0], fp32[0][0]) < 1e-2
     for fused, native, exact in zip(bf16[1][1], bf16[0][1], truth):
