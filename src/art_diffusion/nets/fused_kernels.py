@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from art_diffusion.storage.files import atomic_path, cache_root, optional_cache_dir
+from art_diffusion.storage.files import atomic_path, optional_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,13 @@ def _build() -> ctypes.CDLL | str:
     if cc is None:
         return f"no C compiler ({os.environ.get('CC', 'cc')}) on PATH"
     name = f"fused_bn-{build_key(cc)}.so"
-    directory = optional_cache_dir(cache_root() / "kernels", what="the compiled kernels")
+    root = optional_cache_dir(what="the compiled kernels")  # one warning per unwritable cache, whoever asks first
+    directory = root / "kernels" if root is not None else None
+    try:
+        if directory is not None:
+            directory.mkdir(mode=0o700, exist_ok=True)
+    except OSError:
+        directory = None
     with contextlib.suppress(OSError):
         if directory is not None and directory.stat().st_uid == os.getuid():
             directory.chmod(0o700)  # ours: nobody else writes into it (never done to another user's directory)
