@@ -44,6 +44,19 @@ static inline bf16 bf16_store(float f) {
 static inline float f32_load(float v) { return v; }
 static inline float f32_store(float f) { return f; }
 
+/* The 2x2 window's value that max-pool(BatchNorm(.)) keeps: its max for a scale s >= 0, else its min (the affine
+ * map reverses the order), by PyTorch's rule: the first extreme, a NaN wins. */
+static inline float window_extreme(float v0, float v1, float v2, float v3, float s) {
+    float hi = v0, lo = v0;
+    hi = (v1 > hi || v1 != v1) ? v1 : hi;
+    hi = (v2 > hi || v2 != v2) ? v2 : hi;
+    hi = (v3 > hi || v3 != v3) ? v3 : hi;
+    lo = (v1 < lo || v1 != v1) ? v1 : lo;
+    lo = (v2 < lo || v2 != v2) ? v2 : lo;
+    lo = (v3 < lo || v3 != v3) ? v3 : lo;
+    return s >= 0.0f ? hi : lo;
+}
+
 /* Block of rows summed in float before it is added to the float64 totals. */
 #define STATS_BLOCK 16
 
@@ -132,14 +145,7 @@ static void NAME(pool_affine_pixel)(const T *restrict r0, const T *restrict r1, 
                                     const float *restrict shift, T *restrict pooled, T *restrict out) {
     for (int64_t c = 0; c < C; ++c) {
         float v0 = LOAD(r0[c]), v1 = LOAD(r1[c]), v2 = LOAD(r2[c]), v3 = LOAD(r3[c]);
-        float hi = v0, lo = v0; /* PyTorch's rule: the first extreme, a NaN wins */
-        hi = (v1 > hi || v1 != v1) ? v1 : hi;
-        hi = (v2 > hi || v2 != v2) ? v2 : hi;
-        hi = (v3 > hi || v3 != v3) ? v3 : hi;
-        lo = (v1 < lo || v1 != v1) ? v1 : lo;
-        lo = (v2 < lo || v2 != v2) ? v2 : lo;
-        lo = (v3 < lo || v3 != v3) ? v3 : lo;
-        float s = scale[c], m = s >= 0.0f ? hi : lo;
+        float s = scale[c], m = window_extreme(v0, v1, v2, v3, s);
         pooled[c] = STORE(m);
         out[c] = STORE(m * s + shift[c]);
     }
@@ -175,14 +181,7 @@ static void NAME(pool_backward_pixel)(const T *restrict r0, const T *restrict r1
                                       T *restrict q3) {
     for (int64_t c = 0; c < C; ++c) {
         float v0 = LOAD(r0[c]), v1 = LOAD(r1[c]), v2 = LOAD(r2[c]), v3 = LOAD(r3[c]);
-        float hi = v0, lo = v0; /* the extreme the forward pooled (pool_affine_pixel) */
-        hi = (v1 > hi || v1 != v1) ? v1 : hi;
-        hi = (v2 > hi || v2 != v2) ? v2 : hi;
-        hi = (v3 > hi || v3 != v3) ? v3 : hi;
-        lo = (v1 < lo || v1 != v1) ? v1 : lo;
-        lo = (v2 < lo || v2 != v2) ? v2 : lo;
-        lo = (v3 < lo || v3 != v3) ? v3 : lo;
-        float s = scale[c], m = s >= 0.0f ? hi : lo;
+        float s = scale[c], m = window_extreme(v0, v1, v2, v3, s); /* what the forward pooled */
         float direct = LOAD(g[c]) * s, ac = a[c], bc = b[c], mc = mean[c];
         /* The pool's gradient goes to the first element equal to that extreme, the one PyTorch's max-pool picks (a
          * NaN makes every gradient of the batch NaN anyway, through the statistics). k is a float so that every
