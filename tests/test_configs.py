@@ -87,6 +87,21 @@ def test_every_experiment_with_every_model_composes_and_instantiates(tmp_path, e
         assert cfg.model.net.base_channels == 64 and cfg.scheduler.step_size == 30
 
 
+def test_every_experiment_model_file_is_picked_by_an_experiment_and_a_model():
+    """conf/train.yaml picks experiment_model=<experiment>_<model> as an optional default: a file whose name is not an
+    existing pair (a typo, a renamed model) would never be applied, and nothing else would say so."""
+    pairs = {f"{e}_{m}" for e in options("experiment") for m in options("model")}
+    assert options("experiment_model") and set(options("experiment_model")) <= pairs
+
+
+@pytest.mark.parametrize(("model", "lr"), [("reconstructor", 7e-3), ("ddpm", 3e-3)])
+def test_the_demo_learning_rate_follows_the_model_and_yields_to_the_command_line(tmp_path, model, lr):
+    """The article's network trains best at 7e-3 in the demo; the DDPM's UNet stalls there (BENCHMARKS.md)."""
+    assert _compose(tmp_path, "experiment=demo", f"model={model}").optim.lr == pytest.approx(lr)
+    assert _compose(tmp_path, "experiment=demo", f"model={model}", "optim.lr=2e-4").optim.lr == pytest.approx(2e-4)
+    assert _compose(tmp_path, f"model={model}").optim.lr == pytest.approx(1e-3)  # no experiment: the article's
+
+
 @pytest.mark.parametrize("preset", DDPM_PRESETS)
 def test_ddpm_presets_compose_and_build(tmp_path, preset):
     cfg = _compose(tmp_path, f"experiment={preset}", "data.root=/data/art")

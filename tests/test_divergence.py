@@ -11,6 +11,7 @@ from art_diffusion import DivergedError
 from art_diffusion.checkpoints.atomic_io import AtomicCheckpointIO
 from art_diffusion.run.train import train
 from art_diffusion.storage import json_text
+from tests.helpers.config import DEMO_LR
 from tests.helpers.scripts import SHORT, tiny, train_script
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*random.*", "ignore:.*num_workers.*")
@@ -21,8 +22,9 @@ OVERFLOW = "loss.mse_weight=1e39"
 
 def test_a_non_finite_training_loss_stops_the_run_before_any_checkpoint(compose_cfg, tmp_path):
     cfg = compose_cfg(OVERFLOW, "+trainer.num_sanity_val_steps=0", output_dir=tmp_path / "run")
+    hint = rf"optim.lr={DEMO_LR:g}, e.g. optim.lr={DEMO_LR / 10:g}"  # experiment=demo's lr, and a tenth of it
     with pytest.raises(DivergedError, match=r"train/loss = inf at epoch 0, batch 0 \(global step 1\)\. .*no "
-                                            r"checkpoint was saved.*optim.lr=0.003, e.g. optim.lr=0.0003"):
+                                            rf"checkpoint was saved.*{hint}"):
         train(cfg)
     assert not list((tmp_path / "run").glob("**/*.ckpt*"))
 

@@ -23,7 +23,7 @@ from art_diffusion.lightning.loggers import readable_tag
 from art_diffusion.run.job import run_job
 from art_diffusion.run.sweeps.record import describe_sweep, job_dirname
 from art_diffusion.run.train import train
-from tests.helpers.config import compose_train_cfg
+from tests.helpers.config import DEMO_LR, compose_train_cfg
 from tests.helpers.scripts import SHORT, tiny, train_script
 
 
@@ -119,7 +119,7 @@ def test_grid_sweep_writes_summaries_hparams_and_survives_a_failing_job(tmp_path
         weight = name.partition("=")[2]
         assert hparams["loss.perceptual_weight"] == float(weight)  # one numeric type for 0, 0.25, 0.5 and 1
         expected = json.loads((jobs[weight] / "metrics.json").read_text())
-        assert hparams["optim.lr"] == pytest.approx(3e-3)  # experiment=demo's learning rate
+        assert hparams["optim.lr"] == pytest.approx(DEMO_LR)  # experiment=demo's learning rate
         assert hparams["model.net.base_channels"] == "4" and hparams["seed"] == "42"  # whole numbers, not 4.000
         for metric in ("val/psnr", "val/ssim", "val/loss", "test/psnr", "best_epoch"):
             assert metrics[readable_tag(metric)] == pytest.approx(expected[metric])

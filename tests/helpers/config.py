@@ -7,7 +7,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 import art_diffusion.run.resolvers  # noqa: F401  (registers the resolvers the configs use)
 
@@ -19,6 +19,9 @@ CONF_DIR = REPO / "conf"
 DOC_PAGES = ("README.md", "docs/data.md", "docs/configuration.md", "docs/loggers-and-debugging.md", "docs/sweeps.md",
              "docs/clusters.md", "docs/inference.md", "docs/checkpoints.md", "docs/generation.md",
              "docs/reliability.md", "docs/pretrained.md")
+
+#: experiment=demo's learning rate for the reconstructor, which the TINY runs train with
+DEMO_LR: float = OmegaConf.load(CONF_DIR / "experiment_model" / "demo_reconstructor.yaml").optim.lr
 
 # Small enough for a 2-core CPU: 4-channel net, 32 px, 20 demo images, random VGG (no weight download).
 TINY = [
