@@ -18,14 +18,17 @@ import time
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from art_diffusion.data import pixel_cache
 from art_diffusion.data.listing import list_image_folder
+from art_diffusion.run import run_dir_owner
 from art_diffusion.run.train import train
 from art_diffusion.storage import locks
 from art_diffusion.storage.locks import InUseError
 from tests.helpers.config import REPO, compose_train_cfg
 from tests.helpers.messy_folder import pattern
+from tests.helpers.scripts import tiny
 from tests.test_checkpoints import _train_cli
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*random.*", "ignore:.*num_workers.*")
@@ -174,3 +177,58 @@ def test_a_holder_refreshes_its_record(tmp_path, monkeypatch):
         assert json.loads(locks.record_path(lock_path).read_text())["since"] == first["since"]
     time.sleep(0.2)
     assert not locks.record_path(lock_path).exists()  # no beat after the release brings it back
+
+
+def _tree(directory) -> dict[str, bytes | None]:
+    """Every path under ``directory`` with its bytes (None: a dir), but the holder's record, which its heartbeat
+    rewrites."""
+    return {str(p.relative_to(directory)): None if p.is_dir() else p.read_bytes()
+            for p in sorted(directory.rglob("*")) if p.name != "owner.lock.json"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("aim", ["hydra.run.dir", "hydra.run.dir resume=auto", "resume"])
+def test_a_call_aimed_at_a_live_run_dir_is_refused_before_it_writes_anything(tiny_run, tmp_path, demo_root, aim):
+    """Hydra writes .hydra/ and train.log before the task runs: a refusal that came from the task would have replaced
+    the live run's record of its config (which resume= and the hparams table read) by the refused call's."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / ".hydra").mkdir(exist_ok=True)
+    (run / ".hydra" / "overrides.yaml").write_text("- the live run's own overrides\n")
+    (run / "train.log").write_text("the live run's log\n")
+    target = [f"resume={run}"] if aim == "resume" else [f"hydra.run.dir={run}", *aim.split()[1:]]
+    with run_dir_owner.claim_run_dir(run):  # this test process is the live run
+        before = _tree(run)
+        result = _train_cli(*tiny(demo_root), "loss.perceptual_weight=0.5", *target)
+        assert _tree(run) == before
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        f"error: The run dir {run} is in use by pid {os.getpid()} on host {socket.gethostname()}")
+
+
+def test_the_run_dir_taken_when_hydra_starts_is_the_one_train_owns_and_is_given_back(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    config = OmegaConf.create({"hydra": {"run": {"dir": str(run)}}})
+    try:
+        run_dir_owner.RunDirOwner().on_run_start(config)
+        with run_dir_owner.owned(run):  # held already: no second claim (which would find this process in the way)
+            with pytest.raises(InUseError, match=rf"The run dir {run} is in use by pid {os.getpid()}"):
+                with run_dir_owner.claim_run_dir(run):
+                    pass
+    finally:
+        run_dir_owner.release_all()
+    with run_dir_owner.owned(run):  # given back: a claim of its own
+        assert json.loads((run / "owner.lock.json").read_text())["pid"] == os.getpid()
+    assert not (run / "owner.lock.json").exists()
+
+
+def test_hydra_start_of_a_live_run_dir_is_one_error_line_and_exit_status_2(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    with run_dir_owner.claim_run_dir(run):
+        with pytest.raises(SystemExit) as exited:
+            run_dir_owner.RunDirOwner().on_run_start(OmegaConf.create({"hydra": {"run": {"dir": str(run)}}}))
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.startswith(f"error: The run dir {run} is in use by pid {os.getpid()}")
+    assert not run_dir_owner._held

@@ -161,9 +161,10 @@ _HYDRA_RECORD = {"config.yaml", "hydra.yaml", "overrides.yaml"}
 
 
 def _written_before_the_task(entry: Path) -> bool:
-    """An empty log, or the ``.hydra`` dir holding only the three files Hydra wrote for this call."""
+    """An empty log or lock file (the run dir's, run.run_dir_owner), or the ``.hydra`` dir holding only the three
+    files Hydra wrote for this call."""
     if entry.is_file():
-        return entry.suffix == ".log" and entry.stat().st_size == 0
+        return entry.suffix in (".log", ".lock") and entry.stat().st_size == 0
     return (entry.name == ".hydra" and entry.is_dir()
             and all(f.is_file() and f.name in _HYDRA_RECORD for f in entry.iterdir()))
 
@@ -175,6 +176,9 @@ def discard_empty_output_dir() -> None:
     alone."""
     if not HydraConfig.initialized():
         return
+    from art_diffusion.run.run_dir_owner import release_all
+
+    release_all()  # the run dir this call took when Hydra's run started: its lock record goes, its lock file stays
     out, cwd = Path(HydraConfig.get().runtime.output_dir).resolve(), Path.cwd().resolve()
     entries = list(out.iterdir()) if out.is_dir() else []
     if not out.is_dir() or not all(_written_before_the_task(entry) for entry in entries):

@@ -36,10 +36,10 @@ from art_diffusion.run.config_tree import print_config_tree
 from art_diffusion.run.hparams import log_hparams
 from art_diffusion.run.memory import apply_cpu_memory
 from art_diffusion.run.precision import resolve_trainer_precision
-from art_diffusion.run.run_dir import LAST_CHECKPOINT, METRICS_FILE, OWNER_LOCK
+from art_diffusion.run.run_dir import LAST_CHECKPOINT, METRICS_FILE
+from art_diffusion.run.run_dir_owner import owned
 from art_diffusion.run.validate import check_values
 from art_diffusion.storage import temporaries_under, write_json
-from art_diffusion.storage.locks import claim
 
 log = logging.getLogger(__name__)
 
@@ -109,19 +109,16 @@ def _scalars(metrics: dict, prefixes: tuple[str, ...]) -> dict[str, float]:
 
 @contextlib.contextmanager
 def own_run_dir(cfg: DictConfig) -> Iterator[None]:
-    """The run dir's lock, held by one process: a second ``resume=`` of a live run is refused. A resumed dir is
-    readied once it is owned (:func:`tidy_run_dir`). DDP ranks other than the launching one (Lightning's, or SLURM's
-    tasks) are part of the same run and take none."""
+    """The run dir's lock, held by one process (taken when Hydra's run started, see run.run_dir_owner, else here): a
+    second ``resume=`` of a live run is refused. A resumed dir is readied once it is owned (:func:`tidy_run_dir`).
+    DDP ranks other than the launching one (Lightning's, or SLURM's tasks) are part of the same run and take none."""
     if rank_zero_only.rank != 0 or is_spawned_rank():
         yield
         return
     resume = cfg.get("resume")
     directory = find_run_to_resume(str(resume)) if resume and resume != AUTO else Path(cfg.paths.output_dir)
     directory.mkdir(parents=True, exist_ok=True)
-    with claim(directory / OWNER_LOCK, f"The run dir {directory}",
-               "Wait for that run to end or stop it; two processes training into one run dir would interleave "
-               "checkpoints and TensorBoard curves. To train other settings from it, start a new run with "
-               f"ckpt_path={directory / 'checkpoints' / 'last.ckpt'}."):
+    with owned(directory):
         for leftover in temporaries_under(directory):  # a killed earlier process's half-written files
             log.info("Removing %s, left by a write that was interrupted", leftover)
             leftover.unlink(missing_ok=True)

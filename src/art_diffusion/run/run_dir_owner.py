@@ -1,0 +1,73 @@
+"""One process owns a run dir: it holds ``owner.lock`` before Hydra writes anything into the dir, until it exits.
+
+Hydra writes its record of a call (``.hydra/config.yaml``, ``overrides.yaml``) and opens ``train.log`` in the run dir
+before the task starts. If the dir's lock were first taken by the task, a second call aimed at a dir another process
+trains in (``hydra.run.dir=`` of a live run, ``resume=`` of one) would be refused only after it had replaced the live
+run's record, which ``resume=`` and the hparams table read back later. :class:`RunDirOwner`, a Hydra callback of
+train.py (``conf/hydra/default.yaml``), takes the lock when Hydra's run starts, before those writes: a refused call
+leaves the dir as it found it. ``train()`` called without Hydra (tests, notebooks) claims the dir itself
+(:func:`owned`), with the same lock and the same message.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import sys
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from art_diffusion.run.run_dir import OWNER_LOCK
+from art_diffusion.storage.locks import InUseError, claim
+
+#: Run dirs this process holds since Hydra's run started (:class:`RunDirOwner`), by resolved path.
+_held: dict[Path, contextlib.ExitStack] = {}
+
+
+def claim_run_dir(directory: Path) -> contextlib.AbstractContextManager:
+    """Hold ``directory``'s lock for a ``with`` block, or raise :class:`InUseError` naming the live holder."""
+    return claim(directory / OWNER_LOCK, f"The run dir {directory}",
+                 "Wait for that run to end or stop it; two processes training into one run dir would interleave "
+                 "checkpoints and TensorBoard curves. To train other settings from it, start a new run with "
+                 f"ckpt_path={directory / 'checkpoints' / 'last.ckpt'}.")
+
+
+def owned(directory: Path) -> contextlib.AbstractContextManager:
+    """``directory`` owned for a block: already, when this process took it as Hydra's run started; else claimed."""
+    return contextlib.nullcontext() if directory.resolve() in _held else claim_run_dir(directory)
+
+
+def release_all() -> None:
+    """Give back every run dir held since Hydra's run started (at exit, or before a failed call's dir is removed)."""
+    while _held:
+        _held.popitem()[1].close()
+
+
+class RunDirOwner(Callback):
+    """Takes the run dir of a single run (``hydra.run.dir``) before Hydra writes into it, or ends the call with one
+    ``error:`` line and exit status 2. A multirun's jobs each get a new dir, claimed by the job. DDP ranks other than
+    the launching one (Lightning's, or SLURM's tasks) are part of the same run and take nothing."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        from lightning.pytorch.utilities import rank_zero_only  # the rank from the environment, as Lightning reads it
+
+        from art_diffusion.run.cluster.ddp import is_spawned_rank
+
+        if rank_zero_only.rank != 0 or is_spawned_rank():
+            return
+        try:
+            directory = Path(os.path.abspath(str(config.hydra.run.dir)))
+        except Exception:  # an interpolation that fails (resume= of no run): Hydra reports it right after
+            return
+        stack = contextlib.ExitStack()
+        try:
+            stack.enter_context(claim_run_dir(directory))
+        except InUseError as error:
+            print(f"error: {error}", file=sys.stderr)
+            raise SystemExit(2) from None
+        if not _held:
+            atexit.register(release_all)
+        _held[directory.resolve()] = stack
