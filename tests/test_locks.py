@@ -210,15 +210,16 @@ def test_the_run_dir_taken_when_hydra_starts_is_the_one_train_owns_and_is_given_
     run = tmp_path / "run"
     run.mkdir()
     config = OmegaConf.create({"hydra": {"run": {"dir": str(run)}}})
+    owner = run_dir_owner.RunDirOwner()
     try:
-        run_dir_owner.RunDirOwner().on_run_start(config)
+        owner.on_run_start(config)
         with run_dir_owner.owned(run):  # held already: no second claim (which would find this process in the way)
             with pytest.raises(InUseError, match=rf"The run dir {run} is in use by pid {os.getpid()}"):
                 with run_dir_owner.claim_run_dir(run):
                     pass
     finally:
-        run_dir_owner.release_all()
-    with run_dir_owner.owned(run):  # given back: a claim of its own
+        owner.on_run_end(config)
+    with run_dir_owner.owned(run):  # given back when the run ended: a claim of its own (a second run, in-process)
         assert json.loads((run / "owner.lock.json").read_text())["pid"] == os.getpid()
     assert not (run / "owner.lock.json").exists()
 

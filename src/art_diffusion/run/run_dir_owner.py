@@ -48,8 +48,9 @@ def release_all() -> None:
 
 class RunDirOwner(Callback):
     """Takes the run dir of a single run (``hydra.run.dir``) before Hydra writes into it, or ends the call with one
-    ``error:`` line and exit status 2. A multirun's jobs each get a new dir, claimed by the job. DDP ranks other than
-    the launching one (Lightning's, or SLURM's tasks) are part of the same run and take nothing."""
+    ``error:`` line and exit status 2; gives it back when the run ends (or the process exits). A multirun's jobs each
+    get a new dir, claimed by the job. DDP ranks other than the launching one (Lightning's, or SLURM's tasks) are
+    part of the same run and take nothing."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         from lightning.pytorch.utilities import rank_zero_only  # the rank from the environment, as Lightning reads it
@@ -71,3 +72,8 @@ class RunDirOwner(Callback):
         if not _held:
             atexit.register(release_all)
         _held[directory.resolve()] = stack
+
+    def on_run_end(self, config: DictConfig, **kwargs) -> None:
+        """The run is over (Hydra calls this after a task that returned or raised): a second run in this process,
+        as scripts run in-process do, takes its dir afresh."""
+        release_all()
