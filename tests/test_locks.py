@@ -233,3 +233,21 @@ def test_hydra_start_of_a_live_run_dir_is_one_error_line_and_exit_status_2(tmp_p
     assert exited.value.code == 2
     assert capsys.readouterr().err.startswith(f"error: The run dir {run} is in use by pid {os.getpid()}")
     assert not run_dir_owner._held
+
+
+def test_taking_over_a_dead_owner_when_hydra_starts_is_logged_once_the_run_log_is_open(tmp_path, caplog):
+    """Hydra opens train.log after the run dir is taken: the warning waits for it (on_job_start) instead of going to
+    a log that does not exist yet."""
+    run = tmp_path / "run"
+    run.mkdir()
+    _record_of_another_host(run / "owner.lock", beat_age=locks.LEASE_S + 1)
+    config = OmegaConf.create({"hydra": {"run": {"dir": str(run)}}})
+    owner = run_dir_owner.RunDirOwner()
+    with caplog.at_level(logging.WARNING):
+        try:
+            owner.on_run_start(config)
+            assert "Taking over" not in caplog.text
+            owner.on_job_start(config)
+            assert f"Taking over The run dir {run} from pid 4242 on host elsewhere" in caplog.text
+        finally:
+            owner.on_run_end(config)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import os
 import sys
 from pathlib import Path
@@ -46,11 +47,25 @@ def release_all() -> None:
         _held.popitem()[1].close()
 
 
+class _Deferred(logging.Handler):
+    """Keeps the records logged before Hydra has set up logging, to be logged again once it has."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
 class RunDirOwner(Callback):
     """Takes the run dir of a single run (``hydra.run.dir``) before Hydra writes into it, or ends the call with one
     ``error:`` line and exit status 2; gives it back when the run ends (or the process exits). A multirun's jobs each
     get a new dir, claimed by the job. DDP ranks other than the launching one (Lightning's, or SLURM's tasks) are
     part of the same run and take nothing."""
+
+    def __init__(self) -> None:
+        self.deferred: _Deferred | None = None
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         from lightning.pytorch.utilities import rank_zero_only  # the rank from the environment, as Lightning reads it
@@ -64,14 +79,27 @@ class RunDirOwner(Callback):
         except Exception:  # an interpolation that fails (resume= of no run): Hydra reports it right after
             return
         stack = contextlib.ExitStack()
+        # "Taking over ..." from a dead owner: kept, and logged once Hydra has opened the run's log (on_job_start)
+        lock_log, self.deferred = logging.getLogger(claim.__module__), _Deferred()
+        lock_log.addHandler(self.deferred)
+        lock_log.propagate = False
         try:
             stack.enter_context(claim_run_dir(directory))
         except InUseError as error:
             print(f"error: {error}", file=sys.stderr)
             raise SystemExit(2) from None
+        finally:
+            lock_log.removeHandler(self.deferred)
+            lock_log.propagate = True
         if not _held:
             atexit.register(release_all)
         _held[directory.resolve()] = stack
+
+    def on_job_start(self, config: DictConfig, **kwargs) -> None:
+        """Hydra has configured logging (the run's train.log): what the claim logged goes there now."""
+        deferred, self.deferred = self.deferred, None
+        for record in deferred.records if deferred else []:
+            logging.getLogger(record.name).handle(record)
 
     def on_run_end(self, config: DictConfig, **kwargs) -> None:
         """The run is over (Hydra calls this after a task that returned or raised): a second run in this process,
