@@ -251,3 +251,41 @@ def test_taking_over_a_dead_owner_when_hydra_starts_is_logged_once_the_run_log_i
             assert f"Taking over The run dir {run} from pid 4242 on host elsewhere" in caplog.text
         finally:
             owner.on_run_end(config)
+
+
+@pytest.mark.slow
+def test_a_new_run_aimed_at_a_finished_run_dir_is_refused_and_leaves_it_as_it_was(tiny_run, tmp_path, demo_root):
+    """It used to train into it: the finished run's last.ckpt, metrics.json and .hydra/ replaced by the new run's."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    before = _tree(run)
+    result = _train_cli(*tiny(demo_root), "loss.perceptual_weight=0.5", f"hydra.run.dir={run}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: The run dir {run} holds a run already (checkpoints/best.ckpt, "), last
+    assert last.endswith(f"To continue it: resume={run} (or resume=auto); to start a new run, give a new "
+                         "hydra.run.dir or leave it out (outputs/<date>/<time>).")
+    assert _tree(run) == before
+
+
+@pytest.mark.parametrize(("resume", "refused"), [(None, True), ("auto", False)])
+def test_hydra_start_of_a_new_run_in_a_trained_dir_is_refused_unless_it_resumes(tmp_path, capsys, resume, refused):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"a finished run's")
+    config = OmegaConf.create({"hydra": {"run": {"dir": str(run)}}, "resume": resume})
+    owner = run_dir_owner.RunDirOwner()
+    try:
+        if refused:
+            with pytest.raises(SystemExit) as exited:
+                owner.on_run_start(config)
+            assert exited.value.code == 2
+            assert capsys.readouterr().err.startswith(f"error: The run dir {run} holds a run already "
+                                                      "(checkpoints/last.ckpt). To continue it: resume=")
+            with run_dir_owner.claim_run_dir(run):  # refused, and the lock given back
+                pass
+        else:
+            owner.on_run_start(config)
+            assert run.resolve() in run_dir_owner._held
+    finally:
+        owner.on_run_end(config)

@@ -1,12 +1,13 @@
-"""One process owns a run dir: it holds ``owner.lock`` before Hydra writes anything into the dir, until it exits.
+"""One process owns a run dir: it holds ``owner.lock`` before Hydra writes anything into the dir, until the run ends.
 
 Hydra writes its record of a call (``.hydra/config.yaml``, ``overrides.yaml``) and opens ``train.log`` in the run dir
 before the task starts. If the dir's lock were first taken by the task, a second call aimed at a dir another process
 trains in (``hydra.run.dir=`` of a live run, ``resume=`` of one) would be refused only after it had replaced the live
 run's record, which ``resume=`` and the hparams table read back later. :class:`RunDirOwner`, a Hydra callback of
 train.py (``conf/hydra/default.yaml``), takes the lock when Hydra's run starts, before those writes: a refused call
-leaves the dir as it found it. ``train()`` called without Hydra (tests, notebooks) claims the dir itself
-(:func:`owned`), with the same lock and the same message.
+leaves the dir as it found it. There too, a new run (no ``resume=``) aimed at a dir that holds another run's
+checkpoints is refused (it used to train into it, replacing that run's last.ckpt). ``train()`` called without Hydra
+(tests, notebooks) claims the dir itself (:func:`owned`), with the same lock and the same message.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from art_diffusion.run.run_dir import OWNER_LOCK
-from art_diffusion.storage.locks import InUseError, claim
+from art_diffusion import UserError
+from art_diffusion.run.run_dir import METRICS_FILE, OWNER_LOCK
+from art_diffusion.storage.locks import claim
 
 #: Run dirs this process holds since Hydra's run started (:class:`RunDirOwner`), by resolved path.
 _held: dict[Path, contextlib.ExitStack] = {}
@@ -34,6 +36,17 @@ def claim_run_dir(directory: Path) -> contextlib.AbstractContextManager:
                  "Wait for that run to end or stop it; two processes training into one run dir would interleave "
                  "checkpoints and TensorBoard curves. To train other settings from it, start a new run with "
                  f"ckpt_path={directory / 'checkpoints' / 'last.ckpt'}.")
+
+
+def refuse_a_trained_dir(directory: Path) -> None:
+    """A new run (no ``resume=``) trains in a dir of its own: one that holds another run's checkpoints or final
+    metrics would get its last.ckpt, metrics.json and TensorBoard curves mixed with the new run's."""
+    found = sorted(str(p.relative_to(directory)) for p in (*directory.glob("checkpoints/*.ckpt"),
+                                                           directory / METRICS_FILE) if p.is_file())
+    if found:
+        raise UserError(f"The run dir {directory} holds a run already ({', '.join(found[:3])}"
+                        f"{', ...' if len(found) > 3 else ''}). To continue it: resume={directory} (or resume=auto); "
+                        "to start a new run, give a new hydra.run.dir or leave it out (outputs/<date>/<time>).")
 
 
 def owned(directory: Path) -> contextlib.AbstractContextManager:
@@ -85,7 +98,10 @@ class RunDirOwner(Callback):
         lock_log.propagate = False
         try:
             stack.enter_context(claim_run_dir(directory))
-        except InUseError as error:
+            if config.get("resume") in (None, "", "null"):
+                refuse_a_trained_dir(directory)
+        except UserError as error:
+            stack.close()
             print(f"error: {error}", file=sys.stderr)
             raise SystemExit(2) from None
         finally:
