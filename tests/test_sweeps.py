@@ -1,5 +1,6 @@
 """Sweeps through the real scripts/train.py: one dir per job, the summary files, TensorBoard's HPARAMS view, Optuna."""
 
+import contextlib
 import csv
 import json
 import math
@@ -20,6 +21,7 @@ from tensorboard.plugins.hparams import api_pb2, backend_context, list_session_g
 
 from art_diffusion import ConfigError, UserError
 from art_diffusion.lightning.loggers import readable_tag
+from art_diffusion.run import run_dir_owner
 from art_diffusion.run.job import run_job
 from art_diffusion.run.sweeps.record import describe_sweep, job_dirname
 from art_diffusion.run.train import train
@@ -127,6 +129,28 @@ def test_grid_sweep_writes_summaries_hparams_and_survives_a_failing_job(tmp_path
     shown_hparams, shown_metrics = hparams_columns(sweep)
     assert shown_hparams[0] == "loss.perceptual_weight"
     assert shown_metrics[:3] == ["val/psnr", "test/psnr", "z_run/best_epoch"]
+
+
+@pytest.mark.parametrize("owner", ["a finished run", "a live run"])
+def test_a_sweep_job_refused_its_dir_writes_nothing_into_it_and_the_sweep_goes_on(compose_cfg, tmp_path, owner):
+    """A sweep re-launched into its own sweep dir without resume= (or racing a live job): each job's dir holds another
+    run. The job is refused before it trains, and even its failure record (job.json, error.txt) stays out."""
+    cfg = compose_cfg()
+    with read_write(cfg.hydra):
+        cfg.hydra.mode = RunMode.MULTIRUN
+    HydraConfig().set_config(cfg)
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"the other run's")
+    (run / "job.json").write_text('{"status": "completed"}')
+
+    def files() -> dict:
+        return {str(p): p.read_bytes() for p in run.rglob("*") if p.is_file() and not p.name.startswith("owner.lock")}
+
+    before = files()
+    with run_dir_owner.claim_run_dir(run) if owner == "a live run" else contextlib.nullcontext():
+        assert math.isnan(run_job(cfg))
+    assert files() == before
 
 
 def test_a_failing_job_raises_in_a_single_run_and_is_recorded_in_a_multirun(compose_cfg, tmp_path):

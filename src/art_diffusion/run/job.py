@@ -15,8 +15,6 @@ import time
 import traceback
 from pathlib import Path
 
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
@@ -25,6 +23,7 @@ from art_diffusion.data.datamodule import skipped_stages
 from art_diffusion.run import resolvers  # noqa: F401  (a submitit worker resolves the job's config after unpickling this)
 from art_diffusion.run.cluster.ddp import job_scope
 from art_diffusion.run.run_dir import ERROR_FILE, JOB_FILE
+from art_diffusion.run.run_dir_owner import RunDirTaken, in_multirun
 from art_diffusion.run.train import Interrupted, fit_and_test, own_run_dir, prepare_config
 from art_diffusion.storage import atomic_write, write_json
 
@@ -46,10 +45,6 @@ def optimized_value(cfg: DictConfig, metrics: dict[str, float]) -> float:
                           f"(they are in {Path(cfg.paths.output_dir) / 'metrics.json'}); set optimized_metric to "
                           "one of them (e.g. optimized_metric=val/loss).")
     return metrics[name]
-
-
-def _in_multirun() -> bool:
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def _status(error: BaseException) -> str:
@@ -78,7 +73,9 @@ def run_job(cfg: DictConfig) -> float:
     ``job.json`` in the run dir says how the job ended: ``completed``, ``failed``, ``diverged`` (a non-finite loss
     stopped it) or ``interrupted`` (SIGTERM or Ctrl-C; exit 143 or 130 with the resume command). A single run writes
     it only once it owns its run dir (a run refused by another's lock leaves that run's files alone); a sweep job's
-    dir is its own. A resumed run reports the metric of the config it resumed, not of today's defaults.
+    dir is its own, unless it is refused as another run's (:class:`~art_diffusion.run.run_dir_owner.RunDirTaken`: a
+    live job's, or a trained one without ``resume=``), and then nothing is written into it. A resumed run reports the
+    metric of the config it resumed, not of today's defaults.
     """
     output_dir = Path(cfg.paths.output_dir)
     start = time.monotonic()
@@ -90,14 +87,19 @@ def run_job(cfg: DictConfig) -> float:
                 owned, cfg = True, prepared
                 value = optimized_value(prepared, fit_and_test(prepared))
     except (Exception, KeyboardInterrupt) as error:
-        if owned or _in_multirun():
+        # a job refused its dir (another run's) writes nothing into it; a sweep job's dir is otherwise its own
+        ours = owned or (in_multirun() and not isinstance(error, RunDirTaken))
+        if ours:
             _record(output_dir, cfg, start, _status(error), error=error)
         if isinstance(error, (Interrupted, KeyboardInterrupt)):
             stop = error if isinstance(error, Interrupted) else Interrupted("SIGINT", 130, str(output_dir))
             log.warning("%s", stop)
             raise SystemExit(stop.exit_code) from None
-        if not (_in_multirun() and rank_zero_only.rank == 0):
+        if not (in_multirun() and rank_zero_only.rank == 0):
             raise
+        if not ours:
+            log.error("This job was refused its dir; the sweep goes on. %s", error)
+            return math.nan
         log.exception("This job %s; the sweep goes on. Error saved in %s", _status(error), output_dir / ERROR_FILE)
         atomic_write(output_dir / ERROR_FILE, traceback.format_exc())
         return math.nan

@@ -17,25 +17,44 @@ import contextlib
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from art_diffusion import UserError
 from art_diffusion.run.run_dir import METRICS_FILE, OWNER_LOCK
-from art_diffusion.storage.locks import claim
+from art_diffusion.storage.locks import InUseError, claim
 
 #: Run dirs this process holds since Hydra's run started (:class:`RunDirOwner`), by resolved path.
 _held: dict[Path, contextlib.ExitStack] = {}
 
 
-def claim_run_dir(directory: Path) -> contextlib.AbstractContextManager:
-    """Hold ``directory``'s lock for a ``with`` block, or raise :class:`InUseError` naming the live holder."""
-    return claim(directory / OWNER_LOCK, f"The run dir {directory}",
-                 "Wait for that run to end or stop it; two processes training into one run dir would interleave "
-                 "checkpoints and TensorBoard curves. To train other settings from it, start a new run with "
-                 f"ckpt_path={directory / 'checkpoints' / 'last.ckpt'}.")
+def in_multirun() -> bool:
+    """A job of a sweep (``-m``), whose dir Hydra made for it before the job starts."""
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+class RunDirTaken(InUseError):
+    """The run dir is another run's: a live process trains in it, or it holds a trained run that a new run would
+    overwrite. The refused job writes nothing into it (not even its job.json)."""
+
+
+@contextlib.contextmanager
+def claim_run_dir(directory: Path) -> Iterator[None]:
+    """Hold ``directory``'s lock for a ``with`` block, or raise :class:`RunDirTaken` naming the live holder."""
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(claim(
+                directory / OWNER_LOCK, f"The run dir {directory}",
+                "Wait for that run to end or stop it; two processes training into one run dir would interleave "
+                "checkpoints and TensorBoard curves. To train other settings from it, start a new run with "
+                f"ckpt_path={directory / 'checkpoints' / 'last.ckpt'}."))
+        except InUseError as error:
+            raise RunDirTaken(str(error)) from None
+        yield
 
 
 def refuse_a_trained_dir(directory: Path) -> None:
@@ -44,7 +63,7 @@ def refuse_a_trained_dir(directory: Path) -> None:
     found = sorted(str(p.relative_to(directory)) for p in (*directory.glob("checkpoints/*.ckpt"),
                                                            directory / METRICS_FILE) if p.is_file())
     if found:
-        raise UserError(f"The run dir {directory} holds a run already ({', '.join(found[:3])}"
+        raise RunDirTaken(f"The run dir {directory} holds a run already ({', '.join(found[:3])}"
                         f"{', ...' if len(found) > 3 else ''}). To continue it: resume={directory} (or resume=auto); "
                         "to start a new run, give a new hydra.run.dir or leave it out (outputs/<date>/<time>).")
 
@@ -100,7 +119,7 @@ class RunDirOwner(Callback):
             stack.enter_context(claim_run_dir(directory))
             if config.get("resume") in (None, "", "null"):
                 refuse_a_trained_dir(directory)
-        except UserError as error:
+        except RunDirTaken as error:
             stack.close()
             print(f"error: {error}", file=sys.stderr)
             raise SystemExit(2) from None

@@ -37,7 +37,7 @@ from art_diffusion.run.hparams import log_hparams
 from art_diffusion.run.memory import apply_cpu_memory
 from art_diffusion.run.precision import resolve_trainer_precision
 from art_diffusion.run.run_dir import LAST_CHECKPOINT, METRICS_FILE
-from art_diffusion.run.run_dir_owner import owned
+from art_diffusion.run.run_dir_owner import in_multirun, owned, refuse_a_trained_dir
 from art_diffusion.run.validate import check_values
 from art_diffusion.storage import temporaries_under, write_json
 
@@ -119,6 +119,8 @@ def own_run_dir(cfg: DictConfig) -> Iterator[None]:
     directory = find_run_to_resume(str(resume)) if resume and resume != AUTO else Path(cfg.paths.output_dir)
     directory.mkdir(parents=True, exist_ok=True)
     with owned(directory):
+        if not resume and in_multirun():  # a single run's dir was checked when Hydra's run started (RunDirOwner)
+            refuse_a_trained_dir(directory)
         for leftover in temporaries_under(directory):  # a killed earlier process's half-written files
             log.info("Removing %s, left by a write that was interrupted", leftover)
             leftover.unlink(missing_ok=True)
