@@ -24,6 +24,7 @@ from art_diffusion.lightning.loggers import readable_tag
 from art_diffusion.run import run_dir_owner
 from art_diffusion.run.job import run_job
 from art_diffusion.run.sweeps.record import describe_sweep, job_dirname
+from art_diffusion.run.sweeps.summary import exit_if_sweep_failed
 from art_diffusion.run.train import train
 from tests.helpers.config import DEMO_LR, compose_train_cfg
 from tests.helpers.scripts import SHORT, tiny, train_script
@@ -132,7 +133,8 @@ def test_grid_sweep_writes_summaries_hparams_and_survives_a_failing_job(tmp_path
 
 
 @pytest.mark.parametrize("owner", ["a finished run", "a live run"])
-def test_a_sweep_job_refused_its_dir_writes_nothing_into_it_and_the_sweep_goes_on(compose_cfg, tmp_path, owner):
+def test_a_sweep_job_refused_its_dir_writes_nothing_into_it_and_the_sweep_goes_on(compose_cfg, tmp_path, owner,
+                                                                                 capsys):
     """A sweep re-launched into its own sweep dir without resume= (or racing a live job): each job's dir holds another
     run. The job is refused before it trains, and even its failure record (job.json, error.txt) stays out."""
     cfg = compose_cfg()
@@ -148,9 +150,19 @@ def test_a_sweep_job_refused_its_dir_writes_nothing_into_it_and_the_sweep_goes_o
         return {str(p): p.read_bytes() for p in run.rglob("*") if p.is_file() and not p.name.startswith("owner.lock")}
 
     before = files()
-    with run_dir_owner.claim_run_dir(run) if owner == "a live run" else contextlib.nullcontext():
-        assert math.isnan(run_job(cfg))
-    assert files() == before
+    try:
+        with run_dir_owner.claim_run_dir(run) if owner == "a live run" else contextlib.nullcontext():
+            assert math.isnan(run_job(cfg))
+        assert files() == before
+        with pytest.raises(SystemExit) as exited:  # what scripts/train.py does after the multirun: not a success
+            exit_if_sweep_failed()
+        assert exited.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: 1 job(s) of the sweep did not run, their dirs hold other runs: The run dir "
+                              f"{run} ")
+        assert ("give a new hydra.sweep.dir" in err) == (owner == "a finished run")  # a live one: wait, or stop it
+    finally:
+        run_dir_owner.refused_jobs.clear()
 
 
 def test_a_failing_job_raises_in_a_single_run_and_is_recorded_in_a_multirun(compose_cfg, tmp_path):

@@ -23,7 +23,7 @@ from art_diffusion.data.datamodule import skipped_stages
 from art_diffusion.run import resolvers  # noqa: F401  (a submitit worker resolves the job's config after unpickling this)
 from art_diffusion.run.cluster.ddp import job_scope
 from art_diffusion.run.run_dir import ERROR_FILE, JOB_FILE
-from art_diffusion.run.run_dir_owner import RunDirTaken, in_multirun
+from art_diffusion.run.run_dir_owner import RunDirTaken, in_multirun, refused_jobs
 from art_diffusion.run.train import Interrupted, fit_and_test, own_run_dir, prepare_config
 from art_diffusion.storage import atomic_write, write_json
 
@@ -99,6 +99,7 @@ def run_job(cfg: DictConfig) -> float:
             raise
         if not ours:
             log.error("This job was refused its dir; the sweep goes on. %s", error)
+            refused_jobs.append(str(error))
             return math.nan
         log.exception("This job %s; the sweep goes on. Error saved in %s", _status(error), output_dir / ERROR_FILE)
         atomic_write(output_dir / ERROR_FILE, traceback.format_exc())

@@ -30,6 +30,8 @@ from art_diffusion.storage.locks import InUseError, claim
 
 #: Run dirs this process holds since Hydra's run started (:class:`RunDirOwner`), by resolved path.
 _held: dict[Path, contextlib.ExitStack] = {}
+#: Why the sweep jobs of this process were refused their dirs (scripts/train.py then exits with status 2).
+refused_jobs: list[str] = []
 
 
 def in_multirun() -> bool:
@@ -63,9 +65,11 @@ def refuse_a_trained_dir(directory: Path) -> None:
     found = sorted(str(p.relative_to(directory)) for p in (*directory.glob("checkpoints/*.ckpt"),
                                                            directory / METRICS_FILE) if p.is_file())
     if found:
+        key, default = (("hydra.sweep.dir", "outputs/multirun/<date>/<time>") if in_multirun()
+                        else ("hydra.run.dir", "outputs/<date>/<time>"))
         raise RunDirTaken(f"The run dir {directory} holds a run already ({', '.join(found[:3])}"
-                        f"{', ...' if len(found) > 3 else ''}). To continue it: resume={directory} (or resume=auto); "
-                        "to start a new run, give a new hydra.run.dir or leave it out (outputs/<date>/<time>).")
+                          f"{', ...' if len(found) > 3 else ''}). To continue it: resume={directory} (or resume=auto); "
+                          f"to start a new run, give a new {key} or leave it out ({default}).")
 
 
 def owned(directory: Path) -> contextlib.AbstractContextManager:

@@ -123,7 +123,14 @@ failed_sweeps: list[str] = []
 
 def exit_if_sweep_failed() -> None:
     """After a multirun: one ``error:`` line and exit status 2 when no job of it completed (a sweep of failures is
-    not a success)."""
+    not a success), or when a job was refused its dir because it holds another run (its row in the summary is that
+    run's, not this sweep's)."""
+    from art_diffusion.run.run_dir_owner import refused_jobs
+
+    if refused_jobs:
+        print(f"error: {len(refused_jobs)} job(s) of the sweep did not run, their dirs hold other runs: "
+              f"{refused_jobs[0]}", file=sys.stderr)
+        raise SystemExit(2)
     if failed_sweeps:
         print(f"error: {failed_sweeps[-1]}", file=sys.stderr)
         raise SystemExit(2)
