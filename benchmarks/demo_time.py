@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
@@ -63,9 +65,10 @@ def main() -> None:
     p.add_argument("--candidate", action="append", default=[],
                    help="overrides of a further configuration, space-separated (repeatable)")
     p.add_argument("--seeds", type=int, nargs="+", default=[None],
-                   help="seeds each configuration runs with (default: the config's, 42)")
+                   help="seeds each configuration runs with (default: the config's)")
     p.add_argument("--repeats", type=int, default=1)
     args = p.parse_args()
+    config_seed = OmegaConf.load(REPO / "conf" / "train.yaml").seed  # what a run without seed= uses
     configs = {"demo": [], **{f"demo {c}": c.split() for c in args.candidate}}
     runs: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -74,7 +77,7 @@ def main() -> None:
                 for i, (name, overrides) in enumerate(configs.items()):
                     seeded = [*overrides, f"seed={seed}"] if seed is not None else overrides
                     result = run(f"config{i}", seeded, Path(tmp))
-                    runs.setdefault(name, []).append({**result, "seed": 42 if seed is None else seed})
+                    runs.setdefault(name, []).append({**result, "seed": config_seed if seed is None else seed})
     lines = [f"Command: `python benchmarks/demo_time.py {' '.join(sys.argv[1:])}`", "",
              f"Machine: {compare.machine()}.", "",
              "| configuration | seed | wall (s) | val/psnr (dB) | test/psnr (dB) | load average at start |",

@@ -166,10 +166,15 @@ def unique_dir(default: str) -> str:
     return _claimed[default]
 
 
+def starts_fresh(resume: str | None) -> bool:
+    """``resume`` unset: a new run (null in a config, the string "null" or "" where a resolver receives it)."""
+    return resume in (None, "", "null")
+
+
 def run_dir(resume: str | None, default: str) -> str:
     """Hydra's run dir: the resumed run's directory when ``resume`` is set, else a new dir of its own
     (:func:`unique_dir`; resume=auto continues the dir it is given with ``hydra.run.dir=``, which bypasses this)."""
-    return unique_dir(default) if resume in (None, "", "null", AUTO) else str(find_run_to_resume(str(resume)))
+    return unique_dir(default) if starts_fresh(resume) or resume == AUTO else str(find_run_to_resume(str(resume)))
 
 
 def hydra_subdir(resume: str | None, stamp: str, directory: str | None = None) -> str:
@@ -180,7 +185,7 @@ def hydra_subdir(resume: str | None, stamp: str, directory: str | None = None) -
     if resume == AUTO:
         resuming = directory is not None and (Path(directory) / LAST_CHECKPOINT).is_file()
         return f".hydra/resumed_{stamp}" if resuming else ".hydra"
-    return ".hydra" if resume in (None, "", "null") else f".hydra/resumed_{stamp}"
+    return ".hydra" if starts_fresh(resume) else f".hydra/resumed_{stamp}"
 
 
 def _command_line_keys() -> list[str]:

@@ -25,6 +25,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from art_diffusion.checkpoints.resume import starts_fresh
 from art_diffusion.run.run_dir import METRICS_FILE, OWNER_LOCK
 from art_diffusion.storage.locks import InUseError, claim
 
@@ -37,6 +38,16 @@ refused_jobs: list[str] = []
 def in_multirun() -> bool:
     """A job of a sweep (``-m``), whose dir Hydra made for it before the job starts."""
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def owns_run_dirs() -> bool:
+    """The process that launched the run: DDP ranks other than it (Lightning's, or SLURM's tasks) are part of the same
+    run and take no run dir."""
+    from lightning.pytorch.utilities import rank_zero_only  # the rank from the environment, as Lightning reads it
+
+    from art_diffusion.run.cluster.ddp import is_spawned_rank
+
+    return rank_zero_only.rank == 0 and not is_spawned_rank()
 
 
 class RunDirTaken(InUseError):
@@ -104,11 +115,7 @@ class RunDirOwner(Callback):
         self.deferred: _Deferred | None = None
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
-        from lightning.pytorch.utilities import rank_zero_only  # the rank from the environment, as Lightning reads it
-
-        from art_diffusion.run.cluster.ddp import is_spawned_rank
-
-        if rank_zero_only.rank != 0 or is_spawned_rank():
+        if not owns_run_dirs():
             return
         try:
             directory = Path(os.path.abspath(str(config.hydra.run.dir)))
@@ -121,7 +128,7 @@ class RunDirOwner(Callback):
         lock_log.propagate = False
         try:
             stack.enter_context(claim_run_dir(directory))
-            if config.get("resume") in (None, "", "null"):
+            if starts_fresh(config.get("resume")):
                 refuse_a_trained_dir(directory)
         except RunDirTaken as error:
             stack.close()

@@ -14,7 +14,6 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -26,18 +25,18 @@ from art_diffusion.checkpoints.resume import (
     auto_resumed_config,
     find_run_to_resume,
     resumed_config,
+    starts_fresh,
     tidy_run_dir,
 )
 from art_diffusion.lightning.divergence_guard import DivergenceGuard
 from art_diffusion.lightning.image_grids import logger_step
-from art_diffusion.run.cluster.ddp import is_spawned_rank
 from art_diffusion.run.cluster.requeue import checkpoint_before_requeue, cluster_plugins
 from art_diffusion.run.config_tree import print_config_tree
 from art_diffusion.run.hparams import log_hparams
 from art_diffusion.run.memory import apply_cpu_memory
 from art_diffusion.run.precision import resolve_trainer_precision
 from art_diffusion.run.run_dir import LAST_CHECKPOINT, METRICS_FILE
-from art_diffusion.run.run_dir_owner import in_multirun, owned, refuse_a_trained_dir
+from art_diffusion.run.run_dir_owner import in_multirun, owned, owns_run_dirs, refuse_a_trained_dir
 from art_diffusion.run.validate import check_values
 from art_diffusion.storage import temporaries_under, write_json
 
@@ -112,14 +111,14 @@ def own_run_dir(cfg: DictConfig) -> Iterator[None]:
     """The run dir's lock, held by one process (taken when Hydra's run started, see run.run_dir_owner, else here): a
     second ``resume=`` of a live run is refused. A resumed dir is readied once it is owned (:func:`tidy_run_dir`).
     DDP ranks other than the launching one (Lightning's, or SLURM's tasks) are part of the same run and take none."""
-    if rank_zero_only.rank != 0 or is_spawned_rank():
+    if not owns_run_dirs():
         yield
         return
     resume = cfg.get("resume")
     directory = find_run_to_resume(str(resume)) if resume and resume != AUTO else Path(cfg.paths.output_dir)
     directory.mkdir(parents=True, exist_ok=True)
     with owned(directory):
-        if not resume and in_multirun():  # a single run's dir was checked when Hydra's run started (RunDirOwner)
+        if starts_fresh(resume) and in_multirun():  # a single run's: checked as Hydra's run started (RunDirOwner)
             refuse_a_trained_dir(directory)
         for leftover in temporaries_under(directory):  # a killed earlier process's half-written files
             log.info("Removing %s, left by a write that was interrupted", leftover)
