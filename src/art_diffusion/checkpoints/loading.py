@@ -18,7 +18,7 @@ from hydra.utils import get_class, instantiate
 from torch import nn
 
 from art_diffusion import MissingPathError, UserError
-from art_diffusion.checkpoints.registry import check_targets, renamed_targets
+from art_diffusion.checkpoints.registry import check_depth, check_targets, renamed_targets
 from art_diffusion.run.validate import check_stored_values
 
 #: Checkpoint entry holding the run's resolved config (plain dicts), enough to rebuild model and data settings.
@@ -89,9 +89,11 @@ def stored_config(checkpoint: Mapping, path: str | Path, trusted_classes: Iterab
             f"{path} has no '{CONFIG_KEY}' entry, so the model cannot be rebuilt from it alone. Only checkpoints "
             "written by scripts/train.py carry their config; retrain, or load the weights by hand."
         )
+    origin = f"the config stored in {path}"
+    check_depth(config, origin)
     config = renamed_targets(config)  # checkpoints written before a registry class moved
-    check_targets(config, f"the config stored in {path}", trusted_classes)
-    check_stored_values(config, f"the config stored in {path}")
+    check_targets(config, origin, trusted_classes)
+    check_stored_values(config, origin)  # also: every class is given its own arguments, of its types
     return config
 
 

@@ -84,10 +84,25 @@ RENAMED: dict[str, str] = {
 #: Hydra keys a config may use; every other ``_name_`` key (``_args_``, ``_convert_``, ``_recursive_``) is refused.
 ALLOWED_SPECIAL_KEYS = ("_target_", "_partial_")
 _PLAIN = (str, int, float, bool, type(None))
+#: How deeply a config may nest (the project's go 4 levels deep): deeper is refused before anything recurses into it.
+MAX_DEPTH = 32
 
 
 class UnsafeConfigError(UserError):
     """A config names something outside the registry of classes; nothing of it was instantiated."""
+
+
+def check_depth(node: Any, origin: str) -> None:
+    """Raise :class:`UnsafeConfigError` when ``node`` nests more than :data:`MAX_DEPTH` levels (measured without
+    recursion, so a file nested 100 000 deep is refused instead of exhausting Python's stack)."""
+    stack = [(node, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise UnsafeConfigError(f"Refusing {origin}: it nests more than {MAX_DEPTH} levels deep (the project's "
+                                    "configs nest 4); the file was edited or damaged, use another one.")
+        children = value.values() if isinstance(value, Mapping) else value if isinstance(value, (list, tuple)) else ()
+        stack += [(child, depth + 1) for child in children]
 
 
 def renamed_targets(node: Any) -> Any:
@@ -153,6 +168,7 @@ def _key_path(where: str, key: Any) -> str:
 def check_targets(node: Any, origin: str, trusted_classes: Iterable[str] = (), where: str = "") -> None:
     """Raise :class:`UnsafeConfigError` (naming ``origin`` and the key path) unless ``node`` only instantiates
     registry classes or ``trusted_classes`` (exact dotted paths the user gave on the command line)."""
+    check_depth(node, origin)
     allowed = _registry_classes() | _user_classes(trusted_classes)
 
     def refuse(what: str, at: str, hint: str = "") -> None:

@@ -37,7 +37,7 @@ from art_diffusion.run.memory import apply_cpu_memory
 from art_diffusion.run.precision import resolve_trainer_precision
 from art_diffusion.run.run_dir import LAST_CHECKPOINT, METRICS_FILE
 from art_diffusion.run.run_dir_owner import in_multirun, owned, owns_run_dirs, refuse_a_trained_dir
-from art_diffusion.run.validate import check_values
+from art_diffusion.run.validate import check_arguments, check_values
 from art_diffusion.storage import temporaries_under, write_json
 
 log = logging.getLogger(__name__)
@@ -160,7 +160,9 @@ def prepare_config(cfg: DictConfig) -> DictConfig:
     check_values(cfg, "train")
     resolve_trainer_precision(cfg)  # trainer.precision=auto -> this machine's, stored in the run's config
     origin = f"the config of the resumed run {cfg.resume}" if cfg.get("resume") else "the run config"
-    check_targets(_plain(cfg), origin, cfg.get("trusted_classes") or ())  # before anything is instantiated
+    plain = _plain(cfg)
+    check_targets(plain, origin, cfg.get("trusted_classes") or ())  # before anything is instantiated
+    check_arguments(plain)
     return cfg
 
 

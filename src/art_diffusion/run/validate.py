@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import InterpolationResolutionError
+from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
 from art_diffusion import ConfigError
 from art_diffusion.diffusion.prediction import PREDICTIONS
@@ -173,10 +173,12 @@ TOOL_RULES: dict[str, dict[str, tuple[Range, str]]] = {
                "batch_size": (POSITIVE_INT, "e.g. batch_size=32")},
     "export": {"card_samples": (Range(0, integer=True), "0 = no samples.png in the card, e.g. card_samples=16")},
 }
-CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
+#: key -> its allowed values, compared with their types: true is not "True" (a string is truthy, so an edited file's
+#: ``fused: "False"`` would mean true).
+CHOICES: dict[str, dict[str, tuple]] = {
     "train": {"trainer.precision": PRECISIONS, "model.schedule.kind": SCHEDULES,
-              "data.cache": ("auto", "True", "False"), "cpu_memory": CPU_MEMORY,
-              "data.feature_store": ("auto", "True", "False"), "model.net.fused": ("True", "False"),
+              "data.cache": ("auto", True, False), "cpu_memory": CPU_MEMORY,
+              "data.feature_store": ("auto", True, False), "model.net.fused": (True, False),
               "model.prediction": PREDICTIONS,
               "callbacks.samples.sampler": SAMPLERS, "callbacks.generation_scores.sampler": SAMPLERS},
     "reconstruct": {"size": ("train", "native"), "pad_mode": ("reflect", "replicate", "constant")},
@@ -185,6 +187,26 @@ CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
     "fd_vgg": {},
     "export": {"format": ("safetensors", "onnx")},
 }
+
+
+#: Keys the project's configs set to a copy of another (``model.optimizer: ${optim}``). A stored config is resolved,
+#: so each copy is a value of its own that an edited file may change alone: every rule of a key applies to its copies
+#: too (:func:`_with_copies`). tests/test_configs.py checks this list against every ``${...}`` under conf/.
+COPIES = {"model.loss": "loss", "model.optimizer": "optim", "model.scheduler": "scheduler",
+          "model.image_size": "data.image_size", "model.net.image_size": "model.image_size",
+          "model.net.num_classes": "model.num_classes", "data.seed": "seed",
+          "callbacks.samples.logged_size": "callbacks.reconstructions.logged_size"}
+
+
+def _with_copies(rules: dict) -> dict:
+    """``rules`` plus, for each key under a :data:`COPIES` original, the same rule for the copy's key (a copy of a
+    copy too: model.net.image_size -> model.image_size -> data.image_size)."""
+    extended, new = dict(rules), dict(rules)
+    while new:
+        new = {copy + key[len(original):]: rule for copy, original in COPIES.items() for key, rule in new.items()
+               if (key == original or key.startswith(original + ".")) and copy + key[len(original):] not in extended}
+        extended |= new
+    return extended
 
 
 #: The networks of each LightningModule: a network of another model has another call signature.
@@ -200,7 +222,7 @@ def _select(cfg: DictConfig, key: str):
     """``key``'s value; ``_ABSENT`` when the config lacks it or it does not resolve (:func:`_unresolved` says so)."""
     try:
         return OmegaConf.select(cfg, key, default=_ABSENT)
-    except InterpolationResolutionError:
+    except OmegaConfBaseException:  # an interpolation that does not resolve, or a list where a section goes
         return _ABSENT
 
 
@@ -218,14 +240,14 @@ def _unresolved(cfg: DictConfig, keys) -> list[str]:
 
 def _problems(cfg: DictConfig, tool: str) -> list[str]:
     problems = _unresolved(cfg, [*TOOL_RULES[tool], *CHOICES[tool]])
-    for key, (allowed, fix) in TOOL_RULES[tool].items():
+    for key, (allowed, fix) in _with_copies(TOOL_RULES[tool]).items():
         value = _select(cfg, key)
         if value is not _ABSENT and not allowed.admits(value):
             problems.append(f"{key}={value!r} must be {allowed.describe()} ({fix})")
-    for key, options in CHOICES[tool].items():
+    for key, options in _with_copies(CHOICES[tool]).items():
         value = _select(cfg, key)
-        if value is not _ABSENT and str(value) not in options:
-            problems.append(f"{key}={value!r} must be one of {', '.join(options)}")
+        if value is not _ABSENT and not any(value == o and type(value) is type(o) for o in options):
+            problems.append(f"{key}={value!r} must be one of {', '.join(map(str, options))}")
     if tool == "reconstruct" and not problems:
         problems += _tile_relations(cfg)
     if tool == "train":
@@ -259,7 +281,8 @@ def _model_relations(cfg: DictConfig) -> list[str]:
                         f"{2 ** max(len(mults) - 1, 0)} with model.net.channel_mults={list(mults)} (the UNet halves "
                         "the resolution between levels), e.g. data.image_size=32 with 3 levels")
     for key, other, why in (("model.net.num_classes", "model.num_classes", "the net embeds the module's labels"),
-                            ("model.image_size", "data.image_size", "a DDPM generates at the size it trains on")):
+                            ("model.image_size", "data.image_size", "a DDPM generates at the size it trains on"),
+                            ("model.net.image_size", "model.image_size", "the net places attention by the size")):
         mine, theirs = _select(cfg, key), _select(cfg, other)
         if _ABSENT not in (mine, theirs) and mine != theirs:
             problems.append(f"{key}={mine} must equal {other}={theirs} ({why})")
@@ -350,27 +373,57 @@ def _steps_problem(key: str, steps: int, sampler, timesteps: int) -> str | None:
     return None
 
 
-def check_values(cfg: DictConfig, tool: str = "train") -> None:
-    """Raise one :class:`ConfigError` listing every value of ``cfg`` outside its range (``tool``: which entry
-    config: train, reconstruct, generate, evaluate, fd_vgg, export)."""
-    problems = _problems(cfg, tool)
+def _raise(problems: list[str]) -> None:
     if len(problems) == 1:
         raise ConfigError(f"Invalid config value: {problems[0]}.")
     if problems:
         raise ConfigError("Invalid config values:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def check_values(cfg: DictConfig, tool: str = "train") -> None:
+    """Raise one :class:`ConfigError` listing every value of ``cfg`` outside its range (``tool``: which entry
+    config: train, reconstruct, generate, evaluate, fd_vgg, export)."""
+    _raise(_problems(cfg, tool))
     if tool == "train":
         _check_paths(cfg)
 
 
+#: The sections of a run config, and those a stored one must have to rebuild its model.
+SECTIONS, REQUIRED_SECTIONS = ("model", "data", "loss", "optim", "scheduler", "trainer", "callbacks", "paths"), \
+    ("model", "data")
+
+
+#: Keys whose values have rules of their own here: :func:`check_arguments` leaves their types to those.
+_RULED = frozenset(_with_copies(TRAIN_RULES)) | frozenset(_with_copies(CHOICES["train"])) | {"trainer.devices"}
+
+
 def check_stored_values(config: dict, origin: str) -> None:
-    """A stored run config (a checkpoint's) holds values training would accept: else one :class:`ConfigError`
-    naming ``origin``. Its data folders are not checked: a model is used where its data may not be."""
+    """A stored run config (a checkpoint's, whose ``_target_`` classes passed the registry) is shaped like a run
+    config, every class in it is given its own arguments of their types
+    (:func:`art_diffusion.checkpoints.arguments.argument_problems`) and its values are ones training would accept:
+    else one :class:`ConfigError` naming ``origin``. Its data folders are not checked: a model is used where its
+    data may not be."""
+    from art_diffusion.checkpoints.arguments import argument_problems
+
+    shape = [f"{key} is a {type(config.get(key)).__name__}, not a section" for key in SECTIONS
+             if key in config and not isinstance(config[key], dict)]
+    shape += [f"it has no {key} section" for key in REQUIRED_SECTIONS if key not in config]
+    if not shape and not isinstance(config["data"].get("image_size"), int):
+        shape.append(f"data.image_size={config['data'].get('image_size')!r} is not an integer")
     # what rebuilds the model: the run's other settings (callbacks, trainer) are checked again by a resume
-    problems = [p for p in _problems(OmegaConf.create(config), "train")
-                if p.startswith(("model", "loss.", "data.image_size"))]  # the tools resize to data.image_size
+    problems = shape or argument_problems(config, _RULED) + [
+        p for p in _problems(OmegaConf.create(config), "train") if p.startswith(("model", "loss.", "data.image_size"))]
     if problems:
         raise ConfigError(f"Refusing {origin}: " + "; ".join(problems) + ". Training refuses these values: the "
                           "file was edited, or written by a version with other rules; use another checkpoint.")
+
+
+def check_arguments(plain: dict) -> None:
+    """Every class a composed config instantiates is given its own arguments, of their types (after the registry
+    check: this imports the classes): else one :class:`ConfigError` listing each."""
+    from art_diffusion.checkpoints.arguments import argument_problems
+
+    _raise(argument_problems(plain, _RULED))
 
 
 def _check_paths(cfg: DictConfig) -> None:
