@@ -24,9 +24,9 @@ BAD_VALUES = [  # override, what the message must say
     ("data.image_size=60", r"data.image_size=60 must be a multiple of 8.*data.image_size=64"),
     ("data.val_fraction=1.5", r"data.val_fraction=1.5 must be a finite number in \[0, 1\)"),
     ("data.batch_size=0", r"data.batch_size=0 must be an integer in \[1, 65536\]"),
-    ("trainer.max_epochs=0", r"trainer.max_epochs=0 must be an integer ≥ 1"),
+    ("trainer.max_epochs=0", r"trainer.max_epochs=0 must be an integer in \[1, 1000000\]"),
     ("optim.lr=0", r"optim.lr=0 must be a finite number > 0"),
-    ("scheduler.step_size=2.5", r"scheduler.step_size=2.5 must be an integer ≥ 1"),
+    ("scheduler.step_size=2.5", r"scheduler.step_size=2.5 must be an integer in \[1, 1000000\]"),
     ("callbacks.reconstructions.num_images=0", r"reconstructions.num_images=0 must be an integer in \[1, 1024\]"),
     ("model.net.base_channels=-4", r"model.net.base_channels=-4 must be an integer in \[1, 4096\]"),
     ("trainer.devices=0", r"trainer.devices=0 must be a count ≥ 1"),
@@ -54,7 +54,7 @@ BAD_PAIRS = [
     (("model/net=unet",), r"model/net=unet is a network of another model than ReconstructionModule"),
     (("model=ddpm", "model.net.num_classes=3"), r"model.net.num_classes=3 must equal model.num_classes=None"),
     (("model=ddpm", "model.image_size=48"), r"model.image_size=48 must equal data.image_size=32"),
-    (("seed=null",), r"data.seed=None must be an integer ≥ 0"),
+    (("seed=null",), r"data.seed=None must be an integer in \[0, 4294967295\]"),
     (("trainer.accelerator=cpu", "trainer.devices=-1"), r"trainer.devices=-1 means every GPU.*trainer.devices=1"),
 ]
 

@@ -23,6 +23,9 @@ from art_diffusion.run.validate import check_stored_values
 
 #: Checkpoint entry holding the run's resolved config (plain dicts), enough to rebuild model and data settings.
 CONFIG_KEY = "art_diffusion_config"
+#: Keys of the ``model`` config that say how this process runs the model, never taken from a file: a tool builds the
+#: model without them, a resumed run takes this command's values (resume.py).
+COMMAND_ONLY = ("compile", "compile_options")
 
 
 class CheckpointError(UserError, RuntimeError):
@@ -168,7 +171,9 @@ def load_module(
     module_config = config.get("model")
     if not isinstance(module_config, Mapping) or not isinstance(module_config.get("_target_"), str):
         raise CheckpointError(f"{path}: its stored config has no model (a _target_ with its net) to rebuild from.")
-    module_config = {k: v for k, v in module_config.items() if k not in ("optimizer", "scheduler")}
+    # without what training needs, and without the file's compile settings: torch.compile options can name programs
+    # to run (inductor's cpp.cxx), and a file never chooses what runs
+    module_config = {k: v for k, v in module_config.items() if k not in ("optimizer", "scheduler", *COMMAND_ONLY)}
     _module_class(module_config["_target_"], path, expected)
     module = instantiate(module_config, optimizer=None, scheduler=None)
     state = _state_dict(checkpoint, path)

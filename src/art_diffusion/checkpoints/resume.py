@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from art_diffusion import ConfigError, MissingPathError, UserError
 from art_diffusion.checkpoints import CheckpointError, UnsafeCheckpointError, load_checkpoint, stored_config
 from art_diffusion.checkpoints.callbacks import rebase_paths
+from art_diffusion.checkpoints.loading import COMMAND_ONLY
 from art_diffusion.run.precision import resolve_precision
 from art_diffusion.run.run_dir import LAST_CHECKPOINT
 
@@ -43,6 +44,8 @@ RESUME_OVERRIDABLE = (
     "data.feature_store",
     "cpu_memory",
     "model.net.fused",
+    "model.compile",
+    "model.compile_options",
     "test",
     "trusted_classes",
 )
@@ -276,6 +279,13 @@ def resumed_config(cfg: DictConfig, auto: bool = False) -> DictConfig:
             f"run, e.g. with ckpt_path={checkpoint} to start from its weights."
         )
     resumed = OmegaConf.create(stored)
+    for key in (f"model.{key}" for key in COMMAND_ONLY):  # how this process runs: this command's, never the file's
+        stored_value = OmegaConf.select(resumed, key, default=None)
+        if OmegaConf.select(resumed, "model", default=None) is not None and key not in keys:
+            OmegaConf.update(resumed, key, OmegaConf.select(cfg, key, default=None), merge=False)
+            if stored_value not in (None, False):
+                log.info("%s comes from this command, not from the checkpoint (%s there): pass %s=... to set it",
+                         key, stored_value, key)
     for key in keys:
         OmegaConf.update(resumed, key, OmegaConf.select(cfg, key), merge=False)
     resumed.trusted_classes = trusted

@@ -10,18 +10,18 @@ arguments must be the class's own, and the values pass the rules training applie
 
 from __future__ import annotations
 
-import inspect
 import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 from torch import nn
 
 from art_diffusion import UserError, __version__
+from art_diffusion.checkpoints.arguments import argument_problems
 from art_diffusion.checkpoints.loading import check_state_dict
-from art_diffusion.checkpoints.registry import check_targets
+from art_diffusion.checkpoints.registry import check_depth, check_targets
 from art_diffusion.run.validate import NETS, check_stored_values
 from art_diffusion.storage import atomic_write, write_json
 
@@ -111,7 +111,8 @@ def _problem(config: Any, trusted_classes: Iterable[str], origin: str) -> str | 
     if unknown or missing:
         return (f"unknown keys {unknown}" if unknown else "") + ("; " if unknown and missing else "") + \
             (f"missing keys {missing}" if missing else "")
-    if (config["format"], config["format_version"]) != (FORMAT, FORMAT_VERSION):
+    if (config["format"], config["format_version"]) != (FORMAT, FORMAT_VERSION) or \
+            type(config["format_version"]) is not int:  # true == 1 in Python
         return (f"format={config['format']!r} version {config['format_version']!r}; this version of art-diffusion "
                 f"reads {FORMAT!r} version {FORMAT_VERSION}")
     found = _paths_in(config)
@@ -125,10 +126,9 @@ def _problem(config: Any, trusted_classes: Iterable[str], origin: str) -> str | 
     module = TASKS[task]
     if net["_target_"] not in NETS[module]:
         return f"net._target_={net['_target_']!r} is not a network of a {task} model ({', '.join(NETS[module])})"
-    params = inspect.signature(get_class(net["_target_"])).parameters
-    unknown = sorted(k for k in net if k != "_target_" and k not in params)
-    if unknown:
-        return f"net has arguments {unknown} that {net['_target_']} does not take"
+    wrong = argument_problems({"net": net, "diffusion": diffusion})  # each class given its own arguments, typed
+    if wrong:
+        return "; ".join(wrong)
     size, names = config["image_size"], config["class_names"]
     if not isinstance(size, int) or isinstance(size, bool) or size < 1:
         return f"image_size={size!r} is not a positive integer"
@@ -149,7 +149,7 @@ def _problem(config: Any, trusted_classes: Iterable[str], origin: str) -> str | 
         classes = diffusion["num_classes"]
         if names is not None and classes and len(names) != classes:
             return f"class_names has {len(names)} names but diffusion.num_classes={classes}"
-    check_stored_values({"model": model, "data": {"image_size": size}}, origin)  # raises ConfigError
+    check_stored_values({"model": model, "data": {"image_size": size}}, origin, whole=False)  # raises ConfigError
     return None
 
 
@@ -166,9 +166,13 @@ def read_config(folder: Path, trusted_classes: Iterable[str] = ()) -> dict[str, 
             raise PretrainedFolderError(f"Refusing {path}: {path.stat().st_size} bytes, more than a config.json "
                                         f"of this project ({MAX_CONFIG_BYTES} bytes at most).")
         config = json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant)
+    except RecursionError:
+        raise PretrainedFolderError(f"Refusing {path}: it nests deeper than Python's parser goes; a config.json of "
+                                    "this project nests 4 levels. Export the folder again.") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
         raise PretrainedFolderError(f"Cannot read {path}: {exc}. Export the folder again with "
                                     "`python scripts/export.py ckpt_path=... output_dir=...`.") from None
+    check_depth(config, origin)
     problem = _problem(config, trusted_classes, origin)
     if problem:
         raise PretrainedFolderError(f"Refusing {path}: {problem}. Nothing of it was built; export the folder again "

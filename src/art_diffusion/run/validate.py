@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,13 +43,19 @@ class Range:
     integer: bool = False
     null: bool = False
 
+    def __post_init__(self) -> None:
+        if self.integer and self.high == INF:  # a count from an edited file must not ask for an absurd allocation
+            raise ValueError(f"an integer Range needs a finite upper bound (low={self.low})")
+
     def describe(self) -> str:
         what = "an integer" if self.integer else "a finite number"
         if self.high == INF:
             text = f"{what} {'>' if self.low_open else '≥'} {self.low:g}" if self.low > -INF else what
         else:
             left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
-            text = f"{what} in {left}{self.low:g}, {self.high:g}{right}"
+            shown = int if self.integer else lambda bound: f"{bound:g}"
+            low, high = shown(self.low), shown(self.high)
+            text = f"{what} in {left}{low}, {high}{right}"
         return text + (" or null" if self.null else "")
 
     def admits(self, value) -> bool:
@@ -63,9 +70,13 @@ class Range:
         return above and below
 
 
-POSITIVE_INT = Range(1, integer=True)
 #: Upper bounds of sizes (far above any real use; they stop absurd allocations from an edited stored config).
 MAX_SIDE, MAX_WIDTH, MAX_COUNT = 4096, 4096, 10**6
+KEEP = Range(-1, MAX_COUNT, integer=True)          # save_top_k: -1 keeps every checkpoint
+PATIENCE = Range(0, MAX_COUNT, integer=True)
+TILE = 16 * MAX_SIDE                               # reconstruct's tiles (a native image may be far larger than a side)
+POSITIVE_INT = Range(1, MAX_COUNT, integer=True)   # epochs, intervals, steps between things
+SEED = Range(0, 2**32 - 1, integer=True)           # what seed_everything and numpy take
 SIDE = Range(1, MAX_SIDE, integer=True)
 WIDTH = Range(1, MAX_WIDTH, integer=True)
 COUNT = Range(1, MAX_COUNT, integer=True)
@@ -76,22 +87,22 @@ NON_NEGATIVE = Range(0)
 POSITIVE = Range(0, low_open=True)
 FRACTION = Range(0, 1, high_open=True)  # [0, 1)
 PROBABILITY = Range(0, 1)
-ANY_INT = Range(integer=True)
+ANY_INT = Range(-(2**63), 2**63 - 1, integer=True)
 
 #: Numeric keys whose rule is in :func:`_train_relations` (not a plain range).
 CHECKED_BY_RELATIONS = ("trainer.devices",)
 #: key -> (allowed range, the fix). One table per entry config; keys a config lacks are skipped.
 TRAIN_RULES: dict[str, tuple[Range, str]] = {
-    "seed": (Range(0, integer=True, null=True), "e.g. seed=42"),
-    "data.seed": (Range(0, integer=True), "the split needs a seed even when seed=null: e.g. data.seed=42"),
+    "seed": (Range(0, 2**32 - 1, integer=True, null=True), "e.g. seed=42"),
+    "data.seed": (SEED, "the split needs a seed even when seed=null: e.g. data.seed=42"),
     "data.image_size": (Range(DOWNSAMPLING_FACTOR, MAX_SIDE, integer=True),
                         f"a multiple of the net's downsampling factor {DOWNSAMPLING_FACTOR}, e.g. data.image_size=64"),
     "data.batch_size": (BATCH, "e.g. data.batch_size=32"),
     "data.num_workers": (Range(0, 256, integer=True, null=True), "0 decodes in the main process; null = one per core"),
     "data.val_fraction": (FRACTION, "0 skips validation; e.g. data.val_fraction=0.1"),
     "data.test_fraction": (FRACTION, "0 skips the final test; e.g. data.test_fraction=0.1"),
-    "data.max_pixels": (POSITIVE_INT, "e.g. data.max_pixels=50000000"),
-    "data.min_size": (POSITIVE_INT, "e.g. data.min_size=32"),
+    "data.max_pixels": (Range(1, 2**40, integer=True), "e.g. data.max_pixels=50000000"),
+    "data.min_size": (SIDE, "e.g. data.min_size=32"),
     "data.max_bad_fraction": (PROBABILITY, "e.g. data.max_bad_fraction=0.5"),
     "data.images_per_class": (COUNT, "e.g. data.images_per_class=48"),
     "data.source_size": (Range(16, MAX_SIDE, integer=True), "e.g. data.source_size=128"),
@@ -103,7 +114,7 @@ TRAIN_RULES: dict[str, tuple[Range, str]] = {
     "scheduler.step_size": (POSITIVE_INT, "epochs between learning-rate drops, e.g. scheduler.step_size=30"),
     "scheduler.gamma": (POSITIVE, "the factor of each drop, e.g. scheduler.gamma=0.1"),
     "trainer.max_epochs": (POSITIVE_INT, "e.g. trainer.max_epochs=10"),
-    "trainer.num_nodes": (POSITIVE_INT, "e.g. trainer.num_nodes=1"),
+    "trainer.num_nodes": (Range(1, 1024, integer=True), "e.g. trainer.num_nodes=1"),
     "trainer.check_val_every_n_epoch": (POSITIVE_INT, "e.g. trainer.check_val_every_n_epoch=1"),
     "trainer.log_every_n_steps": (POSITIVE_INT, "e.g. trainer.log_every_n_steps=10"),
     "trainer.accumulate_grad_batches": (POSITIVE_INT, "e.g. trainer.accumulate_grad_batches=1"),
@@ -115,29 +126,29 @@ TRAIN_RULES: dict[str, tuple[Range, str]] = {
     "model.ema_decay": (FRACTION, "0 = no averaging; e.g. model.ema_decay=0.999"),
     "model.num_classes": (Range(1, MAX_COUNT, integer=True, null=True), "null = unconditional, else the class count"),
     "model.cond_drop_prob": (FRACTION, "e.g. model.cond_drop_prob=0.1"),
-    "model.eval_seed": (Range(0, integer=True), "e.g. model.eval_seed=0"),
-    "callbacks.best_checkpoint.save_top_k": (Range(-1, integer=True), "-1 keeps every checkpoint, 0 none"),
+    "model.eval_seed": (SEED, "e.g. model.eval_seed=0"),
+    "callbacks.best_checkpoint.save_top_k": (KEEP, "-1 keeps every checkpoint, 0 none"),
     "callbacks.last_checkpoint.save_top_k": (Range(0, 1, integer=True), "1 keeps last.ckpt, 0 writes none"),
     "callbacks.last_checkpoint.every_n_epochs": (POSITIVE_INT, "e.g. callbacks.last_checkpoint.every_n_epochs=1"),
-    "callbacks.periodic_checkpoint.save_top_k": (Range(-1, integer=True), "-1 keeps every checkpoint, 0 none"),
+    "callbacks.periodic_checkpoint.save_top_k": (KEEP, "-1 keeps every checkpoint, 0 none"),
     "callbacks.periodic_checkpoint.every_n_epochs": (POSITIVE_INT, "e.g. ...periodic_checkpoint.every_n_epochs=10"),
     "callbacks.reconstructions.every_n_epochs": (POSITIVE_INT, "e.g. callbacks.reconstructions.every_n_epochs=1"),
     "callbacks.reconstructions.num_images": (GRID, "e.g. callbacks.reconstructions.num_images=8"),
     "callbacks.reconstructions.logged_size": (Range(0, MAX_SIDE, integer=True), "px per logged image; 0 = native size"),
     "callbacks.samples.logged_size": (Range(0, MAX_SIDE, integer=True), "px per logged image; 0 = native size"),
-    "callbacks.early_stopping.patience": (Range(0, integer=True), "e.g. callbacks.early_stopping.patience=10"),
+    "callbacks.early_stopping.patience": (PATIENCE, "e.g. callbacks.early_stopping.patience=10"),
     "callbacks.early_stopping.min_delta": (NON_NEGATIVE, "e.g. callbacks.early_stopping.min_delta=0"),
     "callbacks.samples.every_n_epochs": (POSITIVE_INT, "e.g. callbacks.samples.every_n_epochs=1"),
     "callbacks.samples.num_images": (GRID, "e.g. callbacks.samples.num_images=16"),
     "callbacks.samples.steps": (STEPS, "DDIM steps per grid, at most model.schedule.timesteps"),
-    "callbacks.samples.seed": (Range(0, integer=True), "e.g. callbacks.samples.seed=0"),
+    "callbacks.samples.seed": (SEED, "e.g. callbacks.samples.seed=0"),
     "callbacks.samples.guidance_scale": (NON_NEGATIVE, "1 = no guidance; e.g. callbacks.samples.guidance_scale=3"),
-    "callbacks.samples.max_classes": (Range(1, integer=True, null=True),
+    "callbacks.samples.max_classes": (Range(1, MAX_COUNT, integer=True, null=True),
                                       "class grids per epoch, rotating; null = every class every epoch"),
-    "callbacks.generation_scores.every_n_epochs": (Range(0, integer=True, null=True), "0 = off, e.g. 10"),
+    "callbacks.generation_scores.every_n_epochs": (Range(0, MAX_COUNT, integer=True, null=True), "0 = off, e.g. 10"),
     "callbacks.generation_scores.num_images": (Range(2, MAX_COUNT, integer=True), "e.g. 128"),
     "callbacks.generation_scores.steps": (STEPS, "e.g. callbacks.generation_scores.steps=20"),
-    "callbacks.generation_scores.seed": (Range(0, integer=True), "e.g. callbacks.generation_scores.seed=0"),
+    "callbacks.generation_scores.seed": (SEED, "e.g. callbacks.generation_scores.seed=0"),
     "callbacks.generation_scores.batch_size": (BATCH, "e.g. callbacks.generation_scores.batch_size=64"),
     "callbacks.generation_scores.layer": (Range(0, 30, integer=True), "a VGG16 features index: 29 relu5_3"),
     "callbacks.generation_scores.input_size": (Range(32, MAX_SIDE, integer=True), "the VGG's input side, e.g. 224"),
@@ -147,43 +158,47 @@ TRAIN_RULES: dict[str, tuple[Range, str]] = {
     "model.net.image_size": (SIDE, "the generated images' side: ${model.image_size}"),
 }
 _SAMPLING = {
-    "steps": (POSITIVE_INT, "e.g. steps=50"),
+    "steps": (STEPS, "e.g. steps=50"),
     "eta": (PROBABILITY, "0 = deterministic DDIM, 1 = as noisy as DDPM"),
     "guidance_scale": (NON_NEGATIVE, "1 = no guidance, e.g. guidance_scale=3"),
 }
 TOOL_RULES: dict[str, dict[str, tuple[Range, str]]] = {
     "train": TRAIN_RULES,
-    "reconstruct": {"batch_size": (POSITIVE_INT, "e.g. batch_size=16"), "gap": (Range(0, integer=True), "e.g. gap=4"),
-                    "tile_size": (Range(4 * DOWNSAMPLING_FACTOR, integer=True, null=True),
+    "reconstruct": {"batch_size": (BATCH, "e.g. batch_size=16"),
+                    "gap": (Range(0, MAX_SIDE, integer=True), "e.g. gap=4"),
+                    "tile_size": (Range(4 * DOWNSAMPLING_FACTOR, TILE, integer=True, null=True),
                                   f"a multiple of {DOWNSAMPLING_FACTOR}, e.g. tile_size=1024; null = no tiling"),
-                    "tile_overlap": (Range(0, integer=True), f"a multiple of {DOWNSAMPLING_FACTOR} below tile_size, "
-                                                             "e.g. tile_overlap=128")},
-    "generate": {"num_images": (POSITIVE_INT, "e.g. num_images=16"), "batch_size": (POSITIVE_INT, "e.g. batch_size=16"),
-                 "seed": (Range(0, integer=True), "e.g. seed=0"), **_SAMPLING},
+                    "tile_overlap": (Range(0, TILE, integer=True),
+                                     f"a multiple of {DOWNSAMPLING_FACTOR} below tile_size, e.g. tile_overlap=128")},
+    "generate": {"num_images": (COUNT, "e.g. num_images=16"), "batch_size": (BATCH, "e.g. batch_size=16"),
+                 "seed": (SEED, "e.g. seed=0"), **_SAMPLING},
     "evaluate": {"data.batch_size": (BATCH, "e.g. data.batch_size=16"),
-                 "data.num_workers": (Range(0, integer=True), "0 decodes in this process"),
-                 "generative.num_images": (Range(2, integer=True), "FD-VGG needs 2 or more, e.g. 256"),
-                 "generative.steps": (POSITIVE_INT, "e.g. generative.steps=50"),
-                 "generative.seed": (Range(0, integer=True), "e.g. generative.seed=0"),
-                 "generative.batch_size": (POSITIVE_INT, "e.g. generative.batch_size=64")},
-    "fd_vgg": {"image_size": (POSITIVE_INT, "the generator's data.image_size, e.g. image_size=64"),
-               "input_size": (Range(32, integer=True), "the VGG's input side, e.g. input_size=224"),
+                 "data.num_workers": (Range(0, 256, integer=True), "0 decodes in this process"),
+                 "generative.num_images": (Range(2, MAX_COUNT, integer=True), "FD-VGG needs 2 or more, e.g. 256"),
+                 "generative.steps": (STEPS, "e.g. generative.steps=50"),
+                 "generative.seed": (SEED, "e.g. generative.seed=0"),
+                 "generative.batch_size": (BATCH, "e.g. generative.batch_size=64")},
+    "fd_vgg": {"image_size": (SIDE, "the generator's data.image_size, e.g. image_size=64"),
+               "input_size": (Range(32, MAX_SIDE, integer=True), "the VGG's input side, e.g. input_size=224"),
                "layer": (Range(0, 30, integer=True), "a VGG16 features index: 29 relu5_3, 22 relu4_3"),
-               "max_images": (Range(2, integer=True, null=True), "null = every image"),
-               "batch_size": (POSITIVE_INT, "e.g. batch_size=32")},
-    "export": {"card_samples": (Range(0, integer=True), "0 = no samples.png in the card, e.g. card_samples=16")},
+               "max_images": (Range(2, MAX_COUNT, integer=True, null=True), "null = every image"),
+               "batch_size": (BATCH, "e.g. batch_size=32")},
+    "export": {"card_samples": (Range(0, 1024, integer=True), "0 = no samples.png in the card, e.g. card_samples=16")},
 }
+BOOL = (True, False)
 #: key -> its allowed values, compared with their types: true is not "True" (a string is truthy, so an edited file's
 #: ``fused: "False"`` would mean true).
 CHOICES: dict[str, dict[str, tuple]] = {
-    "train": {"trainer.precision": PRECISIONS, "model.schedule.kind": SCHEDULES,
+    "train": {"test": BOOL, "extras.print_config": BOOL,
+              "trainer.precision": PRECISIONS, "model.schedule.kind": SCHEDULES,
               "data.cache": ("auto", True, False), "cpu_memory": CPU_MEMORY,
               "data.feature_store": ("auto", True, False), "model.net.fused": (True, False),
               "model.prediction": PREDICTIONS,
               "callbacks.samples.sampler": SAMPLERS, "callbacks.generation_scores.sampler": SAMPLERS},
-    "reconstruct": {"size": ("train", "native"), "pad_mode": ("reflect", "replicate", "constant")},
-    "generate": {"sampler": SAMPLERS},
-    "evaluate": {"generative.sampler": SAMPLERS},
+    "reconstruct": {"size": ("train", "native"), "pad_mode": ("reflect", "replicate", "constant"),
+                    "side_by_side": BOOL},
+    "generate": {"sampler": SAMPLERS, "use_ema": BOOL, "progress": BOOL},
+    "evaluate": {"generative.sampler": SAMPLERS, "lpips.enabled": BOOL},
     "fd_vgg": {},
     "export": {"format": ("safetensors", "onnx")},
 }
@@ -215,6 +230,13 @@ NETS = {
     "art_diffusion.lightning.DiffusionModule": {"art_diffusion.nets.UNet": "unet",
                                                  "art_diffusion.nets.ConvDenoiser": "conv_denoiser",
                                                  "art_diffusion.nets.DiffusersUNet": "diffusers_unet"},
+}
+
+
+#: The losses of each LightningModule: a diffusion model's objective is not a reconstruction's.
+LOSSES = {
+    "art_diffusion.lightning.ReconstructionModule": {"art_diffusion.losses.HybridLoss": "hybrid"},
+    "art_diffusion.lightning.DiffusionModule": {"art_diffusion.losses.DiffusionLoss": "diffusion"},
 }
 
 
@@ -258,14 +280,21 @@ def _problems(cfg: DictConfig, tool: str) -> list[str]:
 
 
 def _net_fits(cfg: DictConfig) -> list[str]:
-    """The network is one of the model's own (see :data:`NETS`)."""
+    """The network and the loss are the model's own (see :data:`NETS`, :data:`LOSSES`)."""
     module, net = _select(cfg, "model._target_"), _select(cfg, "model.net._target_")
+    problems = []
     ours = {target: option for nets in NETS.values() for target, option in nets.items()}
     if module in NETS and net in ours and net not in NETS[module]:
         fits = " or ".join(f"model/net={option}" for option in NETS[module].values())
-        return [f"model/net={ours[net]} is a network of another model than {module.rsplit('.', 1)[-1]}: choose "
-                f"{fits}"]
-    return []
+        problems.append(f"model/net={ours[net]} is a network of another model than {module.rsplit('.', 1)[-1]}: "
+                        f"choose {fits}")
+    loss = _select(cfg, "model.loss._target_")
+    losses = {target: option for options in LOSSES.values() for target, option in options.items()}
+    if module in LOSSES and loss in losses and loss not in LOSSES[module]:
+        fits = " or ".join(f"loss={option}" for option in LOSSES[module].values())
+        problems.append(f"loss={losses[loss]} is the loss of another model than {module.rsplit('.', 1)[-1]}: "
+                        f"choose {fits} (or leave loss= out: the model picks its own)")
+    return problems
 
 
 def _model_relations(cfg: DictConfig) -> list[str]:
@@ -343,6 +372,20 @@ def _has_accelerator(accelerator) -> bool:
                                                                                                       "cuda", "mps")
 
 
+def _in_cluster() -> bool:
+    """Whether a launcher that starts every node's processes started this one (Lightning's own detection)."""
+    from lightning.fabric.plugins.environments import (
+        KubeflowEnvironment,
+        LSFEnvironment,
+        SLURMEnvironment,
+        TorchElasticEnvironment,
+    )
+
+    launched = any(env.detect() for env in (SLURMEnvironment, TorchElasticEnvironment, KubeflowEnvironment,
+                                             LSFEnvironment))
+    return launched or ("NODE_RANK" in os.environ and "MASTER_ADDR" in os.environ)
+
+
 def _run_relations(cfg: DictConfig) -> list[str]:
     """The loss weights together, the device count, the metric a run returns."""
     problems = []
@@ -358,6 +401,17 @@ def _run_relations(cfg: DictConfig) -> list[str]:
         problems.append(f"trainer.devices=-1 means every GPU, and trainer.accelerator="
                         f"{_select(cfg, 'trainer.accelerator')} has none here (a CPU run): use trainer.devices=1, or "
                         "trainer=ddp_cpu trainer.devices=N for N processes on this machine")
+    if isinstance(devices, int) and devices > 1024:
+        problems.append(f"trainer.devices={devices} must be at most 1024 (the devices of one node)")
+    nodes = _select(cfg, "trainer.num_nodes")
+    if isinstance(nodes, int) and nodes > 1 and not _in_cluster():
+        problems.append(f"trainer.num_nodes={nodes} but this process was not started on a cluster (SLURM, torchrun, "
+                        "or NODE_RANK and MASTER_ADDR set on each node): it would wait forever for the other nodes. "
+                        "Launch with hydra/launcher=slurm (docs/clusters.md) or torchrun, or use trainer.num_nodes=1")
+    precision, accelerator = str(_select(cfg, "trainer.precision")), str(_select(cfg, "trainer.accelerator"))
+    if precision in ("16-mixed", "16-true", "16") and (accelerator == "cpu" or not _has_accelerator(accelerator)):
+        problems.append(f"trainer.precision={precision} is float16, which needs a GPU; this run is on the CPU: use "
+                        "trainer.precision=bf16-mixed (or auto, or 32-true)")
     metric = _select(cfg, "optimized_metric")
     if metric not in (None, _ABSENT, "best_epoch") and not str(metric).startswith(("val/", "test/")):
         problems.append(f"optimized_metric={metric!r} must be a final metric: val/<name>, test/<name> or best_epoch "
@@ -394,15 +448,16 @@ SECTIONS, REQUIRED_SECTIONS = ("model", "data", "loss", "optim", "scheduler", "t
 
 
 #: Keys whose values have rules of their own here: :func:`check_arguments` leaves their types to those.
-_RULED = frozenset(_with_copies(TRAIN_RULES)) | frozenset(_with_copies(CHOICES["train"])) | {"trainer.devices"}
+_RULED = frozenset(_with_copies(TRAIN_RULES)) | frozenset(_with_copies(CHOICES["train"]))
 
 
-def check_stored_values(config: dict, origin: str) -> None:
+def check_stored_values(config: dict, origin: str, whole: bool = True) -> None:
     """A stored run config (a checkpoint's, whose ``_target_`` classes passed the registry) is shaped like a run
     config, every class in it is given its own arguments of their types
     (:func:`art_diffusion.checkpoints.arguments.argument_problems`) and its values are ones training would accept:
     else one :class:`ConfigError` naming ``origin``. Its data folders are not checked: a model is used where its
-    data may not be."""
+    data may not be. ``whole=False``: a model config without its training parts (an exported folder's, whose
+    caller checks the arguments of what it builds)."""
     from art_diffusion.checkpoints.arguments import argument_problems
 
     shape = [f"{key} is a {type(config.get(key)).__name__}, not a section" for key in SECTIONS
@@ -411,7 +466,7 @@ def check_stored_values(config: dict, origin: str) -> None:
     if not shape and not isinstance(config["data"].get("image_size"), int):
         shape.append(f"data.image_size={config['data'].get('image_size')!r} is not an integer")
     # what rebuilds the model: the run's other settings (callbacks, trainer) are checked again by a resume
-    problems = shape or argument_problems(config, _RULED) + [
+    problems = shape or (argument_problems(config, _RULED) if whole else []) + [
         p for p in _problems(OmegaConf.create(config), "train") if p.startswith(("model", "loss.", "data.image_size"))]
     if problems:
         raise ConfigError(f"Refusing {origin}: " + "; ".join(problems) + ". Training refuses these values: the "

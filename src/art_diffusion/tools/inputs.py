@@ -27,9 +27,20 @@ def resolve_device(device: str) -> torch.device:
     """``auto`` = the first GPU when there is one, else the CPU; anything else is passed to torch."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
+    try:
+        resolved = torch.device(str(device))
+    except RuntimeError:
+        resolved = None
+    if resolved is None or resolved.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device={device!r} is not a device the tools run on: use device=auto, cpu, cuda, cuda:N "
+                          "or mps.")
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device={device} but no CUDA GPU is visible; use device=cpu or device=auto.")
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise ConfigError(f"device={device} but only {torch.cuda.device_count()} CUDA GPU(s) are visible; use "
+                          "device=cuda:0 or device=auto.")
+    if resolved.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError(f"device={device} but MPS is not available here; use device=cpu or device=auto.")
     return resolved
 
 
