@@ -74,6 +74,21 @@ def test_a_full_disk_ends_with_one_message_and_keeps_the_last_good_checkpoint(tm
     assert _checkpoints_all_load(run) == {"best.ckpt": 0, "last.ckpt": 0}  # the last good checkpoint, intact
 
 
+def test_a_run_stopped_before_its_first_last_ckpt_is_resumed_from_best(tiny_run, tmp_path, caplog):
+    """A kill or a full disk between saving best.ckpt and last.ckpt: the run dir is a run (a new run is refused
+    there), so resume= continues it from the newest checkpoint that loads instead of refusing too."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    last = run / "checkpoints" / "last.ckpt"
+    last.unlink()
+    with caplog.at_level(logging.INFO):
+        train(compose_train_cfg(tmp_path / "unused", f"resume={run}", "trainer.max_epochs=2", "test=false",
+                                tiny=False))
+    assert "it was never written" in caplog.text and f"Resuming from {run / 'checkpoints' / 'best.ckpt'}" in caplog.text
+    assert torch.load(last, weights_only=True)["epoch"] == 1
+    assert not list((run / "checkpoints").glob("*-v1.ckpt"))
+
+
 def test_resume_falls_back_to_the_newest_checkpoint_that_loads(tiny_run, tmp_path, caplog):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)

@@ -23,7 +23,7 @@ from art_diffusion.checkpoints import CheckpointError, UnsafeCheckpointError, lo
 from art_diffusion.checkpoints.callbacks import rebase_paths
 from art_diffusion.checkpoints.loading import COMMAND_ONLY
 from art_diffusion.run.precision import resolve_precision
-from art_diffusion.run.run_dir import LAST_CHECKPOINT
+from art_diffusion.run.run_dir import LAST_CHECKPOINT, has_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -131,18 +131,18 @@ def own_paths(stored: dict, directory: Path, cfg: DictConfig, origin: Path) -> d
 def find_run_to_resume(resume: str, outputs: str = DEFAULT_OUTPUTS) -> Path:
     """The run directory ``resume`` names: a run dir, its last.ckpt, or ``latest`` (newest under ``outputs``)."""
     if resume == "latest":
-        candidates = sorted(Path(outputs).glob(f"**/{LAST_CHECKPOINT}"), key=lambda p: p.stat().st_mtime)
+        candidates = sorted(Path(outputs).glob(f"**/{LAST_CHECKPOINT.parent}/*.ckpt"), key=lambda p: p.stat().st_mtime)
         if not candidates:
             raise MissingPathError(
-                f"resume=latest: no run under {Path(outputs).resolve()} has {LAST_CHECKPOINT}. "
+                f"resume=latest: no run under {Path(outputs).resolve()} has a checkpoint ({LAST_CHECKPOINT.parent}/). "
                 "Pass the run directory instead: resume=outputs/<date>/<time>"
             )
         return candidates[-1].parents[1].resolve()
     path = Path(resume).expanduser()
     run_dir = path.parents[1] if path.is_file() and path.parent.name == "checkpoints" else path
-    if not (run_dir / LAST_CHECKPOINT).is_file():
+    if not has_checkpoint(run_dir):
         raise MissingPathError(
-            f"resume={resume}: {run_dir / LAST_CHECKPOINT} does not exist. Pass a run directory made by "
+            f"resume={resume}: {run_dir / LAST_CHECKPOINT.parent} holds no checkpoint. Pass a run directory made by "
             "scripts/train.py (it has checkpoints/last.ckpt), or resume=latest."
         )
     return run_dir.resolve()
@@ -186,7 +186,7 @@ def hydra_subdir(resume: str | None, stamp: str, directory: str | None = None) -
     ``directory``: the run dir, for resume=auto, which resumes only when the dir has a checkpoint.
     """
     if resume == AUTO:
-        resuming = directory is not None and (Path(directory) / LAST_CHECKPOINT).is_file()
+        resuming = directory is not None and has_checkpoint(directory)
         return f".hydra/resumed_{stamp}" if resuming else ".hydra"
     return ".hydra" if starts_fresh(resume) else f".hydra/resumed_{stamp}"
 
@@ -211,8 +211,8 @@ def newest_loadable_checkpoint(directory: Path, trusted: list[str]) -> tuple[Pat
         return last, _read_stored(last, trusted)
     except UnsafeCheckpointError:
         raise
-    except CheckpointError as error:
-        reason = error
+    except (CheckpointError, MissingPathError) as error:  # damaged, or never written (stopped before its save)
+        reason = error if last.exists() else "it was never written"
     others = sorted((p for p in last.parent.glob("*.ckpt") if p.name != last.name),
                     key=lambda p: p.stat().st_mtime, reverse=True)
     for path in others:
@@ -340,12 +340,12 @@ def auto_resumed_config(cfg: DictConfig) -> DictConfig:
     was trained with. Without one, a new run starts there (from ``ckpt_path``'s weights, if given).
     """
     directory = Path(cfg.paths.output_dir).resolve()
-    if not (directory / LAST_CHECKPOINT).is_file():
-        log.info("resume=auto: %s has no %s yet, starting a new run there", directory, LAST_CHECKPOINT)
+    if not has_checkpoint(directory):
+        log.info("resume=auto: %s has no checkpoint yet, starting a new run there", directory)
         fresh = cfg.copy()
         fresh.resume = None
         return fresh
-    log.info("resume=auto: %s has %s, continuing it", directory, LAST_CHECKPOINT)
+    log.info("resume=auto: %s has a checkpoint, continuing it", directory)
     again = cfg.copy()
     again.resume = str(directory)
     return resumed_config(again, auto=True)

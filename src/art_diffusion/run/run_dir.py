@@ -9,4 +9,10 @@ ERROR_FILE = "error.txt"                             # the traceback of a failed
 OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"   # what the job changed on the command line (Hydra writes it)
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"  # the newest state, where resume=RUN_DIR continues from
 BEST_CHECKPOINT = Path("checkpoints") / "best.ckpt"  # the best validation epoch: what a run dir means to inference
+
+
+def has_checkpoint(run_dir: str | Path) -> bool:
+    """A run to continue (resume=) and not to start afresh in: its last.ckpt, or any checkpoint (a run stopped
+    between saving best.ckpt and last.ckpt, by a kill or a full disk, is continued from the newest that loads)."""
+    return any(path.is_file() for path in (Path(run_dir) / LAST_CHECKPOINT.parent).glob("*.ckpt"))
 OWNER_LOCK = "owner.lock"                            # locked by the one process training here; owner.lock.json: who
