@@ -490,3 +490,40 @@ def check_num_classes(num_classes: int, classes: list[str]) -> None:
     if len(classes) != num_classes:
         raise ConfigError(f"model.num_classes={num_classes} but the data has {len(classes)} classes {classes}: set "
                           f"model.num_classes={len(classes)} (or null for an unconditional model).")
+
+
+# A constructor of a third-party class (Lightning's Trainer, callbacks, loggers) checks its own arguments when it is
+# called: its refusal is the config's problem, named by the key of the node that was built.
+
+#: What a constructor raises for arguments it refuses.
+_REFUSALS = ("MisconfigurationException", "ValueError", "TypeError")
+
+
+def built(key: str, node, **kwargs):
+    """``hydra.utils.instantiate(node, **kwargs)``, where ``node`` is the config's ``key``. A constructor that
+    refuses its arguments (Lightning's ``MisconfigurationException``; a ``ValueError`` or ``TypeError`` of a class
+    that is not art_diffusion's own, whose arguments :func:`check_arguments` checked) is a :class:`ConfigError`
+    naming the node (Hydra's ``full_key`` of a nested one) and the constructor's message. Anything raised by our own
+    classes other than a MisconfigurationException keeps its traceback: that is a bug, or a rule missing here."""
+    import re
+
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as error:
+        cause = error.__cause__
+        target = re.search(r"Error in call to target '([^']+)'", str(error))
+        if cause is None or target is None:
+            raise
+        names = {type_.__name__ for type_ in type(cause).__mro__}
+        ours = target.group(1).startswith("art_diffusion.")
+        if not (names & set(_REFUSALS)) or (ours and "MisconfigurationException" not in names):
+            raise
+        full_key = re.search(r"^full_key: (\S+)$", str(error), re.MULTILINE)
+        where = full_key.group(1) if full_key else key
+        message = " ".join(str(cause).split()).replace("`", "'") or type(cause).__name__
+        message += "" if message.endswith((".", "!", "?")) else "."
+        raise ConfigError(f"Invalid config value under {where} (the arguments of {target.group(1)}): {message} "
+                          f"Change or drop the offending {where}.KEY=VALUE override.") from error

@@ -1,0 +1,48 @@
+"""Errors a user can act on, found by an adversarial tester, end a command with one ``error:`` line naming the key
+(and the fix), exit status 2, no traceback: a constructor of a config-built object (Lightning's Trainer, a callback)
+refusing its arguments."""
+
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf
+
+from art_diffusion import ConfigError
+from art_diffusion.run.cli import user_errors
+from art_diffusion.run.train import prepare_config
+from art_diffusion.run.validate import built
+from tests.helpers.config import compose_train_cfg
+
+
+def _one_error_line(capsys, task) -> str:
+    with pytest.raises(SystemExit) as stop:
+        user_errors(task)()
+    assert stop.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: ")
+    return line
+
+
+@pytest.mark.parametrize(("override", "key", "words"), [
+    ("trainer.gradient_clip_algorithm=foo", "trainer", "gradient_clip_algorithm"),
+    ("trainer.accelerator=foo", "trainer", "accelerator"),
+    ("trainer.devices=abc", "trainer", "devices"),
+    ("callbacks.best_checkpoint.mode=foo", "callbacks.best_checkpoint", "mode"),
+])
+def test_a_constructor_refusing_its_config_arguments_is_one_error_line_naming_the_node(
+        override, key, words, tmp_path, capsys):
+    cfg = prepare_config(compose_train_cfg(tmp_path / "run", override))  # what train() builds from
+    line = _one_error_line(capsys, lambda: built(key, OmegaConf.select(cfg, key)))
+    assert f"under {key} " in line and words in line
+
+
+def test_an_error_of_our_own_class_keeps_its_traceback():
+    """A ValueError from one of art_diffusion's classes is a bug (or a rule missing from validate.py): not a
+    ConfigError. A Lightning constructor's ValueError is the config's."""
+    ours = OmegaConf.create({"_target_": "art_diffusion.diffusion.schedule.NoiseSchedule", "timesteps": 1})
+    with pytest.raises(Exception) as raised:
+        built("model.schedule", ours)
+    assert not isinstance(raised.value, ConfigError)
+    theirs = OmegaConf.create({"_target_": "lightning.pytorch.callbacks.ModelCheckpoint", "every_n_epochs": -1})
+    with pytest.raises(ConfigError, match=r"under callbacks\.x .*every_n_epochs"):
+        built("callbacks.x", theirs)
