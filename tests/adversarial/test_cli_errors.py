@@ -47,3 +47,28 @@ def test_an_error_of_our_own_class_keeps_its_traceback():
     theirs = OmegaConf.create({"_target_": "lightning.pytorch.callbacks.ModelCheckpoint", "every_n_epochs": -1})
     with pytest.raises(ConfigError, match=r"under callbacks\.x .*every_n_epochs"):
         built("callbacks.x", theirs)
+
+
+@pytest.mark.parametrize(("tool", "overrides", "start", "fix"), [
+    ("train", ["data.bacth_size=8"], "data.bacth_size: ", "did you mean data.batch_size?"),
+    ("train", ["model=foo"], "model=foo: ", "use one of its options (ddpm, reconstructor.)"),
+    ("train", ["model/net=unet2"], "model/net=unet2: ", "did you mean model/net=unet?"),
+    ("train", ["trainer.fast_dev_run=-1"], "trainer.fast_dev_run: ", "+trainer.fast_dev_run=VALUE"),
+    ("generate", ["ckpt_path=x", "num_image=3"], "num_image: ", "did you mean num_images?"),
+    ("train", ["data=[1"], "cannot read the override 'data=[1'", "override_grammar"),
+])
+def test_a_config_hydra_cannot_compose_is_one_line_with_the_closest_key_or_option(tool, overrides, start, fix):
+    """The message scripts print (cli.composition_error) for the error Hydra's own composition raises."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from art_diffusion.run.cli import composition_error
+    from tests.helpers.config import CONF_DIR
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"), pytest.raises(Exception) as raised:
+        compose(tool, overrides=overrides)
+    GlobalHydra.instance().clear()
+    message = composition_error(raised.value)
+    assert message.startswith(start) and fix in message and "\n" not in message
+    assert composition_error(ValueError("a bug")) is None
