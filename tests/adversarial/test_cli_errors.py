@@ -72,3 +72,39 @@ def test_a_config_hydra_cannot_compose_is_one_line_with_the_closest_key_or_optio
     message = composition_error(raised.value)
     assert message.startswith(start) and fix in message and "\n" not in message
     assert composition_error(ValueError("a bug")) is None
+
+
+@pytest.mark.parametrize(("key", "below", "problem"), [
+    ("callbacks.reconstructions.dirpath", "", "is a file, not a directory"),
+    ("data.report_dir", "/sub", "is a file, not a directory"),
+    ("logger.tensorboard.save_dir", "", "is a file, not a directory"),
+])
+def test_a_folder_the_run_writes_to_with_a_file_in_its_way_is_refused_before_work(
+        key, below, problem, tmp_path, capsys):
+    """Before: a FileExistsError traceback after the first epoch (callbacks.reconstructions.dirpath), one in
+    data/report.py (data.report_dir)."""
+    from art_diffusion.run.validate import check_values
+
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    cfg = compose_train_cfg(tmp_path / "run", f"{key}={afile}{below}", "logger=tensorboard")
+    line = _one_error_line(capsys, lambda: check_values(cfg, "train"))
+    assert line.startswith(f"error: Invalid config value: {key}='{afile}{below}'") and problem in line
+    assert f"pass {key}=DIR" in line and afile.read_text() == "mine"
+    check_values(compose_train_cfg(tmp_path / "run", f"{key}={tmp_path / 'new' / 'dir'}", "logger=tensorboard"),
+                 "train")  # a folder that does not exist yet is made
+
+
+@pytest.mark.parametrize("tool", ["generate", "reconstruct", "evaluate", "export"])
+def test_every_tool_with_an_output_dir_makes_it_before_hydra_does(tool):
+    """WritableRunDir turns an output_dir that cannot be made (a file in its place) into one error: line."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from tests.helpers.config import CONF_DIR
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(tool, overrides=["ckpt_path=x", "output_dir=y"], return_hydra_config=True)
+    GlobalHydra.instance().clear()
+    assert cfg.hydra.callbacks.writable_run_dir._target_ == "art_diffusion.run.cli.WritableRunDir"

@@ -428,8 +428,38 @@ def check_arguments(plain: dict) -> None:
 
 def _check_paths(cfg: DictConfig) -> None:
     """The files and folders a training run reads exist on this machine: the VGG weights file, data.root and
-    data.val_root (the demo's root is generated, so it may not exist yet)."""
+    data.val_root (the demo's root is generated, so it may not exist yet). Every folder it writes to (a key named in
+    ``checkpoints.resume.WRITE_KEYS``: dirpath, save_dir, report_dir, ...) is a directory, or can be made as one: no
+    file in its place or above it, and its nearest existing parent writable."""
+    import os
+
+    from art_diffusion.checkpoints.resume import WRITE_KEYS
     from art_diffusion.data.folders import check_image_folder
+
+    def write_keys(node, prefix: str):
+        for key, value in node.items() if isinstance(node, dict) else ():
+            dotted = f"{prefix}{key}"
+            if isinstance(value, dict) and dotted != "hydra":
+                yield from write_keys(value, dotted + ".")
+            elif key in WRITE_KEYS and key != "tracking_uri":  # an MLflow store is a URI, its database a file
+                yield dotted
+
+    for key in write_keys(OmegaConf.to_container(cfg, resolve=False), ""):
+        value = _select(cfg, key)
+        if not isinstance(value, str) or "://" in value:
+            continue
+        path = Path(value).expanduser()
+        parent = next((p for p in (path, *path.parents) if p.exists() or p.is_symlink()), Path("."))
+        if parent == path and not path.is_dir():
+            problem = "is a file, not a directory"
+        elif not parent.is_dir():
+            problem = f"cannot be made: {parent} is a file, not a directory"
+        elif not os.access(parent, os.W_OK | os.X_OK):
+            problem = f"cannot be written: {parent} is not writable"
+        else:
+            continue
+        raise ConfigError(f"Invalid config value: {key}={value!r} {problem}. The run writes into that folder: pass "
+                          f"{key}=DIR, a directory (new or existing) on a writable disk, or move the file away.")
 
     weights, perceptual = _select(cfg, "loss.vgg_weights"), _select(cfg, "loss.perceptual_weight")
     if perceptual not in (0, _ABSENT) and weights not in (_ABSENT, "imagenet", "random") and not \
