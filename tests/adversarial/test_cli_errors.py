@@ -108,3 +108,37 @@ def test_every_tool_with_an_output_dir_makes_it_before_hydra_does(tool):
         cfg = compose(tool, overrides=["ckpt_path=x", "output_dir=y"], return_hydra_config=True)
     GlobalHydra.instance().clear()
     assert cfg.hydra.callbacks.writable_run_dir._target_ == "art_diffusion.run.cli.WritableRunDir"
+
+
+@pytest.mark.slow  # starts processes
+def test_the_scripts_stop_with_one_error_line_and_exit_2_as_a_user_sees_it(tmp_path, demo_root):
+    """As a user runs them: a Trainer refusing a value, a key Hydra cannot compose, a folder with a file in its
+    way, an export to a file. Exit 2, one error: line on stderr, no traceback; those refused before the run
+    starts leave no run dir behind."""
+    import subprocess
+    import sys
+
+    from tests.helpers.config import REPO
+    from tests.helpers.scripts import script_env, tiny, train_script
+
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    run = f"hydra.run.dir={tmp_path / 'run'}"  # the Trainer's refusal comes once the run dir has its config_tree.log
+    results = {
+        "trainer": train_script(*tiny(demo_root), f"hydra.run.dir={tmp_path / 'trainer'}",
+                                "trainer.gradient_clip_algorithm=foo", cwd=tmp_path),
+        "data.bacth_size": train_script(*tiny(demo_root), run, "data.bacth_size=8", cwd=tmp_path),
+        "callbacks.reconstructions.dirpath": train_script(*tiny(demo_root), run,
+                                                          f"callbacks.reconstructions.dirpath={afile}", cwd=tmp_path),
+        "num_image": subprocess.run([sys.executable, str(REPO / "scripts" / "generate.py"), "ckpt_path=x",
+                                     "num_image=3"], cwd=tmp_path, env=script_env(), capture_output=True, text=True,
+                                    timeout=120),
+        str(afile): subprocess.run([sys.executable, str(REPO / "scripts" / "export.py"), "ckpt_path=x",
+                                    f"output_dir={afile}"], cwd=tmp_path, env=script_env(), capture_output=True,
+                                   text=True, timeout=120),
+    }
+    for named, result in results.items():
+        assert result.returncode == 2, (named, result.stderr[-2000:])
+        (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert named in line and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert not (tmp_path / "run").exists() and afile.read_text() == "mine"
