@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import difflib
 import errno
 import functools
 import importlib.util
@@ -124,7 +125,63 @@ def prepare_cli(argv: list[str] | None = None) -> list[str]:
         raise SystemExit(2)
     if argv is None:
         sys.argv[1:] = quoted
+        _report_composition_errors()
     return quoted
+
+
+def composition_error(error: BaseException) -> str | None:
+    """The one-line message for Hydra failing to compose the command line's config: a key the config does not have
+    (``data.bacth_size=8``: the closest key that exists, or ``+KEY=VALUE`` to add one), an option a group does not
+    have (``model=foo``: the closest option and all of them), an override it cannot parse. None for anything else."""
+    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+
+    cause = error.__cause__
+    if isinstance(error, MissingConfigException) and error.options and "/" in (error.missing_cfg_file or ""):
+        group, name = error.missing_cfg_file.rsplit("/", 1)
+        close = difflib.get_close_matches(name, error.options, n=1)
+        fix = f"did you mean {group}={close[0]}? (Its options: " if close else "use one of its options ("
+        return f"{group}={name}: the config group {group} has no option {name!r}; {fix}{', '.join(error.options)}.)"
+    if isinstance(error, ConfigCompositionException) and isinstance(getattr(cause, "parent_node", None), DictConfig) \
+            and getattr(cause, "full_key", None) and getattr(cause, "key", None) is not None:
+        key, full_key = str(cause.key), str(cause.full_key)
+        prefix = full_key[:len(full_key) - len(key)]
+        keys = [str(k) for k in cause.parent_node.keys() if k != "hydra"]
+        close = difflib.get_close_matches(key, keys, n=1)
+        fix = (f"did you mean {prefix}{close[0]}?" if close else
+               f"the keys{' under ' + prefix.rstrip('.') if prefix else ''} are {', '.join(keys)}.")
+        return f"{full_key}: the config has no such key; {fix} (To add a key it does not have: +{full_key}=VALUE.)"
+    if isinstance(error, OverrideParseException):
+        return (f"cannot read the override {error.override!r}: {str(error).splitlines()[0]}. See "
+                "https://hydra.cc/docs/advanced/override_grammar/basic for how to write one.")
+    if isinstance(error, ConfigCompositionException) and cause is None:
+        return " ".join(str(error).split())
+    return None
+
+
+def _report_composition_errors() -> None:
+    """Hydra prints a config it cannot compose in several lines and exits with status 1: its ``run_and_report``
+    (which ``@hydra.main`` calls) is wrapped so that such an error is one ``error:`` line and exit status 2 (see
+    :func:`composition_error`). Anything else is Hydra's to report, as before."""
+    from hydra._internal import utils as hydra_utils
+
+    report = hydra_utils.run_and_report
+    if getattr(report, "composition_errors", False):
+        return
+
+    def run_and_report(func):
+        def composed():
+            try:
+                return func()
+            except Exception as error:
+                message = None if os.environ.get("HYDRA_FULL_ERROR") == "1" else composition_error(error)
+                if message is None:
+                    raise
+                print(f"error: {message}", file=sys.stderr)
+                raise SystemExit(2) from None
+        return report(composed)
+
+    run_and_report.composition_errors = True
+    hydra_utils.run_and_report = run_and_report
 
 
 class WritableRunDir(Callback):

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -37,7 +36,7 @@ from art_diffusion.run.memory import apply_cpu_memory
 from art_diffusion.run.precision import resolve_trainer_precision
 from art_diffusion.run.run_dir import LAST_CHECKPOINT, METRICS_FILE
 from art_diffusion.run.run_dir_owner import in_multirun, owned, owns_run_dirs, refuse_a_trained_dir
-from art_diffusion.run.validate import check_arguments, check_values
+from art_diffusion.run.validate import built, check_arguments, check_values
 from art_diffusion.storage import temporaries_under, write_json
 
 log = logging.getLogger(__name__)
@@ -176,20 +175,20 @@ def fit_and_test(cfg: DictConfig) -> dict[str, float]:
         L.seed_everything(cfg.seed, workers=True)
     log.info(apply_cpu_memory(cfg.get("cpu_memory", "reuse")))  # before the data and the first step allocate
 
-    datamodule: L.LightningDataModule = instantiate(cfg.data)
+    datamodule: L.LightningDataModule = built("data", cfg.data)
     skipped = datamodule.skipped_stages() if hasattr(datamodule, "skipped_stages") else set()
     if "val" in skipped:
         _monitor_train_loss(cfg)
-    module: L.LightningModule = instantiate(cfg.model)
+    module: L.LightningModule = built("model", cfg.model)
     module.run_config = _plain(cfg)  # stored in every checkpoint
-    callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
+    callbacks = [built(f"callbacks.{name}", c) for name, c in cfg.get("callbacks", {}).items() if c is not None]
     # every run: no non-finite loss trains on or is saved
     callbacks.append(DivergenceGuard(divergence_hint(cfg), str(Path(cfg.paths.output_dir) / LAST_CHECKPOINT)))
-    loggers = [_logger(c, cfg) for c in cfg.get("logger", {}).values() if c is not None]
+    loggers = [_logger(f"logger.{name}", c, cfg) for name, c in cfg.get("logger", {}).items() if c is not None]
     # every checkpoint is written atomically in its own directory (see AtomicCheckpointIO); under SLURM, Lightning's
     # SLURM environment without a requeue of its own (see run/cluster/requeue.py)
     plugins = [AtomicCheckpointIO(), *cluster_plugins()]
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=plugins)
+    trainer: L.Trainer = built("trainer", cfg.trainer, callbacks=callbacks, logger=loggers, plugins=plugins)
 
     if cfg.get("ckpt_path"):  # fail before training with the file and the mismatching keys named
         check_checkpoint_fits(module, cfg.ckpt_path)
@@ -214,17 +213,17 @@ def divergence_hint(cfg: DictConfig) -> str:
             "good checkpoint).")
 
 
-def _logger(logger_cfg: DictConfig, cfg: DictConfig):
+def _logger(key: str, logger_cfg: DictConfig, cfg: DictConfig):
     """A logger of the run. A resumed run's TensorBoard logger drops (``purge_step``) what the stopped process
     logged after its checkpoint, so the resumed steps are not shown twice; a run started afresh in a dir where a
     killed attempt logged (``resume=auto`` before any checkpoint) drops all of that."""
     if not str(logger_cfg.get("_target_", "")).endswith("TensorBoardLogger"):
-        return instantiate(logger_cfg)
+        return built(key, logger_cfg)
     if cfg.get("resume") and cfg.get("ckpt_path"):
-        return instantiate(logger_cfg, purge_step=_checkpoint_logger_step(cfg.ckpt_path))
+        return built(key, logger_cfg, purge_step=_checkpoint_logger_step(cfg.ckpt_path))
     if any(Path(str(logger_cfg.get("save_dir", cfg.paths.output_dir))).glob("events.out.tfevents.*")):
-        return instantiate(logger_cfg, purge_step=0)
-    return instantiate(logger_cfg)
+        return built(key, logger_cfg, purge_step=0)
+    return built(key, logger_cfg)
 
 
 def _fit_and_test(cfg: DictConfig, trainer: L.Trainer, module: L.LightningModule, datamodule, skipped: set) -> dict:

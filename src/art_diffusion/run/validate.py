@@ -483,8 +483,38 @@ def check_arguments(plain: dict) -> None:
 
 def _check_paths(cfg: DictConfig) -> None:
     """The files and folders a training run reads exist on this machine: the VGG weights file, data.root and
-    data.val_root (the demo's root is generated, so it may not exist yet)."""
+    data.val_root (the demo's root is generated, so it may not exist yet). Every folder it writes to (a key named in
+    ``checkpoints.resume.WRITE_KEYS``: dirpath, save_dir, report_dir, ...) is a directory, or can be made as one: no
+    file in its place or above it, and its nearest existing parent writable."""
+    import os
+
+    from art_diffusion.checkpoints.resume import WRITE_KEYS
     from art_diffusion.data.folders import check_image_folder
+
+    def write_keys(node, prefix: str):
+        for key, value in node.items() if isinstance(node, dict) else ():
+            dotted = f"{prefix}{key}"
+            if isinstance(value, dict) and dotted != "hydra":
+                yield from write_keys(value, dotted + ".")
+            elif key in WRITE_KEYS and key != "tracking_uri":  # an MLflow store is a URI, its database a file
+                yield dotted
+
+    for key in write_keys(OmegaConf.to_container(cfg, resolve=False), ""):
+        value = _select(cfg, key)
+        if not isinstance(value, str) or "://" in value:
+            continue
+        path = Path(value).expanduser()
+        parent = next((p for p in (path, *path.parents) if p.exists() or p.is_symlink()), Path("."))
+        if parent == path and not path.is_dir():
+            problem = "is a file, not a directory"
+        elif not parent.is_dir():
+            problem = f"cannot be made: {parent} is a file, not a directory"
+        elif not os.access(parent, os.W_OK | os.X_OK):
+            problem = f"cannot be written: {parent} is not writable"
+        else:
+            continue
+        raise ConfigError(f"Invalid config value: {key}={value!r} {problem}. The run writes into that folder: pass "
+                          f"{key}=DIR, a directory (new or existing) on a writable disk, or move the file away.")
 
     weights, perceptual = _select(cfg, "loss.vgg_weights"), _select(cfg, "loss.perceptual_weight")
     if perceptual not in (0, _ABSENT) and weights not in (_ABSENT, "imagenet", "random") and not \
@@ -545,3 +575,40 @@ def check_num_classes(num_classes: int, classes: list[str]) -> None:
     if len(classes) != num_classes:
         raise ConfigError(f"model.num_classes={num_classes} but the data has {len(classes)} classes {classes}: set "
                           f"model.num_classes={len(classes)} (or null for an unconditional model).")
+
+
+# A constructor of a third-party class (Lightning's Trainer, callbacks, loggers) checks its own arguments when it is
+# called: its refusal is the config's problem, named by the key of the node that was built.
+
+#: What a constructor raises for arguments it refuses.
+_REFUSALS = ("MisconfigurationException", "ValueError", "TypeError")
+
+
+def built(key: str, node, **kwargs):
+    """``hydra.utils.instantiate(node, **kwargs)``, where ``node`` is the config's ``key``. A constructor that
+    refuses its arguments (Lightning's ``MisconfigurationException``; a ``ValueError`` or ``TypeError`` of a class
+    that is not art_diffusion's own, whose arguments :func:`check_arguments` checked) is a :class:`ConfigError`
+    naming the node (Hydra's ``full_key`` of a nested one) and the constructor's message. Anything raised by our own
+    classes other than a MisconfigurationException keeps its traceback: that is a bug, or a rule missing here."""
+    import re
+
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as error:
+        cause = error.__cause__
+        target = re.search(r"Error in call to target '([^']+)'", str(error))
+        if cause is None or target is None:
+            raise
+        names = {type_.__name__ for type_ in type(cause).__mro__}
+        ours = target.group(1).startswith("art_diffusion.")
+        if not (names & set(_REFUSALS)) or (ours and "MisconfigurationException" not in names):
+            raise
+        full_key = re.search(r"^full_key: (\S+)$", str(error), re.MULTILINE)
+        where = full_key.group(1) if full_key else key
+        message = " ".join(str(cause).split()).replace("`", "'") or type(cause).__name__
+        message += "" if message.endswith((".", "!", "?")) else "."
+        raise ConfigError(f"Invalid config value under {where} (the arguments of {target.group(1)}): {message} "
+                          f"Change or drop the offending {where}.KEY=VALUE override.") from error
