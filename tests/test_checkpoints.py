@@ -161,7 +161,7 @@ def test_resume_refuses_to_change_what_is_trained(tiny_run, tmp_path):
     cfg = compose_train_cfg(tmp_path, f"resume={tiny_run}", "model.net.base_channels=8", tiny=False)
     with pytest.raises(ValueError, match=r"\['model.net.base_channels'\] cannot change on resume"):
         train(cfg)
-    with pytest.raises(FileNotFoundError, match="resume=.*nowhere: .*checkpoints/last.ckpt does not exist"):
+    with pytest.raises(FileNotFoundError, match="resume=.*nowhere: .*nowhere/checkpoints holds no checkpoint"):
         train(compose_train_cfg(tmp_path, f"resume={tmp_path / 'nowhere'}", tiny=False))
 
 

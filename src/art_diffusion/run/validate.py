@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -486,8 +487,6 @@ def _check_paths(cfg: DictConfig) -> None:
     data.val_root (the demo's root is generated, so it may not exist yet). Every folder it writes to (a key named in
     ``checkpoints.resume.WRITE_KEYS``: dirpath, save_dir, report_dir, ...) is a directory, or can be made as one: no
     file in its place or above it, and its nearest existing parent writable."""
-    import os
-
     from art_diffusion.checkpoints.resume import WRITE_KEYS
     from art_diffusion.data.folders import check_image_folder
 
@@ -590,8 +589,6 @@ def built(key: str, node, **kwargs):
     that is not art_diffusion's own, whose arguments :func:`check_arguments` checked) is a :class:`ConfigError`
     naming the node (Hydra's ``full_key`` of a nested one) and the constructor's message. Anything raised by our own
     classes other than a MisconfigurationException keeps its traceback: that is a bug, or a rule missing here."""
-    import re
-
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
