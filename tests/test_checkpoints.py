@@ -3,6 +3,7 @@
 import json
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -198,3 +199,18 @@ def test_a_stop_signal_saves_a_checkpoint_and_says_how_to_resume(tmp_path, demo_
     assert json.loads((run / "job.json").read_text())["status"] == "completed"
     assert duplicate_points(run) == {}  # the steps logged after the signal's checkpoint are not shown twice
     assert torch.load(last, weights_only=True)["epoch"] == saved["epoch"] + 1
+
+
+@pytest.mark.parametrize("content", [None, b"hi\n", b"PK\x03\x04 cut"], ids=["missing", "text", "cut zip"])
+def test_a_start_checkpoint_is_read_before_the_run_dir_is_used(tmp_path, content):
+    """ckpt_path= of a new run names a file that is missing or no checkpoint: refused while the config is prepared,
+    in one line naming the file, before anything is built or written."""
+    from art_diffusion import UserError
+    from art_diffusion.run.train import prepare_config
+
+    path = tmp_path / "start.ckpt"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(UserError, match=re.escape(str(path))) as caught:
+        prepare_config(compose_train_cfg(tmp_path / "run", f"ckpt_path={path}"))
+    assert "\n" not in str(caught.value)

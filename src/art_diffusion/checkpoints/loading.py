@@ -48,12 +48,13 @@ class IncompatibleCheckpointError(CheckpointError):
     """The weights do not fit the configured model (missing, unexpected or differently shaped tensors)."""
 
 
-def _torch_detail(exc: Exception) -> str:
+def torch_error_line(exc: Exception) -> str:
     """The one informative line of torch's long weights-only message (e.g. 'unsupported GLOBAL posix.system')."""
     for line in str(exc).splitlines():
         if re.search(r"unsupported GLOBAL|Unsupported operand|WeightsUnpickler error: \S", line):
             return line.strip()
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first}" if " " not in first else first  # KeyError '105' says nothing alone
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
@@ -67,15 +68,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         raise UnsafeCheckpointError(
-            f"Refusing to load {path}: torch.load(weights_only=True) rejected it ({_torch_detail(exc)}). A checkpoint "
-            "may hold only tensors and plain Python data; this file is corrupt, not a checkpoint, or made to run "
-            "code when opened. Use checkpoints written by this project's training, or re-save the weights as a "
+            f"Refusing to load {path}: torch.load(weights_only=True) rejected it ({torch_error_line(exc)}). A "
+            "checkpoint may hold only tensors and plain Python data; this file is corrupt, not a checkpoint, or made "
+            "to run code when opened. Use checkpoints written by this project's training, or re-save the weights as a "
             "plain state dict from a trusted environment."
         ) from None
     except Exception as exc:  # garbage bytes fail anywhere in the unpickler (KeyError, IndexError, ...)
         raise CorruptCheckpointError(
             f"Cannot read checkpoint {path} ({path.stat().st_size} bytes): {type(exc).__name__}: "
-            f"{_torch_detail(exc)}. The file is truncated or damaged (an interrupted copy or write?); "
+            f"{torch_error_line(exc)}. The file is truncated or damaged (an interrupted copy or write?); "
             "use another checkpoint of the run, e.g. checkpoints/last.ckpt or an epoch_XXX.ckpt."
         ) from None
     if not isinstance(checkpoint, dict):

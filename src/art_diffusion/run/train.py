@@ -16,7 +16,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from art_diffusion.checkpoints import check_checkpoint_fits
+from art_diffusion.checkpoints import check_checkpoint_fits, load_checkpoint
 from art_diffusion.checkpoints.atomic_io import AtomicCheckpointIO
 from art_diffusion.checkpoints.registry import check_targets
 from art_diffusion.checkpoints.resume import (
@@ -156,6 +156,8 @@ def prepare_config(cfg: DictConfig) -> DictConfig:
     machine, every ``_target_`` in the registry."""
     if cfg.get("resume"):
         cfg = auto_resumed_config(cfg) if cfg.resume == AUTO else resumed_config(cfg)
+    elif cfg.get("ckpt_path"):
+        load_checkpoint(cfg.ckpt_path)  # a missing or damaged file stops the run before its dir is used
     check_values(cfg, "train")
     resolve_trainer_precision(cfg)  # trainer.precision=auto -> this machine's, stored in the run's config
     origin = f"the config of the resumed run {cfg.resume}" if cfg.get("resume") else "the run config"

@@ -126,8 +126,10 @@ def load_vgg16_state(weights: str, num_layers: int = 16) -> dict[str, torch.Tens
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
+        from art_diffusion.checkpoints.loading import torch_error_line  # lazy: checkpoints builds on nets
+
         raise ConfigError(
-            f"Could not load VGG16 weights from {path} with torch.load(weights_only=True): {exc}. "
+            f"Could not load VGG16 weights from {path} with torch.load(weights_only=True): {torch_error_line(exc)}. "
             "Expected a plain state dict (e.g. torchvision's vgg16-397923af.pth)."
         ) from exc
     logger.info("VGG16 weights: loaded from %s", path)
