@@ -38,7 +38,8 @@ def load_images(folder: str | Path, image_size: int, max_images: int | None = No
     ImageFolders both work); unreadable files are skipped with a warning, never fatal."""
     root = Path(folder).expanduser()
     if not root.is_dir():
-        raise MissingPathError(f"Image folder {str(root)!r} does not exist.")
+        what = "is a file, not a folder" if root.exists() else "does not exist"
+        raise MissingPathError(f"Image folder {str(root)!r} {what}: pass a folder of images.")
     files = list_images(root)
     if not files:
         raise MissingPathError(f"No image files ({', '.join(IMAGE_EXTENSIONS)}) under {str(root)!r}.")

@@ -198,16 +198,21 @@ class WritableRunDir(Callback):
 
 def make_run_dir(config: DictConfig, key: str) -> None:
     try:
-        path = Path(str(config.hydra.run.dir if key == "hydra.run.dir" else config.hydra.sweep.dir))
+        value = str(config.hydra.run.dir if key == "hydra.run.dir" else config.hydra.sweep.dir)
     except Exception:  # an interpolation that fails: Hydra reports it, with its own message, right after
         return
+    tool = Path(sys.argv[0]).name
+    fix = ("output_dir=DIR" if tool != "train.py" else f"{key}=DIR") + " on a writable disk"
+    if not value.strip():  # "" would be the working directory, silently filled with the outputs
+        print(f"error: the output directory is empty ({'output_dir' if tool != 'train.py' else key}=''): pass "
+              f"{fix}.", file=sys.stderr)
+        raise SystemExit(2)
+    path = Path(value)
     try:
         path.mkdir(parents=True, exist_ok=True)
         if not os.access(path, os.W_OK):  # an existing dir on a read-only mount (EROFS even for root)
             raise OSError(errno.EROFS, "not writable")
     except OSError as exc:
-        tool = Path(sys.argv[0]).name
-        fix = ("output_dir=DIR" if tool != "train.py" else f"{key}=DIR") + " on a writable disk"
         print(f"error: cannot create the output directory {path} ({exc.strerror or exc}): pass {fix}, or run "
               "from a writable working directory.", file=sys.stderr)
         raise SystemExit(2) from None

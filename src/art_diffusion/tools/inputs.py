@@ -46,6 +46,9 @@ def resolve_device(device: str) -> torch.device:
 
 def find_inputs(spec: str) -> list[InputFile]:
     """The files ``spec`` names: one image, every image under a directory (recursively), or a glob's matches."""
+    if not spec.strip():  # "" would be the working directory, searched through
+        raise ConfigError("input='' names nothing: pass an image file, a directory of images, or a quoted glob such "
+                          "as input='photos/*.jpg'.")
     path = Path(spec).expanduser()
     if path.is_file():
         return [InputFile(path, path.stem)]
