@@ -70,8 +70,12 @@ def open_or_build(path: Path, pixel_store: Path, spec: FeatureSpec, feature_shap
                     f"{time.perf_counter() - start:.1f} s")
         return {"pixel_store": pixel_store.name, "identity": spec.identity, "shape": list(feature_shape)}
 
+    def check(manifest: dict) -> str | None:  # built from this pixel store by this extractor, at this shape
+        return row_store.mismatch(manifest, {"pixel_store": pixel_store.name, "identity": spec.identity,
+                                             "shape": list(feature_shape)})
+
     _, built_s = row_store.open_or_build(
-        path, (len(pixels), *feature_shape), np.int16, fill, "target-feature store",
+        path, (len(pixels), *feature_shape), np.int16, fill, check, "target-feature store",
         "Point data.cache_dir at a larger disk or train with data.feature_store=false.")
     return built_s
 

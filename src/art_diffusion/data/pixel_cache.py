@@ -82,8 +82,19 @@ def open_or_build(path: Path, files: list[SourceFile], size: int, max_pixels: in
             write(black if data is None else np.frombuffer(data, np.uint8).reshape(1, 3, size, size))
         return {"files": [f.path for f in files], "image_size": size, "bad": bad}
 
+    def check(manifest: dict) -> str | None:  # what fill writes for these files: a bad row is a row, its verdict a pair
+        why = row_store.mismatch(manifest, {"files": [f.path for f in files], "image_size": size, "bad": dict})
+        if why is not None:
+            return why
+        for row, verdict in manifest["bad"].items():
+            if not (row.isascii() and row.isdigit() and str(int(row)) == row and int(row) < len(files)):
+                return f"its manifest names a bad row {row[:20]!r} that the store does not have"
+            if not (isinstance(verdict, list) and len(verdict) == 2 and all(isinstance(v, str) for v in verdict)):
+                return f"its manifest's verdict on row {row} is not a (reason, detail) pair"
+        return None
+
     manifest, built_s = row_store.open_or_build(
-        path, (len(files), 3, size, size), np.uint8, fill, "pixel cache",
+        path, (len(files), 3, size, size), np.uint8, fill, check, "pixel cache",
         "Point data.cache_dir at a larger disk, lower data.image_size, or train with data.cache=false.")
     bad = {int(row): tuple(verdict) for row, verdict in manifest["bad"].items()}
     return PixelStore(path, bad, built_s)
