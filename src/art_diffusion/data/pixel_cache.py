@@ -5,8 +5,9 @@ The store is ``<cache_dir>/pixels/<slot>-<content>.npy`` (N x 3 x size x size ui
 files stay black and are never served) plus a ``.json`` that lists the bad files and marks the store complete.
 ``content`` hashes every path, size and mtime with the decode settings, so any change to the folder builds a new
 store; ``slot`` hashes the roots and settings only, so the new store replaces the stale one of the same slot.
-The build runs in a process pool; locking, atomic writes, the check of a store on opening and the removal of stale
-stores (never under a live reader) are art_diffusion.data.row_store's, shared with the target-feature store.
+The build runs in a process pool; locking, atomic writes, the check of a store on opening (header and manifest exactly
+as built, else logged once and rebuilt; this module declares the manifest's form) and the removal of stale stores
+(never under a live reader) are art_diffusion.data.row_store's, shared with the target-feature store.
 """
 
 from __future__ import annotations
