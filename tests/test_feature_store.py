@@ -159,7 +159,7 @@ def _edit_manifest(path, edit, seal="kept"):
     kept = manifest.pop("seal")
     edit(manifest)
     if seal != "dropped":
-        manifest["seal"] = row_store._seal(path, row_store._header(path)[0], manifest) if seal == RESEAL else kept
+        manifest["seal"] = row_store.seal(path.name, manifest, row_store._header(path)[0]) if seal == RESEAL else kept
     path.with_suffix(".json").write_text(json.dumps(manifest))
 
 

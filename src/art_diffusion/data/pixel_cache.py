@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from art_diffusion.data import row_store
-from art_diffusion.data.images import BadImage, load_rgb
+from art_diffusion.data.images import REASONS, BadImage, load_rgb
 from art_diffusion.data.listing import SourceFile
 from art_diffusion.data.pool import parallel_map
 
@@ -90,7 +90,8 @@ def open_or_build(path: Path, files: list[SourceFile], size: int, max_pixels: in
         for row, verdict in manifest["bad"].items():
             if not (row.isascii() and row.isdigit() and str(int(row)) == row and int(row) < len(files)):
                 return f"its manifest names a bad row {row[:20]!r} that the store does not have"
-            if not (isinstance(verdict, list) and len(verdict) == 2 and all(isinstance(v, str) for v in verdict)):
+            if not (isinstance(verdict, list) and len(verdict) == 2 and verdict[0] in REASONS
+                    and isinstance(verdict[1], str)):
                 return f"its manifest's verdict on row {row} is not a (reason, detail) pair"
         return None
 

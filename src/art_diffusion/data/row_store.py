@@ -79,7 +79,8 @@ def mismatch(manifest: dict, expected: dict) -> str | None:
     """Why ``manifest`` is not of the form ``expected`` gives, or None: the same keys, and per key either a type (the
     value must be one; a bool is no int) or a value (equal to it after a JSON round trip, as the builder wrote it)."""
     if set(manifest) != set(expected):
-        return f"its manifest has the keys {sorted(manifest)}, not {sorted(expected)}"
+        differ = [key[:40] for key in sorted(set(manifest) ^ set(expected))[:3]]  # a wrong file may have 10**6
+        return f"its manifest's keys are not {sorted(expected)} (it differs in {differ})"
     for key, want in expected.items():
         value = manifest[key]
         if isinstance(want, type):
@@ -90,8 +91,10 @@ def mismatch(manifest: dict, expected: dict) -> str | None:
     return None
 
 
-def _seal(path: Path, header: bytes, manifest: dict) -> str:
-    return hashlib.sha256(json.dumps([path.name, header.hex(), manifest]).encode()).hexdigest()
+def seal(name: str, content, header: bytes = b"") -> str:
+    """The hash a writer puts beside ``content`` (JSON data) in the file ``name`` (of the store whose array header is
+    ``header``): a reader that finds another sees an edit, or a file copied from another name. The caches' one seal."""
+    return hashlib.sha256(json.dumps([name, header.hex(), content]).encode()).hexdigest()
 
 
 def _header(path: Path) -> tuple[bytes, tuple[int, ...], bool, np.dtype]:
@@ -127,12 +130,12 @@ def read_manifest(path: Path, shape: tuple[int, ...], dtype, check: Check) -> tu
         return None, f"{length} bytes, expected {expected_length}"
     if not isinstance(manifest, dict):
         return None, f"its manifest is a JSON {type(manifest).__name__}, not an object"
-    seal = manifest.pop(_SEAL, None)
+    sealed = manifest.pop(_SEAL, None)
     if why := check(manifest):  # first: it names what is wrong; the seal then sees any well-formed edit
         return None, why
-    if seal is None:
+    if sealed is None:
         return None, "its manifest has no seal (an older version's store, or an edited one)"
-    if seal != _seal(path, header, manifest):
+    if sealed != seal(path.name, manifest, header):
         return None, "its header or manifest is not the one its builder wrote (the seal does not match)"
     return manifest, None
 
@@ -187,7 +190,7 @@ def _build(path: Path, shape: tuple[int, ...], dtype: np.dtype, fill: Callable[[
     if _SEAL in extra:
         raise ValueError(f"a store's manifest cannot use the key {_SEAL!r}")
     extra = json.loads(json.dumps(extra))  # sealed as it reads back (int keys become strings, tuples lists)
-    atomic_write(path.with_suffix(".json"), json.dumps({**extra, _SEAL: _seal(path, header, extra)}))  # last: its
+    atomic_write(path.with_suffix(".json"), json.dumps({**extra, _SEAL: seal(path.name, extra, header)}))  # last: its
     # presence marks the store complete
 
 
