@@ -178,6 +178,7 @@ DAMAGE = {
         "fortran_order": lambda p: _replace(p, b"'fortran_order': False", b"'fortran_order': True "),
         "dtype": lambda p: _replace(p, b"'|u1'", b"'|i1'"),
         "shape permuted": lambda p: _replace(p, b"(11, 3, 32, 32)", b"(32, 3, 11, 32)"),
+        "header unparsable": lambda p: _replace(p, b"(11, 3, 32, 32)", b"(11, 3, 32, 32 "),  # numpy: TokenError
         "manifest not json": lambda p: p.with_suffix(".json").write_text("{not json"),
         "manifest a list": lambda p: p.with_suffix(".json").write_text("[]"),
         "manifest empty": lambda p: p.with_suffix(".json").write_text("{}"),

@@ -32,8 +32,10 @@ import logging
 import shutil
 import socket
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
+from tokenize import TokenError
 
 import numpy as np
 
@@ -99,11 +101,15 @@ def seal(name: str, content, header: bytes = b"") -> str:
 
 def _header(path: Path) -> tuple[bytes, tuple[int, ...], bool, np.dtype]:
     """The raw bytes of the .npy header at ``path`` and what they say: shape, fortran_order, dtype."""
-    with open(path, "rb") as fh:
-        version = np.lib.format.read_magic(fh)
-        if version != (1, 0):
-            raise ValueError(f"format version {version}, not the (1, 0) this project writes")
-        shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(fh)
+    with open(path, "rb") as fh, warnings.catch_warnings():
+        warnings.simplefilter("ignore", SyntaxWarning)  # numpy parses the header as a Python literal
+        try:
+            version = np.lib.format.read_magic(fh)
+            if version != (1, 0):
+                raise ValueError(f"format version {version}, not the (1, 0) this project writes")
+            shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(fh)
+        except (SyntaxError, TypeError, TokenError, RecursionError) as exc:  # what else numpy's parser lets through
+            raise ValueError(f"an unreadable .npy header ({type(exc).__name__}: {exc})") from exc
         size = fh.tell()
         fh.seek(0)
         return fh.read(size), shape, fortran_order, dtype
