@@ -158,9 +158,10 @@ def _edit_manifest(path, edit, seal="kept"):
     manifest = json.loads(path.with_suffix(".json").read_text())
     kept = manifest.pop("seal")
     edit(manifest)
-    if seal != "dropped":
-        manifest["seal"] = row_store.seal(path.name, manifest, row_store._header(path)[0]) if seal == RESEAL else kept
-    path.with_suffix(".json").write_text(json.dumps(manifest))
+    text = json.dumps(manifest if seal == "dropped" else {"seal": kept, **manifest})
+    if seal == RESEAL:
+        text = row_store.sealed(path.name, manifest, row_store._header(path)[0])
+    path.with_suffix(".json").write_text(text)
 
 
 def _another_bad_row(manifest):

@@ -56,17 +56,15 @@ def _load(path: Path) -> dict[str, list]:
     """The cache's ``{path: [size, mtime_ns, verdict]}``, or {} when there is none; a cache that is not as
     check_headers wrote it (unreadable, of another form, or edited: the seal) is logged once and not used."""
     try:
-        cache = json.loads(path.read_text())
+        cache, seal_wrong = row_store.unsealed(path.name, path.read_text(errors="surrogateescape"))
     except FileNotFoundError:
         return {}
-    except (OSError, ValueError, RecursionError) as exc:
-        why = f"{type(exc).__name__}: {exc}"
-    else:
-        why = row_store.mismatch(cache, {"files": dict, "seal": str}) if isinstance(cache, dict) else "not an object"
-        if why is None and not all(_is_entry(entry) for entry in cache["files"].values()):
-            why = "an entry is not [size, mtime_ns, verdict]"
-        elif why is None and cache["seal"] != row_store.seal(path.name, cache["files"]):
-            why = "it is not what was written (the seal does not match)"
+    except OSError as exc:
+        cache, seal_wrong = None, f"{type(exc).__name__}: {exc}"
+    why = seal_wrong if cache is None else row_store.mismatch(cache, {"files": dict})
+    if why is None and not all(_is_entry(entry) for entry in cache["files"].values()):
+        why = "an entry is not [size, mtime_ns, verdict]"
+    why = why or seal_wrong
     if why is None:
         return cache["files"]
     log.warning("The header cache %s is damaged, edited or an older version's (%s): every header is checked again",
@@ -95,7 +93,7 @@ def check_headers(
         # full or read-only loses the time it saves, never the run.
         try:
             entries = {f.path: [f.size, f.mtime_ns, verdicts[f.path]] for f in files}
-            atomic_write(cache, json.dumps({"files": entries, "seal": row_store.seal(cache.name, entries)}))
+            atomic_write(cache, row_store.sealed(cache.name, {"files": entries}))
         except (OSError, DiskFullError) as exc:
             log.warning("Not saving the header cache %s (%s): the next run checks every header again.", cache,
                         str(exc).split(";")[0])

@@ -13,10 +13,10 @@ A store on disk is untrusted input: opening one checks, without reading its rows
 wrote, and a store that is not is logged once and rebuilt, never used and never a traceback. The array's header must
 be the one ``_build`` writes (format 1.0, C order, the expected shape and dtype with its byte order) and the file
 exactly as long as that header says; the manifest must carry the seal its builder put in it (a hash of the store's
-name, the header's bytes and the manifest), so any edit of either, or a manifest copied from another store, is seen;
-and every user of a store declares what a valid manifest is (``check``, see :func:`mismatch`), so a manifest of the
-wrong form or one that names another store's inputs is refused before its values are used. The rows themselves are
-not checksummed (a store can be GBs).
+name, the header's bytes and the manifest's exact text: :func:`sealed`), so any edit of either, or a manifest copied
+from another store, is seen; and every user of a store declares what a valid manifest is (``check``, see
+:func:`mismatch`), so a manifest of the wrong form or one that names another store's inputs is refused before its
+values are used. The rows themselves are not checksummed (a store can be GBs).
 
 A store in use is never deleted under its reader: every process that opens one registers in ``<store>.readers/``
 (a lock it holds until it exits, see art_diffusion.storage.locks), and a stale store is removed only once no live
@@ -74,7 +74,7 @@ def check_disk(path: Path, needed: int, name: str, fix: str) -> None:
 
 
 Check = Callable[[dict], str | None]  # why a manifest is not one this store's builder writes, or None
-_SEAL = "seal"  # the manifest's key for the hash of the store's name, the array's header and the manifest
+_SEAL_HEAD = '{"seal": "'  # a sealed file's text begins with its seal: {"seal": "<64 hex digits>", <content>}
 
 
 def mismatch(manifest: dict, expected: dict) -> str | None:
@@ -93,10 +93,38 @@ def mismatch(manifest: dict, expected: dict) -> str | None:
     return None
 
 
-def seal(name: str, content, header: bytes = b"") -> str:
-    """The hash a writer puts beside ``content`` (JSON data) in the file ``name`` (of the store whose array header is
-    ``header``): a reader that finds another sees an edit, or a file copied from another name. The caches' one seal."""
-    return hashlib.sha256(json.dumps([name, header.hex(), content]).encode()).hexdigest()
+def _digest_text(name: str, header: bytes, body: str) -> str:
+    return hashlib.sha256(f"{name}\n{header.hex()}\n{body}".encode(errors="surrogatepass")).hexdigest()
+
+
+def sealed(name: str, content: dict, header: bytes = b"") -> str:
+    """The JSON text of ``content`` for the file ``name``, its seal first: a hash of the name, ``header`` (the bytes
+    of the array the file describes, if any) and the exact text of ``content``. See :func:`unsealed`; the caches'
+    one seal (the row stores' manifests, the header-check cache)."""
+    if "seal" in content:
+        raise ValueError("sealed content cannot use the key 'seal'")
+    body = json.dumps(content)
+    return f'{_SEAL_HEAD}{_digest_text(name, header, body)}"' + (f", {body[1:]}" if content else "}")
+
+
+def unsealed(name: str, text: str, header: bytes = b"") -> tuple[dict | None, str | None]:
+    """``(content, why the seal is wrong or None)`` of a file's ``text`` that :func:`sealed` wrote for ``name`` (and
+    ``header``); ``(None, why)`` when the text is not a JSON object. The seal is checked on the text as it is (no
+    second serialisation), so any edit of it, of the header or a file copied from another name is seen."""
+    try:
+        content = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        return None, f"not JSON: {type(exc).__name__}: {str(exc)[:80]}"
+    if not isinstance(content, dict):
+        return None, f"a JSON {type(content).__name__}, not an object"
+    found, end = content.pop("seal", None), len(_SEAL_HEAD) + 64
+    rest = text[end + 1:] if text.startswith(_SEAL_HEAD) and text[end:end + 1] == '"' else None
+    body = "{" + rest[2:] if rest and rest.startswith(", ") else "{}" if rest == "}" else None
+    if found is None:
+        return content, "no seal: an older version's file, or an edited one"
+    if body is None or found != text[len(_SEAL_HEAD):end] or found != _digest_text(name, header, body):
+        return content, "its seal does not match: an edited file, or one copied from another name"
+    return content, None
 
 
 def _header(path: Path) -> tuple[bytes, tuple[int, ...], bool, np.dtype]:
@@ -121,10 +149,10 @@ def read_manifest(path: Path, shape: tuple[int, ...], dtype, check: Check) -> tu
     if not path.with_suffix(".json").exists():
         return None, None  # a build never finished (or never began): the manifest is written last
     try:
-        manifest = json.loads(path.with_suffix(".json").read_text())
+        text = path.with_suffix(".json").read_text(errors="surrogateescape")
         header, found_shape, fortran_order, found_dtype = _header(path)
         length = path.stat().st_size
-    except (OSError, ValueError, EOFError, RecursionError) as exc:  # unreadable, not JSON, no .npy header
+    except (OSError, ValueError, EOFError) as exc:  # unreadable, no .npy header
         return None, f"{type(exc).__name__}: {exc}"
     dtype, shape = np.dtype(dtype), tuple(int(n) for n in shape)
     expected_length = len(header) + int(np.prod(shape)) * dtype.itemsize
@@ -134,15 +162,13 @@ def read_manifest(path: Path, shape: tuple[int, ...], dtype, check: Check) -> tu
         return None, "its header says fortran_order: True, and its rows were written in C order"
     if length != expected_length:
         return None, f"{length} bytes, expected {expected_length}"
-    if not isinstance(manifest, dict):
-        return None, f"its manifest is a JSON {type(manifest).__name__}, not an object"
-    sealed = manifest.pop(_SEAL, None)
+    manifest, seal_wrong = unsealed(path.name, text, header)
+    if manifest is None:
+        return None, f"its manifest is {seal_wrong}"
     if why := check(manifest):  # first: it names what is wrong; the seal then sees any well-formed edit
         return None, why
-    if sealed is None:
-        return None, "its manifest has no seal (an older version's store, or an edited one)"
-    if sealed != seal(path.name, manifest, header):
-        return None, "its header or manifest is not the one its builder wrote (the seal does not match)"
+    if seal_wrong:
+        return None, f"its header or manifest is not what its builder wrote, {seal_wrong}"
     return manifest, None
 
 
@@ -193,11 +219,8 @@ def _build(path: Path, shape: tuple[int, ...], dtype: np.dtype, fill: Callable[[
         extra = fill(write)
         if written != shape[0]:
             raise ValueError(f"the store {path} got {written} of its {shape[0]} rows")
-    if _SEAL in extra:
-        raise ValueError(f"a store's manifest cannot use the key {_SEAL!r}")
-    extra = json.loads(json.dumps(extra))  # sealed as it reads back (int keys become strings, tuples lists)
-    atomic_write(path.with_suffix(".json"), json.dumps({**extra, _SEAL: seal(path.name, extra, header)}))  # last: its
-    # presence marks the store complete
+    atomic_write(path.with_suffix(".json"), sealed(path.name, extra, header))  # last: its presence marks the store
+    # complete
 
 
 def open_or_build(path: Path, shape: tuple[int, ...], dtype, fill: Callable[[Writer], dict], check: Check,
