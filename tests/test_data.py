@@ -1,6 +1,7 @@
 """ArtDataModule: deterministic splits, the bad-file report (cached and lazy, across workers), the pixel cache."""
 
 import csv
+import json
 import logging
 import os
 
@@ -93,6 +94,52 @@ def test_every_bad_file_is_reported_once_with_its_reason(tmp_path, caplog, cache
     assert _report(tmp_path / "run") == bad
     lazy_warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "Skipping" in r.getMessage()]
     assert len(lazy_warnings) == (0 if cache else len(LAZY_BAD))
+
+
+def _first(cache) -> list:
+    """The header cache's ``[size, mtime_ns, verdict]`` of its first file (a good one)."""
+    return cache["files"][sorted(cache["files"])[0]]
+
+
+def _forge_verdict(cache):  # well-formed, seal kept: a good file said to be bad
+    assert _first(cache)[2] is None
+    _first(cache)[2] = ["not an image", "forged"]
+
+
+HEADER_CACHE_DAMAGE = {
+    "not json": lambda path: path.write_text("{not json"),
+    "a list": lambda path: path.write_text("[]"),
+    "older format, no seal": lambda path: path.write_text(json.dumps(json.loads(path.read_text())["files"])),
+    "an entry an int": lambda path: _edit_json(path, lambda cache: cache["files"].update(x=5)),
+    "a verdict an int": lambda path: _edit_json(path, lambda cache: _first(cache).__setitem__(2, 5)),
+    "a verdict forged": lambda path: _edit_json(path, _forge_verdict),
+}
+
+
+def _edit_json(path, edit):
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("damage", HEADER_CACHE_DAMAGE)
+def test_a_header_cache_not_as_it_was_written_is_logged_once_and_every_header_checked_again(tmp_path, caplog, damage):
+    root = _image_folder(tmp_path / "art")
+    (root / "painting" / "page.jpg").write_bytes(b"<html>not an image</html>")
+    _dm(root, tmp_path, val_fraction=0.2, test_fraction=0).setup()
+    report = _report(tmp_path / "run")
+    assert report == {"page.jpg": "not an image"}
+    (cache,) = (tmp_path / "cache" / "headers").glob("*.json")
+    written = cache.read_text()
+    HEADER_CACHE_DAMAGE[damage](cache)
+    with caplog.at_level(logging.INFO):
+        again = _dm(root, tmp_path, val_fraction=0.2, test_fraction=0)
+        again.setup()  # never a traceback
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and f"The header cache {cache} is damaged, edited or an older version's" in warnings[0]
+    assert _report(tmp_path / "run") == report  # the forged verdict was not used
+    assert sum(len(dataset) for dataset in again.datasets.values()) == 12
+    assert cache.read_text() == written  # written again as it was
 
 
 @pytest.mark.slow  # DataLoader worker processes

@@ -1,6 +1,7 @@
 """FD-VGG: the Fréchet distance itself, and its behaviour on real folders (random VGG weights: no download)."""
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -128,3 +129,41 @@ def test_fd_vgg_tool_scores_two_folders_and_writes_json(folders, tmp_path, capsy
     result = fd_vgg(cfg)
     assert result["fd_vgg"] > 0 and result["num_real"] == result["num_fake"] == 8 and "kid" in result
     assert json.loads(out.read_text()) == result == json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("damage", ["truncated", "a byte flipped", "an older version's plain tensor",
+                                    "another folder's file", "not a torch file"])
+def test_a_damaged_or_edited_fd_vgg_feature_cache_is_logged_and_recomputed(folders, tmp_path, monkeypatch, caplog,
+                                                                            damage):
+    from art_diffusion.metrics.fd_vgg import folder_features
+    from art_diffusion.nets.vgg.weights import _random_state
+
+    monkeypatch.setenv("ART_DIFFUSION_CACHE", str(tmp_path / "cache"))
+    weights = tmp_path / "vgg.pt"  # a weights file, not "random": only real weights are cached
+    torch.save(_random_state(FAST["layer"] + 1), weights)
+    settings = (32, None, str(weights), FAST["layer"], FAST["input_size"], 32, "cpu")
+    fresh = folder_features(folders / "a", *settings)
+    other = folder_features(folders / "b", *settings)
+    files = {p.stat().st_mtime_ns: p for p in (tmp_path / "cache" / "fd_vgg").glob("*.pt")}
+    assert len(files) == 2
+    path, other_path = (p for _, p in sorted(files.items()))  # a's, then b's
+    assert torch.equal(folder_features(folders / "a", *settings), fresh)  # read back from the cache
+    if damage == "truncated":
+        os.truncate(path, path.stat().st_size // 2)
+    elif damage == "a byte flipped":  # a feature value: the zip's own checks do not see it
+        data = bytearray(path.read_bytes())
+        at = data.find(fresh[0].numpy().tobytes())
+        data[at] ^= 0x40
+        path.write_bytes(bytes(data))
+    elif damage == "an older version's plain tensor":
+        torch.save(fresh + 1, path)
+    elif damage == "another folder's file":
+        path.write_bytes(other_path.read_bytes())
+    else:
+        path.write_bytes(b"not a torch file")
+    with caplog.at_level(logging.WARNING):
+        again = folder_features(folders / "a", *settings)  # never a traceback
+    assert torch.equal(again, fresh) and not torch.equal(other[: len(fresh)], fresh)
+    warnings = [r.getMessage() for r in caplog.records if "FD-VGG feature cache" in r.getMessage()]
+    assert len(warnings) == 1 and f"{path} is damaged or edited" in warnings[0]
+    assert torch.equal(folder_features(folders / "a", *settings), fresh)  # the cache was written again

@@ -6,7 +6,9 @@ The store holds them in bf16 as ``<cache_dir>/features/<slot>-<content>.npy`` (N
 int16; row i = row i of the pixel cache it was computed from, so bad rows are never served). ``content`` hashes the
 pixel store's name (itself a hash of every path, size and mtime and the image size) with the extractor's identity
 (a hash of the VGG weights, the layer, the precision); ``slot`` the pixel store's slot with the layer and precision.
-Locking, atomic writes, the check on opening and the removal of stale stores are art_diffusion.data.row_store's.
+Locking, atomic writes, the check on opening (header and manifest exactly as built, the manifest naming this pixel
+store, extractor and shape; else logged once and rebuilt) and the removal of stale stores are
+art_diffusion.data.row_store's.
 
 The features are computed by the LightningModule's own loss (:class:`FeatureSpec`), the same code and precision as
 the training step, so a stored target equals the one the step would compute. Validation and test never use it.
@@ -70,8 +72,12 @@ def open_or_build(path: Path, pixel_store: Path, spec: FeatureSpec, feature_shap
                     f"{time.perf_counter() - start:.1f} s")
         return {"pixel_store": pixel_store.name, "identity": spec.identity, "shape": list(feature_shape)}
 
+    def check(manifest: dict) -> str | None:  # built from this pixel store by this extractor, at this shape
+        return row_store.mismatch(manifest, {"pixel_store": pixel_store.name, "identity": spec.identity,
+                                             "shape": list(feature_shape)})
+
     _, built_s = row_store.open_or_build(
-        path, (len(pixels), *feature_shape), np.int16, fill, "target-feature store",
+        path, (len(pixels), *feature_shape), np.int16, fill, check, "target-feature store",
         "Point data.cache_dir at a larger disk or train with data.feature_store=false.")
     return built_s
 

@@ -5,8 +5,9 @@ The store is ``<cache_dir>/pixels/<slot>-<content>.npy`` (N x 3 x size x size ui
 files stay black and are never served) plus a ``.json`` that lists the bad files and marks the store complete.
 ``content`` hashes every path, size and mtime with the decode settings, so any change to the folder builds a new
 store; ``slot`` hashes the roots and settings only, so the new store replaces the stale one of the same slot.
-The build runs in a process pool; locking, atomic writes, the check of a store on opening and the removal of stale
-stores (never under a live reader) are art_diffusion.data.row_store's, shared with the target-feature store.
+The build runs in a process pool; locking, atomic writes, the check of a store on opening (header and manifest exactly
+as built, else logged once and rebuilt; this module declares the manifest's form) and the removal of stale stores
+(never under a live reader) are art_diffusion.data.row_store's, shared with the target-feature store.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from art_diffusion.data import row_store
-from art_diffusion.data.images import BadImage, load_rgb
+from art_diffusion.data.images import REASONS, BadImage, load_rgb
 from art_diffusion.data.listing import SourceFile
 from art_diffusion.data.pool import parallel_map
 
@@ -82,8 +83,20 @@ def open_or_build(path: Path, files: list[SourceFile], size: int, max_pixels: in
             write(black if data is None else np.frombuffer(data, np.uint8).reshape(1, 3, size, size))
         return {"files": [f.path for f in files], "image_size": size, "bad": bad}
 
+    def check(manifest: dict) -> str | None:  # what fill writes for these files: a bad row is a row, its verdict a pair
+        why = row_store.mismatch(manifest, {"files": [f.path for f in files], "image_size": size, "bad": dict})
+        if why is not None:
+            return why
+        for row, verdict in manifest["bad"].items():
+            if not (row.isascii() and row.isdigit() and str(int(row)) == row and int(row) < len(files)):
+                return f"its manifest names a bad row {row[:20]!r} that the store does not have"
+            if not (isinstance(verdict, list) and len(verdict) == 2 and verdict[0] in REASONS
+                    and isinstance(verdict[1], str)):
+                return f"its manifest's verdict on row {row} is not a (reason, detail) pair"
+        return None
+
     manifest, built_s = row_store.open_or_build(
-        path, (len(files), 3, size, size), np.uint8, fill, "pixel cache",
+        path, (len(files), 3, size, size), np.uint8, fill, check, "pixel cache",
         "Point data.cache_dir at a larger disk, lower data.image_size, or train with data.cache=false.")
     bad = {int(row): tuple(verdict) for row, verdict in manifest["bad"].items()}
     return PixelStore(path, bad, built_s)

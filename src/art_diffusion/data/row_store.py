@@ -7,9 +7,16 @@ marks the store complete. ``content`` hashes everything the rows depend on, so a
 build runs under the slot's file lock (DDP ranks and concurrent runs wait for one builder) and writes to temporary
 names renamed into place, so a killed build never looks complete. Rows are written with plain writes into a file
 whose space is reserved first (never through a memory map: a disk that fills up under a mapped file kills the
-process with SIGBUS), so a full disk stops a build at once, in one message, leaving no partial file. Opening checks
-the array against the manifest (shape, dtype, a readable header, the file's full length): a truncated or damaged
-store is logged and rebuilt.
+process with SIGBUS), so a full disk stops a build at once, in one message, leaving no partial file.
+
+A store on disk is untrusted input: opening one checks, without reading its rows, that it is exactly what its builder
+wrote, and a store that is not is logged once and rebuilt, never used and never a traceback. The array's header must
+be the one ``_build`` writes (format 1.0, C order, the expected shape and dtype with its byte order) and the file
+exactly as long as that header says; the manifest must carry the seal its builder put in it (a hash of the store's
+name, the header's bytes and the manifest's exact text: :func:`sealed`), so any edit of either, or a manifest copied
+from another store, is seen; and every user of a store declares what a valid manifest is (``check``, see
+:func:`mismatch`), so a manifest of the wrong form or one that names another store's inputs is refused before its
+values are used. The rows themselves are not checksummed (a store can be GBs).
 
 A store in use is never deleted under its reader: every process that opens one registers in ``<store>.readers/``
 (a lock it holds until it exits, see art_diffusion.storage.locks), and a stale store is removed only once no live
@@ -19,13 +26,16 @@ process is registered; until then it is kept, and the next run that opens this s
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import shutil
 import socket
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
+from tokenize import TokenError
 
 import numpy as np
 
@@ -63,24 +73,103 @@ def check_disk(path: Path, needed: int, name: str, fix: str) -> None:
                             f"{megabytes(free)} free. {fix}")
 
 
-def read_manifest(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> dict | None:
-    """The manifest of a complete, intact store at ``path``, else None (missing, or damaged: logged)."""
+Check = Callable[[dict], str | None]  # why a manifest is not one this store's builder writes, or None
+_SEAL_HEAD = '{"seal": "'  # a sealed file's text begins with its seal: {"seal": "<64 hex digits>", <content>}
+
+
+def mismatch(manifest: dict, expected: dict) -> str | None:
+    """Why ``manifest`` is not of the form ``expected`` gives, or None: the same keys, and per key either a type (the
+    value must be one; a bool is no int) or a value (equal to it after a JSON round trip, as the builder wrote it)."""
+    if set(manifest) != set(expected):
+        differ = [key[:40] for key in sorted(set(manifest) ^ set(expected))[:3]]  # a wrong file may have 10**6
+        return f"its manifest's keys are not {sorted(expected)} (it differs in {differ})"
+    for key, want in expected.items():
+        value = manifest[key]
+        if isinstance(want, type):
+            if not isinstance(value, want) or (isinstance(value, bool) and want is not bool):
+                return f"its manifest's {key!r} is a {type(value).__name__}, not a {want.__name__}"
+        elif value != want and value != json.loads(json.dumps(want)):  # the round trip only where it may differ
+            return f"its manifest's {key!r} is not this store's ({json.dumps(value)[:80]})"
+    return None
+
+
+def _digest_text(name: str, header: bytes, body: str) -> str:
+    return hashlib.sha256(f"{name}\n{header.hex()}\n{body}".encode(errors="surrogatepass")).hexdigest()
+
+
+def sealed(name: str, content: dict, header: bytes = b"") -> str:
+    """The JSON text of ``content`` for the file ``name``, its seal first: a hash of the name, ``header`` (the bytes
+    of the array the file describes, if any) and the exact text of ``content``. See :func:`unsealed`; the caches'
+    one seal (the row stores' manifests, the header-check cache)."""
+    if "seal" in content:
+        raise ValueError("sealed content cannot use the key 'seal'")
+    body = json.dumps(content)
+    return f'{_SEAL_HEAD}{_digest_text(name, header, body)}"' + (f", {body[1:]}" if content else "}")
+
+
+def unsealed(name: str, text: str, header: bytes = b"") -> tuple[dict | None, str | None]:
+    """``(content, why the seal is wrong or None)`` of a file's ``text`` that :func:`sealed` wrote for ``name`` (and
+    ``header``); ``(None, why)`` when the text is not a JSON object. The seal is checked on the text as it is (no
+    second serialisation), so any edit of it, of the header or a file copied from another name is seen."""
     try:
-        manifest = json.loads(path.with_suffix(".json").read_text())
-    except (OSError, ValueError):
-        return None
+        content = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        return None, f"not JSON: {type(exc).__name__}: {str(exc)[:80]}"
+    if not isinstance(content, dict):
+        return None, f"a JSON {type(content).__name__}, not an object"
+    found, end = content.pop("seal", None), len(_SEAL_HEAD) + 64
+    rest = text[end + 1:] if text.startswith(_SEAL_HEAD) and text[end:end + 1] == '"' else None
+    body = "{" + rest[2:] if rest and rest.startswith(", ") else "{}" if rest == "}" else None
+    if found is None:
+        return content, "no seal: an older version's file, or an edited one"
+    if body is None or found != text[len(_SEAL_HEAD):end] or found != _digest_text(name, header, body):
+        return content, "its seal does not match: an edited file, or one copied from another name"
+    return content, None
+
+
+def _header(path: Path) -> tuple[bytes, tuple[int, ...], bool, np.dtype]:
+    """The raw bytes of the .npy header at ``path`` and what they say: shape, fortran_order, dtype."""
+    with open(path, "rb") as fh, warnings.catch_warnings():
+        warnings.simplefilter("ignore", SyntaxWarning)  # numpy parses the header as a Python literal
+        try:
+            version = np.lib.format.read_magic(fh)
+            if version != (1, 0):
+                raise ValueError(f"format version {version}, not the (1, 0) this project writes")
+            shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(fh)
+        except (SyntaxError, TypeError, TokenError, RecursionError) as exc:  # what else numpy's parser lets through
+            raise ValueError(f"an unreadable .npy header ({type(exc).__name__}: {exc})") from exc
+        size = fh.tell()
+        fh.seek(0)
+        return fh.read(size), shape, fortran_order, dtype
+
+
+def read_manifest(path: Path, shape: tuple[int, ...], dtype, check: Check) -> tuple[dict | None, str | None]:
+    """``(manifest, None)`` for a complete store at ``path`` exactly as its builder wrote it; ``(None, None)`` when
+    there is none (never completed); ``(None, why)`` when it is damaged, truncated or edited. Reads no rows."""
+    if not path.with_suffix(".json").exists():
+        return None, None  # a build never finished (or never began): the manifest is written last
     try:
-        rows = np.load(path, mmap_mode="r")  # reads the header; a short file fails to map
-        intact = rows.shape == tuple(shape) and rows.dtype == np.dtype(dtype) and isinstance(manifest, dict)
-        del rows
-    except (OSError, ValueError, EOFError) as exc:
-        intact, why = False, f"{type(exc).__name__}: {exc}"
-    else:
-        why = f"expected shape {tuple(shape)} {np.dtype(dtype)}"
-    if not intact:
-        log.warning("The store %s is damaged or truncated (%s): rebuilding it", path, why)
-        return None
-    return manifest
+        text = path.with_suffix(".json").read_text(errors="surrogateescape")
+        header, found_shape, fortran_order, found_dtype = _header(path)
+        length = path.stat().st_size
+    except (OSError, ValueError, EOFError) as exc:  # unreadable, no .npy header
+        return None, f"{type(exc).__name__}: {exc}"
+    dtype, shape = np.dtype(dtype), tuple(int(n) for n in shape)
+    expected_length = len(header) + int(np.prod(shape)) * dtype.itemsize
+    if found_shape != shape or found_dtype != dtype or found_dtype.str != dtype.str:
+        return None, f"its header says {found_shape} {found_dtype.str}, expected {shape} {dtype.str}"
+    if fortran_order:
+        return None, "its header says fortran_order: True, and its rows were written in C order"
+    if length != expected_length:
+        return None, f"{length} bytes, expected {expected_length}"
+    manifest, seal_wrong = unsealed(path.name, text, header)
+    if manifest is None:
+        return None, f"its manifest is {seal_wrong}"
+    if why := check(manifest):  # first: it names what is wrong; the seal then sees any well-formed edit
+        return None, why
+    if seal_wrong:
+        return None, f"its header or manifest is not what its builder wrote, {seal_wrong}"
+    return manifest, None
 
 
 def _readers(store: Path) -> Path:
@@ -109,11 +198,14 @@ def _build(path: Path, shape: tuple[int, ...], dtype: np.dtype, fill: Callable[[
     """``fill(write)`` hands the rows to ``write`` in order, in blocks of whole rows, and returns the manifest."""
     for leftover in stale_temporaries(path) + stale_temporaries(path.with_suffix(".json")):  # a killed builder's
         leftover.unlink(missing_ok=True)  # (we hold the lock)
+    path.with_suffix(".json").unlink(missing_ok=True)  # a rebuild killed half-way then reads as never built
     dtype, row_shape = np.dtype(dtype), tuple(shape[1:])
-    written = 0
+    written, header = 0, io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(shape)})
+    header = header.getvalue()
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.lib.format.write_array_header_1_0(
-            fh, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(shape)})
+        fh.write(header)
         reserve(fh, fh.tell() + int(np.prod(shape)) * dtype.itemsize, path)
 
         def write(block: np.ndarray) -> None:
@@ -127,17 +219,23 @@ def _build(path: Path, shape: tuple[int, ...], dtype: np.dtype, fill: Callable[[
         extra = fill(write)
         if written != shape[0]:
             raise ValueError(f"the store {path} got {written} of its {shape[0]} rows")
-    atomic_write(path.with_suffix(".json"), json.dumps(extra))  # last: its presence marks the store complete
+    atomic_write(path.with_suffix(".json"), sealed(path.name, extra, header))  # last: its presence marks the store
+    # complete
 
 
-def open_or_build(path: Path, shape: tuple[int, ...], dtype, fill: Callable[[Writer], dict], name: str,
-                  fix: str) -> tuple[dict, float | None]:
+def open_or_build(path: Path, shape: tuple[int, ...], dtype, fill: Callable[[Writer], dict], check: Check,
+                  name: str, fix: str) -> tuple[dict, float | None]:
     """``(manifest, seconds spent building or None when reused)`` of the complete store at ``path``, built first by
-    ``fill(write) -> manifest`` if missing, stale or damaged (once, whoever else asks at the same time); this process
-    is registered as its reader until it exits. ``name`` and ``fix`` word the out-of-disk error."""
+    ``fill(write) -> manifest`` if missing, stale, damaged or not as its builder wrote it (logged once; built once,
+    whoever else asks at the same time); ``check(manifest)`` says why a manifest is not one ``fill`` writes for this
+    store, or None (see :func:`mismatch`). This process is registered as the store's reader until it exits. ``name``
+    and ``fix`` word the log lines and the out-of-disk error."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(path.parent / f"{path.stem.split('-')[0]}.lock"):  # the slot: builds, readers and removals
-        manifest, built_s = read_manifest(path, shape, dtype), None
+        (manifest, why), built_s = read_manifest(path, shape, dtype, check), None
+        if why is not None:
+            log.warning("The %s %s is damaged or truncated, or not as its builder wrote it (%s): rebuilding it",
+                        name, path, why)
         if manifest is None:
             check_disk(path, int(np.prod(shape)) * np.dtype(dtype).itemsize, name, fix)
             start = time.perf_counter()
@@ -145,9 +243,9 @@ def open_or_build(path: Path, shape: tuple[int, ...], dtype, fill: Callable[[Wri
             built_s = time.perf_counter() - start
             log.info("Built the %s %s (%d rows) in %.1f s on host %s", name, path, shape[0], built_s,
                      socket.gethostname())  # by whichever rank or job got here first: the others reuse it
-            manifest = read_manifest(path, shape, dtype)
+            manifest, why = read_manifest(path, shape, dtype, check)
             if manifest is None:
-                raise OSError(f"The {name} {path} was built but does not read back; is its disk failing?")
+                raise OSError(f"The {name} {path} was built but does not read back ({why}); is its disk failing?")
         in_use(_readers(path))  # forgets the registrations of readers that have exited
         register(registration_path(_readers(path)))
         _remove_unused_stale(path, name)

@@ -88,23 +88,48 @@ def fd_vgg(
     return frechet_distance(*(features(x, vgg, input_size, batch_size, device) for x in (images1, images2)))
 
 
+def _seal(path: Path, found: Tensor) -> str:
+    """A hash of the cache file's name (its key) and the features' bytes: a reader sees any edit or a copied file."""
+    data = found.detach().contiguous().view(torch.uint8).numpy().tobytes()
+    return hashlib.sha256(path.name.encode() + b"\n" + data).hexdigest()
+
+
+def _read_cached(path: Path) -> Tensor | None:
+    """The features stored at ``path`` exactly as they were written, else None: a cache that cannot be read (torch's
+    reader raises RuntimeError, pickle errors and more), is of another form or was edited is logged and recomputed."""
+    try:
+        stored = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any failure to read an untrusted cache file: it is only a cache
+        why = f"{type(exc).__name__}: {str(exc)[:120]}"
+    else:
+        found = stored.get("features") if isinstance(stored, dict) and set(stored) == {"features", "seal"} else None
+        intact = (isinstance(found, Tensor) and found.layout == torch.strided and found.dtype == torch.float64
+                  and found.ndim == 2)
+        if intact and stored["seal"] == _seal(path, found):
+            return found
+        why = "not the features and seal it was written with"
+    log.warning("The FD-VGG feature cache %s is damaged or edited (%s): computing the features again", path, why)
+    return None
+
+
 def folder_features(folder: str | Path, image_size: int, max_images: int | None, weights: str, layer: int,
                     input_size: int, batch_size: int, device) -> Tensor:
     """The (N, C) VGG features of a folder's images, cached in the project cache dir under a key of the folder's
-    files (path, size, mtime) and the settings: a real set is read and run through the VGG once."""
+    files (path, size, mtime) and the settings: a real set is read and run through the VGG once. The cache file
+    holds a seal (:func:`_seal`): a damaged or edited one is logged and recomputed, never used or a traceback."""
     root = Path(folder).expanduser()
     files = list_images(root) if root.is_dir() else []
     stamp = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
     key = hashlib.sha256(json.dumps([stamp, image_size, max_images, str(weights), layer, input_size]).encode())
     directory = optional_cache_dir(None, "the FD-VGG feature cache (the real set is read again)")
     path = directory / "fd_vgg" / f"{key.hexdigest()[:32]}.pt" if directory else None
-    if files and weights != "random" and path and path.is_file():
-        return torch.load(path, weights_only=True)
+    if files and weights != "random" and path and path.is_file() and (cached := _read_cached(path)) is not None:
+        return cached
     found = features(load_images(folder, image_size, max_images), layer_extractor(weights, layer), input_size,
                      batch_size, device)
     if weights != "random" and path:  # random weights differ from run to run: nothing to reuse
         buffer = io.BytesIO()
-        torch.save(found, buffer)
+        torch.save({"features": found, "seal": _seal(path, found)}, buffer)
         atomic_write(path, buffer.getvalue())
     return found
 
