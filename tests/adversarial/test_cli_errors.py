@@ -136,9 +136,16 @@ def test_the_scripts_stop_with_one_error_line_and_exit_2_as_a_user_sees_it(tmp_p
         str(afile): subprocess.run([sys.executable, str(REPO / "scripts" / "export.py"), "ckpt_path=x",
                                     f"output_dir={afile}"], cwd=tmp_path, env=script_env(), capture_output=True,
                                    text=True, timeout=120),
+        "output_dir=''": subprocess.run([sys.executable, str(REPO / "scripts" / "generate.py"), "ckpt_path=x",
+                                         "output_dir="], cwd=tmp_path, env=script_env(), capture_output=True,
+                                        text=True, timeout=120),
+        "real_dir='/": subprocess.run([sys.executable, str(REPO / "scripts" / "fd_vgg.py"), f"real_dir={afile}",
+                                       f"fake_dir={tmp_path}"], cwd=tmp_path,
+                                      env=script_env(), capture_output=True, text=True, timeout=120),
     }
     for named, result in results.items():
         assert result.returncode == 2, (named, result.stderr[-2000:])
         (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
         assert named in line and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert not (tmp_path / "run").exists() and afile.read_text() == "mine"
+    assert not (tmp_path / "generate.log").exists()  # output_dir='' never means the working directory
