@@ -3,6 +3,7 @@ a zero split fraction skips its stage and the run completes."""
 
 import json
 import math
+import re
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -164,3 +165,26 @@ def test_a_refused_command_leaves_no_run_dir_and_a_live_runs_dir_is_left_alone(t
     (other / "checkpoints").mkdir(parents=True)
     assert train("optim.lr=-1", f"hydra.run.dir={other}").returncode == 2
     assert (other / "checkpoints").is_dir() and (other / ".hydra" / "config.yaml").is_file()
+
+
+def test_the_metrics_a_run_is_said_to_log_are_the_ones_it_logs(tiny_run, tmp_path):
+    """logged_metrics (what optimized_metric and every callback's monitor are checked against before training) is
+    what a real run writes to metrics.json, stage for stage."""
+    from art_diffusion.run.validate import logged_metrics
+
+    written = {k for k in json.loads((tiny_run / "metrics.json").read_text()) if k.startswith(("val/", "test/"))}
+    said = {k for k in logged_metrics(compose_train_cfg(tmp_path)) if k.startswith(("val/", "test/"))}
+    assert said == written
+
+
+@pytest.mark.parametrize(("overrides", "named"), [
+    (("model=ddpm", "optimized_metric=val/psnr"), "optimized_metric='val/psnr' is not a metric this run logs"),
+    (("callbacks.best_checkpoint.monitor=val/nonexist",), "callbacks.best_checkpoint.monitor='val/nonexist'"),
+    (("loss.perceptual_weight=0", "callbacks/early_stopping=default",
+      "callbacks.early_stopping.monitor=val/perceptual"), "callbacks.early_stopping.monitor='val/perceptual'"),
+])
+def test_a_metric_the_run_never_logs_is_refused_before_training(tmp_path, overrides, named):
+    from art_diffusion.run.validate import check_values
+
+    with pytest.raises(UserError, match=re.escape(named)):
+        check_values(compose_train_cfg(tmp_path, *overrides), "train")

@@ -1,5 +1,6 @@
 """scripts/generate.py end to end on a tiny model=ddpm checkpoint trained through the real config."""
 
+import json
 import os
 import subprocess
 import sys
@@ -30,6 +31,15 @@ def ddpm_checkpoint(tmp_path_factory, demo_root):
                             "test=false"))
     GlobalHydra.instance().clear()
     return out / "checkpoints" / "last.ckpt"
+
+
+def test_the_metrics_a_ddpm_run_is_said_to_log_are_the_ones_it_logs(ddpm_checkpoint, tmp_path):
+    from art_diffusion.run.validate import logged_metrics
+
+    run = ddpm_checkpoint.parents[1]
+    written = {k for k in json.loads((run / "metrics.json").read_text()) if k.startswith("val/")}
+    said = {k for k in logged_metrics(compose_train_cfg(tmp_path, "model=ddpm")) if k.startswith("val/")}
+    assert said == written
 
 
 def generate_cfg(*overrides: str):

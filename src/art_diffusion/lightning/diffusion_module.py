@@ -29,6 +29,7 @@ class DiffusionModule(NetworkModule):
     TASK = "generates images from noise"  # what checkpoint loaders say of this kind of model
     TRAIN_COMMAND = "python scripts/train.py model=ddpm"
     OPTIMIZED_METRIC = "val/loss"  # the default optimized_metric of runs of this module: the eps MSE, lower is better
+    EVAL_METRICS = ()  # val/ and test/ hold the loss's parts (and the generation scores, when that callback is on)
 
     def __init__(
         self,

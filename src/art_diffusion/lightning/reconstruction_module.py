@@ -18,6 +18,7 @@ class ReconstructionModule(NetworkModule):
     TASK = "reconstructs images"  # what checkpoint loaders say of this kind of model
     TRAIN_COMMAND = "python scripts/train.py"
     OPTIMIZED_METRIC = "val/psnr"  # the default optimized_metric of runs of this module (conf/train.yaml)
+    EVAL_METRICS = ("psnr", "ssim")  # logged as val/ and test/ beside the loss's parts (run/validate.py names them)
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -387,6 +387,27 @@ def _in_cluster() -> bool:
     return launched or ("NODE_RANK" in os.environ and "MASTER_ADDR" in os.environ)
 
 
+def logged_metrics(cfg: DictConfig) -> set[str] | None:
+    """The names the run's LightningModule (one of ours) and its callbacks will log: each stage's loss parts (train
+    with Lightning's _step/_epoch names), the module's ``EVAL_METRICS`` for val and test, the generation scores when
+    on. None for a module that is not ours (nothing is known)."""
+    from art_diffusion import lightning  # lazy, like the resolvers: only our own classes are looked up
+
+    target = str(_select(cfg, "model._target_"))
+    module = getattr(lightning, target.removeprefix("art_diffusion.lightning."), None) \
+        if target.startswith("art_diffusion.lightning.") else None
+    if module is None or not hasattr(module, "EVAL_METRICS"):
+        return None
+    perceptual = _select(cfg, "model.loss.perceptual_weight")
+    parts = ["loss", "mse", *(["perceptual"] if isinstance(perceptual, (int, float)) and perceptual > 0 else [])]
+    names = {f"train/{part}{when}" for part in parts for when in ("", "_step", "_epoch")}
+    names |= {f"{stage}/{name}" for stage in ("val", "test") for name in (*parts, *module.EVAL_METRICS)}
+    every = _select(cfg, "callbacks.generation_scores.every_n_epochs")
+    if isinstance(every, int) and not isinstance(every, bool) and every > 0:
+        names |= {"val/fd_vgg", "val/kid"}
+    return names
+
+
 def _run_relations(cfg: DictConfig) -> list[str]:
     """The loss weights together, the device count, the metric a run returns."""
     problems = []
@@ -413,10 +434,19 @@ def _run_relations(cfg: DictConfig) -> list[str]:
     if precision in ("16-mixed", "16-true", "16") and (accelerator == "cpu" or not _has_accelerator(accelerator)):
         problems.append(f"trainer.precision={precision} is float16, which needs a GPU; this run is on the CPU: use "
                         "trainer.precision=bf16-mixed (or auto, or 32-true)")
-    metric = _select(cfg, "optimized_metric")
+    metric, logged = _select(cfg, "optimized_metric"), logged_metrics(cfg)
     if metric not in (None, _ABSENT, "best_epoch") and not str(metric).startswith(("val/", "test/")):
         problems.append(f"optimized_metric={metric!r} must be a final metric: val/<name>, test/<name> or best_epoch "
                         "(e.g. optimized_metric=val/loss)")
+    elif logged and metric not in (None, _ABSENT, "best_epoch") and metric not in logged:
+        problems.append(f"optimized_metric={metric!r} is not a metric this run logs: choose one of "
+                        f"{sorted(m for m in logged if not m.startswith('train/'))} or best_epoch")
+    callbacks = _select(cfg, "callbacks")
+    for name in (callbacks if OmegaConf.is_dict(callbacks) else {}):
+        monitor = _select(cfg, f"callbacks.{name}.monitor")
+        if logged and isinstance(monitor, str) and monitor not in logged:
+            problems.append(f"callbacks.{name}.monitor={monitor!r} is not a metric this run logs (it would stop the "
+                            f"run at the first check): choose one of {sorted(logged)}")
     return problems
 
 
