@@ -207,3 +207,18 @@ def _choice_problem(key: str, value) -> list[str]:
     except ConfigError as error:
         return [str(error)] if key in str(error) else []
     return []
+
+
+def test_sizes_each_in_range_that_multiply_into_an_impossible_network_are_refused(stored_configs, tmp_path):
+    """base_channels, channel_mults and num_res_blocks each within their ranges, together ~1e14 parameters: counted on
+    the meta device (nothing allocated) and refused, from a file and from the command line."""
+    from art_diffusion.run.train import prepare_config
+
+    edited = copy.deepcopy(stored_configs[1])
+    edited["model"]["net"].update(base_channels=4096, channel_mults=[16] * 8, num_res_blocks=64)
+    edited["data"]["image_size"] = edited["model"]["image_size"] = edited["model"]["net"]["image_size"] = 256
+    _refused(edited, "parameters")
+    with pytest.raises(ConfigError, match="parameters"):
+        prepare_config(compose_train_cfg(tmp_path, "model=ddpm", "model.net.base_channels=4096",
+                                         "model.net.channel_mults=[16,16,16,16,16,16,16,16]",
+                                         "model.net.num_res_blocks=64", "data.image_size=256"))

@@ -499,6 +499,7 @@ def check_stored_values(config: dict, origin: str, whole: bool = True) -> None:
     # what rebuilds the model: the run's other settings (callbacks, trainer) are checked again by a resume
     problems = shape or (argument_problems(config, _RULED) if whole else []) + [
         p for p in _problems(OmegaConf.create(config), "train") if p.startswith(("model", "loss.", "data.image_size"))]
+    problems = problems or _size_problems(config["model"].get("net") if isinstance(config["model"], dict) else None)
     if problems:
         raise ConfigError(f"Refusing {origin}: " + "; ".join(problems) + ". Training refuses these values: the "
                           "file was edited, or written by a version with other rules; use another checkpoint.")
@@ -510,6 +511,31 @@ def check_arguments(plain: dict) -> None:
     from art_diffusion.checkpoints.arguments import argument_problems
 
     _raise(argument_problems(plain, _RULED))
+    _raise(_size_problems((plain.get("model") or {}).get("net")))
+
+
+#: The most parameters a network may have (a few hundred times the project's largest preset): sizes in range one by
+#: one (base_channels, channel_mults, num_res_blocks) can multiply into a network no machine holds.
+MAX_PARAMETERS = 2 * 10**9
+
+
+def _size_problems(net) -> list[str]:
+    """The network ``net`` (a checked config node) built on the meta device, which allocates nothing: more than
+    :data:`MAX_PARAMETERS` parameters is refused before anything allocates them."""
+    if not (isinstance(net, dict) and isinstance(net.get("_target_"), str)):
+        return []
+    import torch
+    from hydra.utils import instantiate
+
+    try:
+        with torch.device("meta"):
+            count = sum(p.numel() for p in instantiate(net).parameters())
+    except Exception:  # a constructor refusing its arguments: the build reports it, naming the node (built())
+        return []
+    if count <= MAX_PARAMETERS:
+        return []
+    return [f"model.net would have {count:,} parameters ({count * 4 / 2**30:,.0f} GiB in fp32), more than "
+            f"{MAX_PARAMETERS:,}: lower model.net.base_channels, channel_mults or num_res_blocks"]
 
 
 def _check_paths(cfg: DictConfig) -> None:
