@@ -128,6 +128,7 @@ def test_the_scripts_stop_with_one_error_line_and_exit_2_as_a_user_sees_it(tmp_p
         "trainer": train_script(*tiny(demo_root), f"hydra.run.dir={tmp_path / 'trainer'}",
                                 "trainer.gradient_clip_algorithm=foo", cwd=tmp_path),
         "data.bacth_size": train_script(*tiny(demo_root), run, "data.bacth_size=8", cwd=tmp_path),
+        "data.batch_size=0": train_script(*tiny(demo_root), run, "debug=fdr", "data.batch_size=0", cwd=tmp_path),
         "callbacks.reconstructions.dirpath": train_script(*tiny(demo_root), run,
                                                           f"callbacks.reconstructions.dirpath={afile}", cwd=tmp_path),
         "num_image": subprocess.run([sys.executable, str(REPO / "scripts" / "generate.py"), "ckpt_path=x",
@@ -149,3 +150,4 @@ def test_the_scripts_stop_with_one_error_line_and_exit_2_as_a_user_sees_it(tmp_p
         assert named in line and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert not (tmp_path / "run").exists() and afile.read_text() == "mine"
     assert not (tmp_path / "generate.log").exists()  # output_dir='' never means the working directory
+    assert not (tmp_path / "outputs").exists()  # nor a default run dir resolved, then replaced by hydra.run.dir=

@@ -9,6 +9,8 @@ a last.ckpt, and starts a new run there otherwise; see :func:`auto_resumed_confi
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import copy
 import logging
 import os
@@ -165,8 +167,23 @@ def unique_dir(default: str) -> str:
             except FileExistsError:
                 continue
             _claimed[default] = str(candidate)
+            if len(_claimed) == 1:
+                atexit.register(_remove_unused_claims)
             break
     return _claimed[default]
+
+
+def _remove_unused_claims() -> None:
+    """At exit: a dir :func:`unique_dir` made that stayed empty (Hydra resolved the default run dir, then used another:
+    ``hydra.run.dir=``, a debug config's) is removed, with the empty date folders above it under the working dir."""
+    cwd = Path.cwd().resolve()
+    for made in map(Path, _claimed.values()):
+        path = made.resolve()
+        with contextlib.suppress(OSError):
+            path.rmdir()  # only if empty
+            while cwd in path.parent.parents and not any(path.parent.iterdir()):
+                path = path.parent
+                path.rmdir()
 
 
 def starts_fresh(resume: str | None) -> bool:
