@@ -1,0 +1,97 @@
+"""What checking weights read from a file costs: a DDPM's checkpoint and its exported model.safetensors, loaded the
+way the project loaded them before (torch.load / safetensors' load_file alone) and with the checks every loader now
+makes (the zip's CRC-32s and check_tensors; the sha256 config.json records and check_tensors), interleaved round by
+round in one process. The file is in the page cache after the first round (a warm load, the checks' worst case).
+
+    python benchmarks/weight_checks.py                       # the DDPM nets of experiment=ddpm_cpu32 and ddpm_gpu64
+    python benchmarks/weight_checks.py --presets ddpm_cpu32 --rounds 9
+
+A checkpoint holds what training writes for a DDPM: the net, its EMA, Adam's two moments per parameter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load, load_file
+
+from art_diffusion.checkpoints.loading import _bad_zip_member, _tensors, check_tensors, load_checkpoint
+from art_diffusion.nets import UNet
+from art_diffusion.pretrained.folder import write_weights
+
+#: the UNet of each preset (conf/experiment/<preset>.yaml)
+PRESETS = {
+    "ddpm_cpu32": {"base_channels": 32, "channel_mults": [1, 2, 2], "num_res_blocks": 2,
+                   "attention_resolutions": [8], "image_size": 32},
+    "ddpm_gpu64": {"base_channels": 128, "channel_mults": [1, 2, 2, 2], "num_res_blocks": 2,
+                   "attention_resolutions": [16], "image_size": 64},
+}
+
+
+def write_checkpoint(net: torch.nn.Module, path: Path) -> None:
+    state = {f"net.{k}": v for k, v in net.state_dict().items()}
+    state |= {f"ema.average.{k}": v.clone() for k, v in net.state_dict().items()}
+    state["ema.num_updates"] = torch.tensor(1000)
+    adam = {i: {"step": torch.tensor(1000.0), "exp_avg": torch.randn_like(p) * 1e-3,
+                "exp_avg_sq": torch.rand_like(p) * 1e-6} for i, p in enumerate(net.parameters())}
+    torch.save({"epoch": 10, "global_step": 1000, "state_dict": state,
+                "optimizer_states": [{"state": adam, "param_groups": [{"lr": 2e-4, "params": list(adam)}]}]}, path)
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", nargs="+", default=list(PRESETS), choices=list(PRESETS))
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args()
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    print(f"CPU: {cpu}, {torch.get_num_threads()} torch threads; median of {args.rounds} interleaved rounds (ms)\n")
+    print("| preset | file | MB | before | after | after / before | of which: checksum | check_tensors |")
+    print("|---|---|---|---|---|---|---|---|")
+    for preset in args.presets:
+        net = UNet(**PRESETS[preset])
+        with tempfile.TemporaryDirectory() as tmp:
+            ckpt, weights = Path(tmp) / "last.ckpt", Path(tmp) / "model.safetensors"
+            write_checkpoint(net, ckpt)
+            digest = write_weights(net, weights)
+            loaded = torch.load(ckpt, weights_only=True)
+            state_items = {k: v for name in ("state_dict", "optimizer_states") for k, v in _tensors(loaded[name], name)}
+            cases = {
+                "ckpt before": lambda: torch.load(ckpt, map_location="cpu", weights_only=True),
+                "ckpt after": lambda: load_checkpoint(ckpt),
+                "ckpt checksum": lambda: _bad_zip_member(ckpt),
+                "ckpt check_tensors": lambda: check_tensors(state_items, ckpt),
+                "st before": lambda: load_file(str(weights)),
+                "st after": lambda: check_tensors(
+                    load(data) if hashlib.sha256(data := weights.read_bytes()).hexdigest() == digest else {}, weights),
+                "st checksum": lambda: hashlib.sha256(weights.read_bytes()).hexdigest(),
+                "st check_tensors": lambda: check_tensors(load_file(str(weights)), weights),
+            }
+            times: dict[str, list[float]] = {name: [] for name in cases}
+            for _ in range(args.rounds):
+                for name, fn in cases.items():
+                    times[name].append(timed(fn))
+            ms = {name: 1000 * statistics.median(values) for name, values in times.items()}
+            ms["st check_tensors"] -= ms["st before"]  # its load_file is the "before" time
+            for label, key, path in (("checkpoint (net, EMA, Adam)", "ckpt", ckpt),
+                                     ("model.safetensors (EMA)", "st", weights)):
+                before, after = ms[f"{key} before"], ms[f"{key} after"]
+                print(f"| {preset} | {label} | {path.stat().st_size / 1e6:.1f} | {before:.0f} | {after:.0f} | "
+                      f"{after / before:.2f} | {ms[f'{key} checksum']:.0f} | {ms[f'{key} check_tensors']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
