@@ -1,7 +1,9 @@
 """What checking weights read from a file costs: a DDPM's checkpoint and its exported model.safetensors, loaded the
-way the project loaded them before (torch.load / safetensors' load_file alone) and with the checks every loader now
-makes (the zip's CRC-32s and check_tensors; the sha256 config.json records and check_tensors), interleaved round by
-round in one process. The file is in the page cache after the first round (a warm load, the checks' worst case).
+way the project loaded them before and with the checks every loader now makes, interleaved round by round in one
+process: a checkpoint with torch.load alone against load_checkpoint (the zip's CRC-32s, check_tensors); an exported
+folder's weights as read_net read them (the net built, load_file, load_state_dict) against read_net now (the sha256
+config.json records, check_tensors, check_state_dict's dtype kinds). The file is in the page cache after the first
+round (a warm load: the checks' worst case, as a cold load waits on the disk for both).
 
     python benchmarks/weight_checks.py                       # the DDPM nets of experiment=ddpm_cpu32 and ddpm_gpu64
     python benchmarks/weight_checks.py --presets ddpm_cpu32 --rounds 9
@@ -12,7 +14,6 @@ A checkpoint holds what training writes for a DDPM: the net, its EMA, Adam's two
 from __future__ import annotations
 
 import argparse
-import hashlib
 import platform
 import statistics
 import tempfile
@@ -20,11 +21,12 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import load, load_file
+from hydra.utils import instantiate
+from safetensors.torch import load_file
 
 from art_diffusion.checkpoints.loading import _bad_zip_member, _tensors, check_tensors, load_checkpoint
 from art_diffusion.nets import UNet
-from art_diffusion.pretrained.folder import write_weights
+from art_diffusion.pretrained.folder import SHA256_KEY, _sha256, read_net, write_weights
 
 #: the UNet of each preset (conf/experiment/<preset>.yaml)
 PRESETS = {
@@ -66,7 +68,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             ckpt, weights = Path(tmp) / "last.ckpt", Path(tmp) / "model.safetensors"
             write_checkpoint(net, ckpt)
-            digest = write_weights(net, weights)
+            config = {"net": {"_target_": "art_diffusion.nets.UNet", **PRESETS[preset]},
+                      SHA256_KEY: write_weights(net, weights)}
             loaded = torch.load(ckpt, weights_only=True)
             state_items = {k: v for name in ("state_dict", "optimizer_states") for k, v in _tensors(loaded[name], name)}
             cases = {
@@ -74,18 +77,18 @@ def main() -> None:
                 "ckpt after": lambda: load_checkpoint(ckpt),
                 "ckpt checksum": lambda: _bad_zip_member(ckpt),
                 "ckpt check_tensors": lambda: check_tensors(state_items, ckpt),
-                "st before": lambda: load_file(str(weights)),
-                "st after": lambda: check_tensors(
-                    load(data) if hashlib.sha256(data := weights.read_bytes()).hexdigest() == digest else {}, weights),
-                "st checksum": lambda: hashlib.sha256(weights.read_bytes()).hexdigest(),
+                "st before": lambda: instantiate(config["net"]).load_state_dict(load_file(str(weights))),
+                "st after": lambda: read_net(weights.parent, config),
+                "st checksum": lambda: _sha256(weights),
                 "st check_tensors": lambda: check_tensors(load_file(str(weights)), weights),
+                "st load_file": lambda: load_file(str(weights)),
             }
             times: dict[str, list[float]] = {name: [] for name in cases}
             for _ in range(args.rounds):
                 for name, fn in cases.items():
                     times[name].append(timed(fn))
             ms = {name: 1000 * statistics.median(values) for name, values in times.items()}
-            ms["st check_tensors"] -= ms["st before"]  # its load_file is the "before" time
+            ms["st check_tensors"] -= ms["st load_file"]
             for label, key, path in (("checkpoint (net, EMA, Adam)", "ckpt", ckpt),
                                      ("model.safetensors (EMA)", "st", weights)):
                 before, after = ms[f"{key} before"], ms[f"{key} after"]

@@ -196,6 +196,14 @@ def read_config(folder: Path, trusted_classes: Iterable[str] = ()) -> dict[str, 
     return config
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while chunk := file.read(1 << 24):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _changed(path: Path) -> PretrainedFolderError:
     return PretrainedFolderError(
         f"{path}: its sha256 is not the one {path.parent / CONFIG_FILE} records ({SHA256_KEY}): {DAMAGED_FIX} (if you "
@@ -207,23 +215,18 @@ def read_net(folder: Path, config: Mapping) -> nn.Module:
     file matched the sha256 config.json records (when it records one) and its tensors passed the checks of every
     loader of weights (no NaN or infinity, the model's keys, shapes and kinds of dtype)."""
     from safetensors import SafetensorError
-    from safetensors.torch import load
+    from safetensors.torch import load_file
 
     path = folder / WEIGHTS_FILE
     if not path.is_file():
         raise PretrainedFolderError(f"{path} is missing: an exported folder holds {CONFIG_FILE} and {WEIGHTS_FILE}.")
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise PretrainedFolderError(f"Cannot read {path}: {exc}.") from None
-    digest = config.get(SHA256_KEY)
-    changed = digest is not None and hashlib.sha256(data).hexdigest() != digest
-    try:
-        state = load(data)
-    except (SafetensorError, ValueError) as exc:
+        digest = config.get(SHA256_KEY)
+        changed = digest is not None and _sha256(path) != digest
+        state = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
         raise PretrainedFolderError(f"Cannot read {path}: {exc}. The file is truncated or not safetensors; export "
                                     "the folder again.") from None
-    del data
     check_tensors(state, path, DAMAGED_FIX)  # first: it names the tensor
     if changed:
         raise _changed(path)
