@@ -54,8 +54,8 @@ class DamagedCheckpointError(CorruptCheckpointError):
 
 
 #: the fix named by every refusal of a damaged checkpoint
-DAMAGED_FIX = ("the file is damaged (a disk or copy error, or an edit); use another checkpoint of the run, e.g. "
-               "checkpoints/last.ckpt or an epoch_XXX.ckpt")
+DAMAGED_FIX = ("the file is damaged (a disk or copy error, or an edit): use another checkpoint of the run (best.ckpt, "
+               "last.ckpt, an epoch_XXX.ckpt); to resume= the run, copy the newest good one over it")
 
 
 class WrongModelError(CheckpointError, ValueError):
