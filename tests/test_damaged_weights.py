@@ -193,3 +193,25 @@ def test_reconstruct_script_refuses_a_damaged_checkpoint_in_one_line(tiny_run, t
     assert done.returncode == 2 and len(errors) == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert f"{path}: tensor 'state_dict.net.{WEIGHT}' holds 1 NaN" in errors[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_damaged_vgg_weights_are_rebuilt_in_the_cache_and_refused_from_a_path(tmp_path, monkeypatch):
+    from art_diffusion.nets.vgg import load_vgg16_state, sources, weights
+
+    with pytest.warns(UserWarning, match="RANDOM"):
+        good = load_vgg16_state("random", 16)
+    damaged = {k: v.clone() for k, v in good.items()}
+    damaged["0.weight"][0, 0, 0, 0] = float("nan")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    monkeypatch.setenv("ART_DIFFUSION_CACHE", str(cache))
+    torch.save(damaged, cache / "vgg16_imagenet_features16.pt")
+    monkeypatch.setattr(sources, "from_hub_cache", lambda: good)
+    state = weights.imagenet_vgg16_state(16)  # the damaged cache is rebuilt from a source
+    assert torch.equal(state["0.weight"], good["0.weight"])
+    assert torch.isfinite(torch.load(cache / "vgg16_imagenet_features16.pt", weights_only=True)["0.weight"]).all()
+
+    torch.save(damaged, tmp_path / "vgg16.pth")
+    with pytest.raises(DamagedCheckpointError) as refused:
+        load_vgg16_state(str(tmp_path / "vgg16.pth"), 16)
+    assert_refused(refused.value, tmp_path / "vgg16.pth", "0.weight")
