@@ -181,10 +181,9 @@ def _damaged(origin: str | Path, problems: list[str], fix: str) -> DamagedCheckp
     return DamagedCheckpointError(f"{origin}: {problems[0]}{more}; {fix}.")
 
 
-def check_tensors(state: Mapping[str, Any], origin: str | Path, fix: str = DAMAGED_FIX) -> None:
-    """Raise :class:`DamagedCheckpointError` naming ``origin``, the first bad tensor and ``fix`` when a floating-point
-    tensor of ``state`` holds a NaN or an infinity, or a BatchNorm ``running_var`` a negative value: no trained
-    model holds either (training refuses to save non-finite weights), so the file was damaged.
+def non_finite(state: Mapping[str, Any]) -> dict[str, int]:
+    """The floating-point tensors of ``state`` that hold a NaN or an infinity, with how many such values each; what
+    loading refuses (:func:`check_tensors`) and saving too (``AtomicCheckpointIO``).
 
     Cost: one norm per tensor, all in one call per dtype (``torch._foreach_norm``, what ``clip_grad_norm_`` uses: a
     loop of small reductions in Python costs far more, most of all with threads on a busy CPU); a NaN or an infinity
@@ -194,16 +193,29 @@ def check_tensors(state: Mapping[str, Any], origin: str | Path, fix: str = DAMAG
     groups: dict[tuple, list[int]] = {}
     for index, (_, value) in enumerate(floats):
         groups.setdefault((value.device, value.dtype), []).append(index)
-    suspects = set()
+    found = {}
     for indices in groups.values():
-        norms = torch.stack(torch._foreach_norm([floats[i][1] for i in indices]))
-        suspects.update(indices[i] for i in torch.nonzero(~torch.isfinite(norms)).flatten().tolist())
+        with torch.no_grad():
+            norms = torch.stack(torch._foreach_norm([floats[i][1].detach() for i in indices]))
+        for i in torch.nonzero(~torch.isfinite(norms)).flatten().tolist():
+            key, value = floats[indices[i]]
+            count = int((~torch.isfinite(value.detach())).sum())
+            if count:
+                found[key] = count
+    return {key: found[key] for key, _ in floats if key in found}  # in the order of state
+
+
+def check_tensors(state: Mapping[str, Any], origin: str | Path, fix: str = DAMAGED_FIX) -> None:
+    """Raise :class:`DamagedCheckpointError` naming ``origin``, the first bad tensor and ``fix`` when a floating-point
+    tensor of ``state`` holds a NaN or an infinity (:func:`non_finite`), or a BatchNorm ``running_var`` a negative
+    value: no trained model holds either (training refuses to save non-finite weights), so the file was damaged."""
+    bad = non_finite(state)
     problems = []
-    for index, (key, value) in enumerate(floats):
-        bad = int((~torch.isfinite(value)).sum()) if index in suspects else 0
-        if bad:
-            problems.append(f"tensor '{key}' holds {bad} NaN or infinite value(s) of {value.numel()}")
-        elif key.endswith("running_var") and bool((value < 0).any()):
+    for key, value in state.items():
+        if key in bad:
+            problems.append(f"tensor '{key}' holds {bad[key]} NaN or infinite value(s) of {value.numel()}")
+        elif key.endswith("running_var") and isinstance(value, torch.Tensor) and value.is_floating_point() \
+                and bool((value < 0).any()):
             problems.append(f"tensor '{key}' (a BatchNorm variance) holds {int((value < 0).sum())} negative value(s)")
     if problems:
         raise _damaged(origin, problems, fix)
