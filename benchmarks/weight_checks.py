@@ -3,10 +3,12 @@ way the project loaded them before and with the checks every loader now makes, i
 process: a checkpoint with torch.load alone against load_checkpoint (the zip's CRC-32s, check_tensors); an exported
 folder's weights as read_net read them (the net built, load_file, load_state_dict) against read_net now (the sha256
 config.json records, check_tensors, check_state_dict's dtype kinds). The file is in the page cache after the first
-round (a warm load: the checks' worst case, as a cold load waits on the disk for both).
+round (a warm load: the checks' worst case, as a cold load waits on the disk for both); ``--cold`` evicts the file's
+pages before each call (``posix_fadvise(DONTNEED)``: this file's pages only, nothing else of the machine's cache).
 
     python benchmarks/weight_checks.py                       # the DDPM nets of experiment=ddpm_cpu32 and ddpm_gpu64
     python benchmarks/weight_checks.py --presets ddpm_cpu32 --rounds 9
+    python benchmarks/weight_checks.py --cold     # each load from the disk: the file's pages evicted before each call
 
 A checkpoint holds what training writes for a DDPM: the net, its EMA, Adam's two moments per parameter.
 """
@@ -14,6 +16,7 @@ A checkpoint holds what training writes for a DDPM: the net, its EMA, Adam's two
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import tempfile
@@ -47,7 +50,18 @@ def write_checkpoint(net: torch.nn.Module, path: Path) -> None:
                 "optimizer_states": [{"state": adam, "param_groups": [{"lr": 2e-4, "params": list(adam)}]}]}, path)
 
 
-def timed(fn) -> float:
+def evict(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def timed(fn, cold: Path | None) -> float:
+    if cold is not None:
+        evict(cold)
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
@@ -57,10 +71,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=list(PRESETS), choices=list(PRESETS))
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--cold", action="store_true", help="evict the file from the page cache before each call")
     args = parser.parse_args()
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
-    print(f"CPU: {cpu}, {torch.get_num_threads()} torch threads; median of {args.rounds} interleaved rounds (ms)\n")
+    print(f"CPU: {cpu}, {torch.get_num_threads()} torch threads; median of {args.rounds} interleaved rounds (ms), "
+          f"{'cold (file evicted before each call)' if args.cold else 'warm (file in the page cache)'}\n")
     print("| preset | file | MB | before | after | after / before | of which: checksum | check_tensors |")
     print("|---|---|---|---|---|---|---|---|")
     for preset in args.presets:
@@ -86,7 +102,7 @@ def main() -> None:
             times: dict[str, list[float]] = {name: [] for name in cases}
             for _ in range(args.rounds):
                 for name, fn in cases.items():
-                    times[name].append(timed(fn))
+                    times[name].append(timed(fn, (ckpt if name.startswith("ckpt") else weights) if args.cold else None))
             ms = {name: 1000 * statistics.median(values) for name, values in times.items()}
             ms["st check_tensors"] -= ms["st load_file"]
             for label, key, path in (("checkpoint (net, EMA, Adam)", "ckpt", ckpt),
