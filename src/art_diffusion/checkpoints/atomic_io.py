@@ -20,13 +20,8 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.types import _PATH
 
 from art_diffusion import DivergedError
+from art_diffusion.checkpoints.loading import non_finite
 from art_diffusion.storage import atomic_path
-
-
-def non_finite(state: dict[str, Any]) -> list[str]:
-    """The names of the floating-point tensors of ``state`` that hold NaN or inf."""
-    return [name for name, value in state.items() if isinstance(value, torch.Tensor) and value.is_floating_point()
-            and not bool(torch.isfinite(value).all())]
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -35,7 +30,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options.")
-        bad = non_finite(checkpoint.get("state_dict", {}))
+        bad = list(non_finite(checkpoint.get("state_dict", {})))
         if bad:
             raise DivergedError(f"Refusing to save {path}: the weights hold NaN or inf ({', '.join(bad[:3])}"
                                 f"{', ...' if len(bad) > 3 else ''}); training diverged. The previous checkpoint "

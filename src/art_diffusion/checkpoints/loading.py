@@ -3,13 +3,21 @@
 A checkpoint is untrusted input. ``torch.load(weights_only=True)`` refuses any pickle that names code, and the
 stored config passes :func:`art_diffusion.checkpoints.registry.check_targets` (only registered classes) before anything
 of it is instantiated, so opening a file never runs code from it.
+
+Weights read from a file never pass unchecked either, by one mechanism for every loader (:func:`load_checkpoint`
+for ``.ckpt`` files, ``pretrained.folder.read_net`` for an exported ``model.safetensors``): the file's own checksums
+(the CRC-32 of each zip member, which ``torch.load`` does not verify; the sha256 an export records), then
+:func:`check_tensors` (no NaN or infinity, no negative BatchNorm variance) and :func:`check_state_dict` (the keys,
+shapes and kinds of dtype the model has). A damaged file is refused with one message naming it, the tensor and the fix.
 """
 
 from __future__ import annotations
 
 import pickle
 import re
-from collections.abc import Iterable, Mapping
+import zipfile
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +48,16 @@ class CorruptCheckpointError(CheckpointError):
     """The file is truncated, empty or not a PyTorch checkpoint at all."""
 
 
+class DamagedCheckpointError(CorruptCheckpointError):
+    """Bytes that fail the file's own checksum, or tensors no trained model holds (NaN or infinity, a negative BatchNorm
+    variance, an integer tensor where the model has a floating-point one): the file changed after it was written."""
+
+
+#: the fix named by every refusal of a damaged checkpoint
+DAMAGED_FIX = ("the file is damaged (a disk or copy error, or an edit): use another checkpoint of the run (best.ckpt, "
+               "last.ckpt, an epoch_XXX.ckpt); to resume= the run, copy the newest good one over it")
+
+
 class WrongModelError(CheckpointError, ValueError):
     """A checkpoint of another kind of model than the command needs (a reconstructor given to generate.py)."""
 
@@ -64,9 +82,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
     if not path.is_file():
         raise MissingPathError(f"Checkpoint not found: {path}. Pass ckpt_path=<run dir>/checkpoints/best.ckpt "
                                f"(or last.ckpt) of a `{train_command} ...` run.")
+    bad_member = _bad_zip_member(path)
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
+        if bad_member:  # the pickle's own bytes are damaged: nothing was made to run code
+            raise DamagedCheckpointError(f"{path}: {_damaged_bytes({}, *bad_member)}; {DAMAGED_FIX}.") from None
         raise UnsafeCheckpointError(
             f"Refusing to load {path}: torch.load(weights_only=True) rejected it ({torch_error_line(exc)}). A "
             "checkpoint may hold only tensors and plain Python data; this file is corrupt, not a checkpoint, or made "
@@ -74,6 +95,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
             "plain state dict from a trusted environment."
         ) from None
     except Exception as exc:  # garbage bytes fail anywhere in the unpickler (KeyError, IndexError, ...)
+        if bad_member:
+            raise DamagedCheckpointError(f"{path}: {_damaged_bytes({}, *bad_member)}; {DAMAGED_FIX}.") from None
         raise CorruptCheckpointError(
             f"Cannot read checkpoint {path} ({path.stat().st_size} bytes): {type(exc).__name__}: "
             f"{torch_error_line(exc)}. The file is truncated or damaged (an interrupted copy or write?); "
@@ -81,7 +104,121 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
         ) from None
     if not isinstance(checkpoint, dict):
         raise CorruptCheckpointError(f"{path} holds a {type(checkpoint).__name__}, not a checkpoint dict.")
+    if bad_member:
+        raise DamagedCheckpointError(f"{path}: {_damaged_bytes(checkpoint, *bad_member)}; {DAMAGED_FIX}.")
+    for name in ("state_dict", "optimizer_states"):  # the weights and what resuming trains them with
+        check_tensors(dict(_tensors(checkpoint.get(name), name)), path)
     return checkpoint
+
+
+def _bad_zip_member(path: Path) -> tuple[str, int | None] | None:
+    """The first member of a zip-format checkpoint (its name, the CRC-32 of its bytes) whose bytes fail the CRC-32
+    the zip records for them (``torch.load`` reads without checking), else None; None too for torch's legacy format
+    (no checksums) and for a file too broken to open as a zip (``torch.load`` then says why)."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError):
+        return None
+    with archive, open(path, "rb") as raw:
+        for info in archive.infolist():
+            if info.compress_type != zipfile.ZIP_STORED:  # torch stores members uncompressed; zipfile checks others
+                try:
+                    with archive.open(info) as member:
+                        while member.read(1 << 24):
+                            pass
+                except (zipfile.BadZipFile, EOFError, zlib.error):
+                    return info.filename, None
+                continue
+            raw.seek(info.header_offset)
+            header = raw.read(30)  # the local file header, then its name and extra field, then the bytes
+            if len(header) < 30 or header[:4] != b"PK\x03\x04":
+                return info.filename, None
+            raw.seek(info.header_offset + 30 + int.from_bytes(header[26:28], "little")
+                     + int.from_bytes(header[28:30], "little"))
+            crc, left = 0, info.compress_size
+            while left > 0:
+                chunk = raw.read(min(left, 1 << 24))
+                if not chunk:
+                    return info.filename, None
+                crc, left = zlib.crc32(chunk, crc), left - len(chunk)
+            if crc != info.CRC:
+                return info.filename, crc
+    return None
+
+
+def _tensors(node: Any, at: str) -> Iterator[tuple[str, torch.Tensor]]:
+    """Every tensor in nested dicts and lists, with its key path (``optimizer_states[0].state.3.exp_avg``)."""
+    if isinstance(node, torch.Tensor):
+        yield at, node
+    elif isinstance(node, Mapping):
+        for key, value in node.items():
+            yield from _tensors(value, f"{at}.{key}" if at else str(key))
+    elif isinstance(node, (list, tuple)):
+        for index, value in enumerate(node):
+            yield from _tensors(value, f"{at}[{index}]")
+
+
+def _damaged_bytes(checkpoint: Mapping, member: str, crc: int | None) -> str:
+    """What fails the zip's checksum: the tensor whose stored bytes are ``member``'s (found by their CRC-32)."""
+    if crc is not None and re.fullmatch(r"[^/]+/data/\d+", member):
+        for key, tensor in _tensors(checkpoint, ""):
+            storage = torch.empty(0, dtype=torch.uint8).set_(tensor.untyped_storage().cpu())
+            if zlib.crc32(storage.numpy()) == crc:
+                return f"the bytes of tensor '{key}' (zip member {member}) fail the CRC-32 checksum the file records"
+    return f"zip member {member} fails the CRC-32 checksum the file records"
+
+
+def _kind(tensor: torch.Tensor) -> str:
+    if tensor.is_floating_point():
+        return "floating-point"
+    if tensor.is_complex():
+        return "complex"
+    return "boolean" if tensor.dtype == torch.bool else "integer"
+
+
+def _damaged(origin: str | Path, problems: list[str], fix: str) -> DamagedCheckpointError:
+    more = f" (and {len(problems) - 1} more damaged tensor(s))" if len(problems) > 1 else ""
+    return DamagedCheckpointError(f"{origin}: {problems[0]}{more}; {fix}.")
+
+
+def non_finite(state: Mapping[str, Any]) -> dict[str, int]:
+    """The floating-point tensors of ``state`` that hold a NaN or an infinity, with how many such values each; what
+    loading refuses (:func:`check_tensors`) and saving too (``AtomicCheckpointIO``).
+
+    Cost: one norm per tensor, all in one call per dtype (``torch._foreach_norm``, what ``clip_grad_norm_`` uses: a
+    loop of small reductions in Python costs far more, most of all with threads on a busy CPU); a NaN or an infinity
+    makes its tensor's norm non-finite, and only such a tensor (or one whose huge finite values overflow the norm)
+    is checked value by value. See benchmarks/weight_checks.py."""
+    floats = [(k, v) for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point() and v.numel()]
+    groups: dict[tuple, list[int]] = {}
+    for index, (_, value) in enumerate(floats):
+        groups.setdefault((value.device, value.dtype), []).append(index)
+    found = {}
+    for indices in groups.values():
+        with torch.no_grad():
+            norms = torch.stack(torch._foreach_norm([floats[i][1].detach() for i in indices]))
+        for i in torch.nonzero(~torch.isfinite(norms)).flatten().tolist():
+            key, value = floats[indices[i]]
+            count = int((~torch.isfinite(value.detach())).sum())
+            if count:
+                found[key] = count
+    return {key: found[key] for key, _ in floats if key in found}  # in the order of state
+
+
+def check_tensors(state: Mapping[str, Any], origin: str | Path, fix: str = DAMAGED_FIX) -> None:
+    """Raise :class:`DamagedCheckpointError` naming ``origin``, the first bad tensor and ``fix`` when a floating-point
+    tensor of ``state`` holds a NaN or an infinity (:func:`non_finite`), or a BatchNorm ``running_var`` a negative
+    value: no trained model holds either (training refuses to save non-finite weights), so the file was damaged."""
+    bad = non_finite(state)
+    problems = []
+    for key, value in state.items():
+        if key in bad:
+            problems.append(f"tensor '{key}' holds {bad[key]} NaN or infinite value(s) of {value.numel()}")
+        elif key.endswith("running_var") and isinstance(value, torch.Tensor) and value.is_floating_point() \
+                and bool((value < 0).any()):
+            problems.append(f"tensor '{key}' (a BatchNorm variance) holds {int((value < 0).sum())} negative value(s)")
+    if problems:
+        raise _damaged(origin, problems, fix)
 
 
 def stored_config(checkpoint: Mapping, path: str | Path, trusted_classes: Iterable[str] = ()) -> dict[str, Any]:
@@ -120,14 +257,23 @@ def _describe_mismatch(expected: Mapping[str, torch.Tensor], found: Mapping[str,
     return problems
 
 
-def check_state_dict(model: nn.Module, state: Mapping[str, Any], path: str | Path, what: str = "the model") -> None:
-    """Raise :class:`IncompatibleCheckpointError` naming every key that does not fit ``model``."""
-    problems = _describe_mismatch(model.state_dict(), state)
+def check_state_dict(model: nn.Module, state: Mapping[str, Any], path: str | Path, what: str = "the model",
+                     fix: str = DAMAGED_FIX) -> None:
+    """Raise :class:`IncompatibleCheckpointError` naming every key that does not fit ``model`` (missing, unexpected,
+    of another shape), :class:`DamagedCheckpointError` naming a tensor of another kind of dtype than the model's: an
+    integer tensor for a floating-point parameter, a float for an integer buffer such as ``num_batches_tracked``
+    (float64, bfloat16 or float16 for a float32 parameter is a cast ``load_state_dict`` makes, and passes)."""
+    expected = model.state_dict()
+    problems = _describe_mismatch(expected, state)
     if problems:
         raise IncompatibleCheckpointError(
             f"{path} does not fit {what}: " + "; ".join(problems) + ". Was it trained with a different model "
             "config (e.g. model.net.base_channels)? Use the config it was trained with."
         )
+    kinds = [f"tensor '{key}' is {value.dtype} where {what} has {expected[key].dtype}"
+             for key, value in state.items() if _kind(value) != _kind(expected[key])]
+    if kinds:
+        raise _damaged(path, kinds, fix)
 
 
 def check_checkpoint_fits(module: nn.Module, path: str | Path) -> None:

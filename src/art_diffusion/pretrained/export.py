@@ -21,6 +21,7 @@ from art_diffusion.pretrained.folder import (
     CARD_FILE,
     CONFIG_FILE,
     ONNX_FILE,
+    SHA256_KEY,
     WEIGHTS_FILE,
     folder_config,
     write_config,
@@ -165,7 +166,7 @@ def export(cfg: DictConfig) -> Path:
         class_names = list(counts)
     config = folder_config(task, run_config, class_names)
 
-    write_weights(net, out / WEIGHTS_FILE)
+    config[SHA256_KEY] = write_weights(net, out / WEIGHTS_FILE)  # read_net checks the file against it
     write_config(config, out / CONFIG_FILE)
     if task == "reconstruct":
         grid = _reconstruction_grid(run_dir, out)

@@ -1,7 +1,10 @@
 """The exported folder: ``model.safetensors`` (the network's weights), ``config.json`` (how to rebuild it), read back
 without trusting either.
 
-Opening a folder reads JSON and safetensors only (no pickle, no ``torch.load``). ``config.json`` is untrusted: it
+Opening a folder reads JSON and safetensors only (no pickle, no ``torch.load``). The weights are checked before they
+are used: against the sha256 that export records in ``config.json`` (``weights_sha256``; folders exported before it
+was written load without it), then by the checks every loader of weights shares
+(:func:`art_diffusion.checkpoints.loading.check_tensors` and ``check_state_dict``). ``config.json`` is untrusted: it
 must hold exactly the keys below, no value may look like a path, every ``_target_`` passes the class registry
 (:func:`art_diffusion.checkpoints.registry.check_targets`) and must be a network of the task, the constructor
 arguments must be the class's own, and the values pass the rules training applies
@@ -10,7 +13,9 @@ arguments must be the class's own, and the values pass the rules training applie
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -20,7 +25,7 @@ from torch import nn
 
 from art_diffusion import UserError, __version__
 from art_diffusion.checkpoints.arguments import argument_problems
-from art_diffusion.checkpoints.loading import check_state_dict
+from art_diffusion.checkpoints.loading import check_state_dict, check_tensors
 from art_diffusion.checkpoints.registry import check_depth, check_targets
 from art_diffusion.run.validate import NETS, check_stored_values
 from art_diffusion.storage import atomic_write, write_json
@@ -42,6 +47,12 @@ WEIGHTS = {"reconstruct": "net", "generate": "ema"}
 KEYS = ("format", "format_version", "art_diffusion_version", "task", "net", "image_size", "normalisation",
         "class_names", "weights")
 DIFFUSION_KEYS = ("schedule", "prediction", "num_classes")
+#: the sha256 (hex) of model.safetensors, which safetensors itself does not checksum; optional: folders exported
+#: before export wrote it load as they did
+SHA256_KEY = "weights_sha256"
+EXPORT_AGAIN = "export the folder again with `python scripts/export.py ckpt_path=... output_dir=...`"
+#: the fix named when the weights are damaged
+DAMAGED_FIX = f"the file is damaged (a disk or copy error, or an edit); {EXPORT_AGAIN}"
 MAX_CONFIG_BYTES = 1 << 20
 
 
@@ -69,13 +80,16 @@ def folder_config(task: str, run_config: Mapping, class_names: list[str] | None)
     return config
 
 
-def write_weights(net: nn.Module, path: Path) -> None:
-    """The network's state dict as safetensors, atomically (tensors copied contiguous and unshared)."""
+def write_weights(net: nn.Module, path: Path) -> str:
+    """The network's state dict as safetensors, atomically (tensors copied contiguous and unshared); returns the
+    file's sha256 (hex), which config.json records (:data:`SHA256_KEY`)."""
     from safetensors.torch import save
 
     state = {key: value.detach().cpu().contiguous().clone() for key, value in net.state_dict().items()}
     # to bytes, then the one atomic write (safetensors' own save_file would create the file readable by its owner only)
-    atomic_write(path, save(state, metadata={"format": "pt", "art_diffusion_version": __version__}))
+    data = save(state, metadata={"format": "pt", "art_diffusion_version": __version__})
+    atomic_write(path, data)
+    return hashlib.sha256(data).hexdigest()
 
 
 def write_config(config: Mapping, path: Path) -> None:
@@ -107,7 +121,7 @@ def _problem(config: Any, trusted_classes: Iterable[str], origin: str) -> str | 
     if not isinstance(task, str) or task not in TASKS:
         return f"task={task!r} is not one of {list(TASKS)}"
     expected = [*KEYS, "diffusion"] if task == "generate" else list(KEYS)
-    unknown, missing = sorted(set(config) - set(expected)), [k for k in expected if k not in config]
+    unknown, missing = sorted(set(config) - {*expected, SHA256_KEY}), [k for k in expected if k not in config]
     if unknown or missing:
         return (f"unknown keys {unknown}" if unknown else "") + ("; " if unknown and missing else "") + \
             (f"missing keys {missing}" if missing else "")
@@ -139,6 +153,9 @@ def _problem(config: Any, trusted_classes: Iterable[str], origin: str) -> str | 
                 f"got {config['normalisation']!r} / {config['weights']!r}")
     if not isinstance(config["art_diffusion_version"], str):
         return "art_diffusion_version is not a string"
+    digest = config.get(SHA256_KEY)
+    if SHA256_KEY in config and not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)):
+        return f"{SHA256_KEY}={digest!r} is not a sha256 (64 lowercase hex digits)"
     model: dict[str, Any] = {"_target_": module, "net": net}
     if task == "generate":
         if not isinstance(diffusion, dict) or sorted(diffusion) != sorted(DIFFUSION_KEYS):
@@ -175,13 +192,28 @@ def read_config(folder: Path, trusted_classes: Iterable[str] = ()) -> dict[str, 
     check_depth(config, origin)
     problem = _problem(config, trusted_classes, origin)
     if problem:
-        raise PretrainedFolderError(f"Refusing {path}: {problem}. Nothing of it was built; export the folder again "
-                                    "with `python scripts/export.py ckpt_path=... output_dir=...`.")
+        raise PretrainedFolderError(f"Refusing {path}: {problem}. Nothing of it was built; {EXPORT_AGAIN}.")
     return config
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while chunk := file.read(1 << 24):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _changed(path: Path) -> PretrainedFolderError:
+    return PretrainedFolderError(
+        f"{path}: its sha256 is not the one {path.parent / CONFIG_FILE} records ({SHA256_KEY}): {DAMAGED_FIX} (if you "
+        f"replaced the weights on purpose, remove {SHA256_KEY} from {CONFIG_FILE}).")
+
+
 def read_net(folder: Path, config: Mapping) -> nn.Module:
-    """The network ``config`` describes, with the weights of ``folder/model.safetensors`` (eval mode, CPU)."""
+    """The network ``config`` describes, with the weights of ``folder/model.safetensors`` (eval mode, CPU), after the
+    file matched the sha256 config.json records (when it records one) and its tensors passed the checks of every
+    loader of weights (no NaN or infinity, the model's keys, shapes and kinds of dtype)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -189,12 +221,18 @@ def read_net(folder: Path, config: Mapping) -> nn.Module:
     if not path.is_file():
         raise PretrainedFolderError(f"{path} is missing: an exported folder holds {CONFIG_FILE} and {WEIGHTS_FILE}.")
     try:
+        digest = config.get(SHA256_KEY)
+        changed = digest is not None and _sha256(path) != digest
         state = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise PretrainedFolderError(f"Cannot read {path}: {exc}. The file is truncated or not safetensors; export "
                                     "the folder again.") from None
+    check_tensors(state, path, DAMAGED_FIX)  # first: it names the tensor
+    if changed:
+        raise _changed(path)
     net = instantiate(config["net"])
-    check_state_dict(net, state, path, f"the network config.json describes ({config['net']['_target_']})")
+    check_state_dict(net, state, path, f"the network config.json describes ({config['net']['_target_']})",
+                     DAMAGED_FIX)
     net.load_state_dict(state)
     return net.eval()
 

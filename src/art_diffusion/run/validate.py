@@ -444,7 +444,9 @@ def _run_relations(cfg: DictConfig) -> list[str]:
     callbacks = _select(cfg, "callbacks")
     for name in (callbacks if OmegaConf.is_dict(callbacks) else {}):
         monitor = _select(cfg, f"callbacks.{name}.monitor")
-        if logged and isinstance(monitor, str) and monitor not in logged:
+        # Lightning offers a checkpoint "epoch" and "step" too; LearningRateMonitor logs lr-<optimizer>
+        if logged and isinstance(monitor, str) and monitor not in logged | {"epoch", "step"} and \
+                not monitor.startswith("lr-"):
             problems.append(f"callbacks.{name}.monitor={monitor!r} is not a metric this run logs (it would stop the "
                             f"run at the first check): choose one of {sorted(logged)}")
     return problems

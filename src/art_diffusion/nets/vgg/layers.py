@@ -71,4 +71,9 @@ def features_state(state: dict, num_layers: int, origin: str) -> dict[str, torch
             f"'features.N.weight'/'features.N.bias' or features-only keys 'N.weight'/'N.bias' "
             f"for N in {sorted({int(k.split('.')[0]) for k in expected})}."
         )
+    # the check every loader of weights makes (NaN, inf): a damaged cache is rebuilt, a damaged source skipped, a
+    # damaged file given by path refused naming the tensor
+    from art_diffusion.checkpoints.loading import check_tensors
+
+    check_tensors(out, origin, "the file is damaged; use an intact copy of torchvision's vgg16 weights")
     return out
