@@ -32,12 +32,13 @@ def _train(*args: str, cwd: Path, env: dict | None = None) -> subprocess.Popen:
 
 
 def _leftovers(*roots: Path) -> list[str]:
-    """Temporary files and folders, and lock records, that a clean end leaves nowhere."""
+    """Temporary files and folders, and lock records (the run dir's owner), that a clean end leaves nowhere. (A
+    store's reader registrations are kept until a later opener finds their process gone, by design.)"""
     found = []
     for root in roots:
         for path in root.rglob("*"):
             if path.name.endswith(".tmp") or ".tmp-" in path.name or ".old-" in path.name \
-                    or path.name.endswith(".lock.json"):
+                    or (path.name.endswith(".lock.json") and not path.parent.name.endswith(".readers")):
                 found.append(str(path))
     return found
 
@@ -118,7 +119,7 @@ def test_a_write_removes_the_temporaries_of_dead_writers_only(tmp_path):
         path.write_bytes(b"partial")
     atomic_write(target, b"complete")
     assert target.read_bytes() == b"complete" and not dead.exists()
-    assert live.exists() and elsewhere.exists() and other_file.exists()  # a live writer's, another host's, another file's
+    assert live.exists() and elsewhere.exists() and other_file.exists()  # a live writer, another host, another file
 
 
 def _header_cache(tmp_path: Path) -> Path:
@@ -259,7 +260,6 @@ def test_a_shared_cache_whose_folders_are_another_users_is_skipped_with_one_warn
     assert first.returncode == 0, first.stderr[-3000:]
     assert list((shared / "pixels").glob("*.lock")) and list((shared / "pixels").glob("*.readers"))
     _as_another_users_files(shared / "pixels")
-    shared.chown(0, 0)  # the top folder: world-writable, as a shared cache is
 
     second = tmp_path / "second"
     for cache in ("auto", "true"):
@@ -269,7 +269,8 @@ def test_a_shared_cache_whose_folders_are_another_users_is_skipped_with_one_warn
                                 capture_output=True, text=True, timeout=300)
         if cache == "auto":  # before: PermissionError on pixels/<slot>.lock, a traceback, exit 1
             assert result.returncode == 0, result.stderr[-3000:]
-            warnings = [w for w in (run / "train.log").read_text().splitlines() if "WARNING" in w]
+            warnings = [w for w in (run / "train.log").read_text().splitlines()
+                        if "WARNING" in w and "VGG16 weights are RANDOM" not in w]  # TINY's random weights
             assert len(warnings) == 1 and "Pixel cache (data.cache=auto): off" in warnings[0], warnings
             assert str(shared / "pixels") in warnings[0]
         else:
