@@ -112,8 +112,10 @@ class ArtDataModule(L.LightningDataModule):
             how = f"built in {self.store.built_s:.1f} s" if self.store.built_s is not None else "reused"
             return {files[row].path: verdict for row, verdict in self.store.bad.items()}, f"pixel cache {how}: {path}"
         # the header cache only saves time: a cache dir that cannot be written means checking every header
-        cache = header_check.cache_file(self._cache_dir(), roots, hp.max_pixels, hp.min_size)
-        if not optional_cache_dir(cache.parent, "the header cache (every header is checked again)"):
+        what = "the header cache (every header is checked again)"
+        directory = optional_cache_dir(self._cache_dir(), what)  # the root first: one warning, shared with the others
+        cache = directory and header_check.cache_file(directory, roots, hp.max_pixels, hp.min_size)
+        if cache and not optional_cache_dir(cache.parent, what):  # its own folder may be another user's
             cache = None
         verdicts = header_check.check_headers(files, hp.max_pixels, hp.min_size, cache, self._workers)
         return {path: v for path, v in verdicts.items() if v}, "headers checked; pixel damage is reported when met"

@@ -81,7 +81,7 @@ def optional_cache_dir(directory: str | Path | None = None, what: str = "caches"
     why = unwritable(path)
     if why is None:
         return path
-    if path not in _WARNED:
+    if path not in _WARNED and not _WARNED.intersection(path.parents):  # a folder under one warned about: said
         _WARNED.add(path)
         log.warning("The cache directory %s cannot be written (%s): running without %s (each run redoes that "
                     "work). Point %s (or data.cache_dir) at a writable directory to cache again.", path, why, what,
