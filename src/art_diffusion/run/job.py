@@ -87,9 +87,11 @@ def run_job(cfg: DictConfig) -> float:
                 owned, cfg = True, prepared
                 value = optimized_value(prepared, fit_and_test(prepared))
     except (Exception, KeyboardInterrupt, StopSignal) as error:
-        # a job refused its dir (another run's) writes nothing into it; a sweep job's dir is otherwise its own (and
-        # a single run's is held from Hydra's start, run_dir_owner.RunDirOwner)
-        ours = owned or held(output_dir) or (in_multirun() and not isinstance(error, RunDirTaken))
+        # a job refused its dir (another run's) writes nothing into it; a sweep job's dir is otherwise its own. A
+        # single run stopped before it owned its dir (in prepare_config) says so in the dir it holds since Hydra's
+        # start (run_dir_owner.RunDirOwner); a refused call (a config error) leaves that dir to be discarded.
+        stopped = isinstance(error, (StopSignal, KeyboardInterrupt, Interrupted))
+        ours = owned or (stopped and held(output_dir)) or (in_multirun() and not isinstance(error, RunDirTaken))
         if isinstance(error, (StopSignal, KeyboardInterrupt)):  # everything has unwound: a checkpoint is final
             error = Interrupted(getattr(error, "signal_name", "SIGINT"), getattr(error, "exit_code", 130),
                                 str(output_dir))
