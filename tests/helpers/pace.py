@@ -13,3 +13,19 @@ class Pace(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         time.sleep(self.seconds)
+
+
+class PauseAt(L.Callback):
+    """Logs ``Pausing in <hook>`` and sleeps ``seconds`` in that hook (``on_test_start``, ``on_fit_start``, ...), once:
+    a test waits for the line, then signals the run at that moment of its life."""
+
+    def __init__(self, hook: str, seconds: float) -> None:
+        self.hook, self.seconds = hook, seconds
+
+        def pause(*args, **kwargs) -> None:
+            import logging
+
+            logging.getLogger(__name__).warning("Pausing in %s", hook)
+            time.sleep(self.seconds)
+
+        setattr(self, hook, pause)

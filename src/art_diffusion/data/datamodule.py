@@ -104,24 +104,29 @@ class ArtDataModule(L.LightningDataModule):
     def _find_bad(self, files: list[SourceFile], roots: list[str]) -> tuple[dict[str, tuple[str, str]], str]:
         """Bad files known before training, and how they were found (for the summary line)."""
         hp = self.hparams
-        self.use_cache = self._resolve_cache(len(files))
+        path = pixel_cache.store_path(self._cache_dir(), roots, files, hp.image_size, hp.max_pixels, hp.min_size)
+        self.use_cache = self._resolve_cache(len(files), path)
         if self.use_cache:
-            path = pixel_cache.store_path(self._cache_dir(), roots, files, hp.image_size, hp.max_pixels, hp.min_size)
             self.store = pixel_cache.open_or_build(path, files, hp.image_size, hp.max_pixels, hp.min_size,
                                                    self._workers)
             how = f"built in {self.store.built_s:.1f} s" if self.store.built_s is not None else "reused"
             return {files[row].path: verdict for row, verdict in self.store.bad.items()}, f"pixel cache {how}: {path}"
         # the header cache only saves time: a cache dir that cannot be written means checking every header
-        directory = optional_cache_dir(self._cache_dir(), "the header cache (every header is checked again)")
+        what = "the header cache (every header is checked again)"
+        directory = optional_cache_dir(self._cache_dir(), what)  # the root first: one warning, shared with the others
         cache = directory and header_check.cache_file(directory, roots, hp.max_pixels, hp.min_size)
+        if cache and not optional_cache_dir(cache.parent, what):  # its own folder may be another user's
+            cache = None
         verdicts = header_check.check_headers(files, hp.max_pixels, hp.min_size, cache, self._workers)
         return {path: v for path, v in verdicts.items() if v}, "headers checked; pixel damage is reported when met"
 
-    def _resolve_cache(self, num_files: int) -> bool:
+    def _resolve_cache(self, num_files: int, path: Path) -> bool:
+        """Whether to use the pixel store at ``path``: its folder, slot lock and readers folder must be writable
+        (every reader writes there), else ``auto`` is off with one warning and ``true`` one error."""
         directory, cache = self._cache_dir(), self.hparams.cache
         if cache is False or cache == "false":
             return False
-        why = unwritable(directory)
+        why = unwritable(directory) or row_store.unusable(path)
         if why and cache != "auto":  # data.cache=true: the run was asked to read pixels from there
             raise DataError(f"data.cache=true needs a writable cache directory, and {directory} is not ({why}). "
                             "Point data.cache_dir (or ART_DIFFUSION_CACHE) at a writable directory, or train with "
@@ -217,7 +222,8 @@ class ArtDataModule(L.LightningDataModule):
                                            f"the VGG features of {rows} images")
             if setting == "auto" and not fits:
                 why_off = f"too large ({verdict})"
-            elif why_unwritable := unwritable(self._cache_dir() / "features"):
+            elif why_unwritable := row_store.unusable(feature_store.store_path(self._cache_dir(), self.store.path,
+                                                                               spec)):
                 if setting != "auto":  # data.feature_store=true: the run was asked to store them there
                     raise DataError(f"data.feature_store=true needs a writable {self._cache_dir() / 'features'} "
                                     f"({why_unwritable}). Point data.cache_dir at a writable directory, or train "

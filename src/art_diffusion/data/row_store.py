@@ -29,6 +29,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import shutil
 import socket
 import time
@@ -47,6 +48,7 @@ from art_diffusion.storage import (
     megabytes,
     reserve,
     stale_temporaries,
+    unwritable,
 )
 from art_diffusion.storage.locks import in_use, register, registration_path
 
@@ -176,6 +178,23 @@ def _readers(store: Path) -> Path:
     return store.with_name(store.stem + ".readers")
 
 
+def _slot_lock(store: Path) -> Path:
+    return store.parent / f"{store.stem.split('-')[0]}.lock"
+
+
+def unusable(path: Path) -> str | None:
+    """Why this process cannot open the store at ``path`` (None when it can): even to read it, :func:`open_or_build`
+    takes the slot's lock and adds a registration to the store's readers folder, so those and the store's folder
+    must be writable, not just the cache dir above them (a shared cache whose folders another user made)."""
+    why = unwritable(path.parent)
+    if why:
+        return f"{path.parent}: {why}"
+    for needed, mode in ((_slot_lock(path), os.R_OK | os.W_OK), (_readers(path), os.W_OK | os.X_OK)):
+        if needed.exists() and not os.access(needed, mode):
+            return f"{needed} is not writable by this user (another user's)"
+    return None
+
+
 def _remove_unused_stale(path: Path, name: str) -> None:
     """Stores of the same slot built from an older state, unless a live process still reads them."""
     slot = path.stem.split("-")[0]
@@ -231,7 +250,7 @@ def open_or_build(path: Path, shape: tuple[int, ...], dtype, fill: Callable[[Wri
     store, or None (see :func:`mismatch`). This process is registered as the store's reader until it exits. ``name``
     and ``fix`` word the log lines and the out-of-disk error."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with file_lock(path.parent / f"{path.stem.split('-')[0]}.lock"):  # the slot: builds, readers and removals
+    with file_lock(_slot_lock(path)):  # the slot: builds, readers and removals
         (manifest, why), built_s = read_manifest(path, shape, dtype, check), None
         if why is not None:
             log.warning("The %s %s is damaged or truncated, or not as its builder wrote it (%s): rebuilding it",

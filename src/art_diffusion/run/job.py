@@ -23,8 +23,8 @@ from art_diffusion.data.datamodule import skipped_stages
 from art_diffusion.run import resolvers  # noqa: F401  (a submitit worker resolves the job's config after unpickling this)
 from art_diffusion.run.cluster.ddp import job_scope
 from art_diffusion.run.run_dir import ERROR_FILE, JOB_FILE
-from art_diffusion.run.run_dir_owner import RunDirTaken, in_multirun, refused_jobs
-from art_diffusion.run.train import Interrupted, fit_and_test, own_run_dir, prepare_config
+from art_diffusion.run.run_dir_owner import RunDirTaken, held, in_multirun, refused_jobs
+from art_diffusion.run.train import Interrupted, StopSignal, fit_and_test, own_run_dir, prepare_config, stop_signals
 from art_diffusion.storage import atomic_write, write_json
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ def optimized_value(cfg: DictConfig, metrics: dict[str, float]) -> float:
 def _status(error: BaseException) -> str:
     if isinstance(error, DivergedError):
         return "diverged"
-    if isinstance(error, (Interrupted, KeyboardInterrupt)):
+    if isinstance(error, (Interrupted, StopSignal, KeyboardInterrupt)):
         return "interrupted"
     return "failed"
 
@@ -81,20 +81,25 @@ def run_job(cfg: DictConfig) -> float:
     start = time.monotonic()
     owned = False
     try:
-        with job_scope(output_dir):
+        with stop_signals(), job_scope(output_dir):  # SIGTERM or Ctrl-C at any moment: a clean stop (see there)
             prepared = prepare_config(cfg)
             with own_run_dir(prepared):
                 owned, cfg = True, prepared
                 value = optimized_value(prepared, fit_and_test(prepared))
-    except (Exception, KeyboardInterrupt) as error:
-        # a job refused its dir (another run's) writes nothing into it; a sweep job's dir is otherwise its own
-        ours = owned or (in_multirun() and not isinstance(error, RunDirTaken))
+    except (Exception, KeyboardInterrupt, StopSignal) as error:
+        # a job refused its dir (another run's) writes nothing into it; a sweep job's dir is otherwise its own. A
+        # single run stopped before it owned its dir (in prepare_config) says so in the dir it holds since Hydra's
+        # start (run_dir_owner.RunDirOwner); a refused call (a config error) leaves that dir to be discarded.
+        stopped = isinstance(error, (StopSignal, KeyboardInterrupt, Interrupted))
+        ours = owned or (stopped and held(output_dir)) or (in_multirun() and not isinstance(error, RunDirTaken))
+        if isinstance(error, (StopSignal, KeyboardInterrupt)):  # everything has unwound: a checkpoint is final
+            error = Interrupted(getattr(error, "signal_name", "SIGINT"), getattr(error, "exit_code", 130),
+                                str(output_dir))
         if ours:
             _record(output_dir, cfg, start, _status(error), error=error)
-        if isinstance(error, (Interrupted, KeyboardInterrupt)):
-            stop = error if isinstance(error, Interrupted) else Interrupted("SIGINT", 130, str(output_dir))
-            log.warning("%s", stop)
-            raise SystemExit(stop.exit_code) from None
+        if isinstance(error, Interrupted):
+            log.warning("%s", error)
+            raise SystemExit(error.exit_code) from None
         if not (in_multirun() and rank_zero_only.rank == 0):
             raise
         if not ours:

@@ -88,6 +88,11 @@ def owned(directory: Path) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext() if directory.resolve() in _held else claim_run_dir(directory)
 
 
+def held(directory: Path) -> bool:
+    """This process took ``directory`` when Hydra's run started (a single run's dir is its own from then on)."""
+    return Path(directory).resolve() in _held
+
+
 def release_all() -> None:
     """Give back every run dir held since Hydra's run started (at exit, or before a failed call's dir is removed)."""
     while _held:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import threading
 import warnings
@@ -34,7 +35,7 @@ from art_diffusion.run.config_tree import print_config_tree
 from art_diffusion.run.hparams import log_hparams
 from art_diffusion.run.memory import apply_cpu_memory
 from art_diffusion.run.precision import resolve_trainer_precision
-from art_diffusion.run.run_dir import LAST_CHECKPOINT, METRICS_FILE
+from art_diffusion.run.run_dir import LAST_CHECKPOINT, METRICS_FILE, has_checkpoint
 from art_diffusion.run.run_dir_owner import in_multirun, owned, owns_run_dirs, refuse_a_trained_dir
 from art_diffusion.run.validate import built, check_arguments, check_values
 from art_diffusion.storage import temporaries_under, write_json
@@ -64,36 +65,84 @@ def _checkpoint_logger_step(path: str) -> int:
 
 
 class Interrupted(Exception):  # noqa: N818  (not an error: the run stopped on request and can be resumed)
-    """Training stopped on SIGTERM or SIGINT (Ctrl-C), after its current batch, with ``last.ckpt`` saved."""
+    """The run stopped on SIGTERM or SIGINT (Ctrl-C): during training after its current batch, with ``last.ckpt``
+    saved; at any other moment of the job at once. The message says how to continue it."""
 
     def __init__(self, signal_name: str, exit_code: int, run_dir: str) -> None:
-        super().__init__(f"Stopped by {signal_name}. Continue with: python scripts/train.py resume={run_dir}")
+        if has_checkpoint(run_dir):
+            message = f"Stopped by {signal_name}. Continue with: python scripts/train.py resume={run_dir}"
+        else:
+            message = (f"Stopped by {signal_name} before the run saved a checkpoint in {run_dir}: there is nothing to "
+                       "resume yet; run the same command again to start it afresh.")
+        super().__init__(message)
         self.signal_name, self.exit_code = signal_name, exit_code
 
 
+class StopSignal(BaseException):  # noqa: N818  (like KeyboardInterrupt: no ``except Exception`` may swallow it)
+    """SIGTERM or SIGINT received outside a fit or test (data set up, a checkpoint loaded, metrics written): raised
+    at once by :func:`stop_signals`' handler, so every ``finally`` (temporary files, locks) runs on the way out."""
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(signal_name)
+        self.signal_name, self.exit_code = signal_name, EXIT_CODES[signal_name]
+
+
+#: 128 + the signal, as if it had killed the process: the job did not finish.
+EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
+_scopes: list[list[str]] = []  # the signals received by the job in progress (one scope per process)
+
+
 @contextlib.contextmanager
-def sigint_as_sigterm() -> Iterator[list[str]]:
-    """Ctrl-C stops a run the way SIGTERM does: after the current batch, ``last.ckpt`` saved, resumable; yields the
-    list of signals received. A second Ctrl-C stops at once (``KeyboardInterrupt``). Main thread only (Python
+def stop_signals() -> Iterator[list[str]]:
+    """One scope for a whole job, from owning its run dir to writing ``metrics.json``: SIGTERM and Ctrl-C stop it
+    cleanly at any moment; yields the list of the signals received.
+
+    During a fit or test Lightning's SIGTERM handler is installed (and calls the one it replaced, this one): the
+    stop waits for the end of the current batch and ``last.ckpt`` is saved; Ctrl-C is forwarded to it. At any other
+    moment, and for a second signal, :class:`StopSignal` is raised at once. A forked child (a process pool's or a
+    DataLoader's worker) that inherited the handler ignores the signal: its parent stops it. Nested scopes share
+    the outer one; a SIGTERM handler someone else installed (submitit's) is left alone. Main thread only (Python
     delivers signals there)."""
+    if _scopes:
+        yield _scopes[-1]
+        return
     received: list[str] = []
     if threading.current_thread() is not threading.main_thread():
         yield received
         return
+    owner, forwarding = os.getpid(), False
 
-    def forward(signum, frame) -> None:
-        handler = signal.getsignal(signal.SIGTERM)
-        if received or not callable(handler):  # a second Ctrl-C, or outside fit (Lightning's handler not set)
-            raise KeyboardInterrupt
-        received.append("SIGINT")
-        log.warning("Ctrl-C: stopping after the current batch and saving last.ckpt (Ctrl-C again to stop at once).")
-        handler(signal.SIGTERM, frame)
+    def on_signal(signum, frame) -> None:
+        nonlocal forwarding
+        if os.getpid() != owner or forwarding:  # a forked worker; or Lightning's handler calling this for our SIGINT
+            return
+        name = signal.Signals(signum).name
+        lightning = signal.getsignal(signal.SIGTERM)
+        if not received and lightning is not on_signal and callable(lightning):  # in a fit or test
+            received.append(name)
+            if signum == signal.SIGINT:
+                log.warning("Ctrl-C: stopping after the current batch and saving last.ckpt (Ctrl-C again to stop "
+                            "at once).")
+                forwarding = True
+                try:
+                    lightning(signal.SIGTERM, frame)
+                finally:
+                    forwarding = False
+            return
+        received.append(name)
+        raise StopSignal(name)
 
-    previous = signal.signal(signal.SIGINT, forward)
+    signals = [signal.SIGINT]
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        signals.append(signal.SIGTERM)
+    previous = {signum: signal.signal(signum, on_signal) for signum in signals}
+    _scopes.append(received)
     try:
         yield received
     finally:
-        signal.signal(signal.SIGINT, previous)
+        _scopes.pop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _plain(cfg: DictConfig) -> dict:
@@ -145,9 +194,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     Two steps: :func:`prepare_config`, which writes nothing, then :func:`fit_and_test` while this process owns
     the run dir (see :func:`own_run_dir`).
     """
-    cfg = prepare_config(cfg)
-    with own_run_dir(cfg):
-        return fit_and_test(cfg)
+    with stop_signals():
+        cfg = prepare_config(cfg)
+        with own_run_dir(cfg):
+            return fit_and_test(cfg)
 
 
 def prepare_config(cfg: DictConfig) -> DictConfig:
@@ -194,15 +244,15 @@ def fit_and_test(cfg: DictConfig) -> dict[str, float]:
 
     if cfg.get("ckpt_path"):  # fail before training with the file and the mismatching keys named
         check_checkpoint_fits(module, cfg.ckpt_path)
-    with sigint_as_sigterm() as received:
+    with stop_signals() as received:
         try:
-            return _fit_and_test(cfg, trainer, module, datamodule, skipped)
-        except SIGTERMException:  # 128 + the signal, as if it had killed us: the job did not finish
-            name, code = ("SIGINT", 130) if received else ("SIGTERM", 143)
-            raise Interrupted(name, code, cfg.paths.output_dir) from None
-        except SystemExit as stop:  # a second Ctrl-C: Lightning's KeyboardInterrupt handling exits with 1
+            return _fit_and_test(cfg, trainer, module, datamodule, skipped, received)
+        except SIGTERMException:  # Lightning's stop after the batch, on the signal this scope received
+            name = received[0] if received else "SIGTERM"
+            raise Interrupted(name, EXIT_CODES[name], cfg.paths.output_dir) from None
+        except SystemExit as stop:  # Lightning's KeyboardInterrupt handling exits with 1
             if received and stop.code == 1:
-                raise Interrupted("SIGINT", 130, cfg.paths.output_dir) from None
+                raise Interrupted(received[0], EXIT_CODES[received[0]], cfg.paths.output_dir) from None
             raise
 
 
@@ -228,9 +278,17 @@ def _logger(key: str, logger_cfg: DictConfig, cfg: DictConfig):
     return built(key, logger_cfg)
 
 
-def _fit_and_test(cfg: DictConfig, trainer: L.Trainer, module: L.LightningModule, datamodule, skipped: set) -> dict:
+def _stop_if_asked(received: list[str], cfg: DictConfig) -> None:
+    """A signal Lightning noted but did not stop on (it came after the last batch, or during a test): stop here."""
+    if received:
+        raise Interrupted(received[0], EXIT_CODES[received[0]], cfg.paths.output_dir)
+
+
+def _fit_and_test(cfg: DictConfig, trainer: L.Trainer, module: L.LightningModule, datamodule, skipped: set,
+                  received: list[str]) -> dict:
     with checkpoint_before_requeue():  # under submitit (SLURM): its requeue signal saves last.ckpt first
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+    _stop_if_asked(received, cfg)
     if "val" not in skipped and not _scalars(trainer.callback_metrics, ("val/",)):
         # nothing was left to fit (a finished run resumed): the final val metrics of the weights as they are
         trainer.validate(module, datamodule=datamodule, verbose=False, weights_only=True)
@@ -244,6 +302,7 @@ def _fit_and_test(cfg: DictConfig, trainer: L.Trainer, module: L.LightningModule
     elif cfg.get("test"):
         log.info("Testing %s", best or "the final weights (no best checkpoint was saved)")
         trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True)
+        _stop_if_asked(received, cfg)
         metrics |= _scalars(trainer.callback_metrics, ("test/",))
     log_hparams(trainer.loggers, cfg, metrics, step=logger_step(trainer))
 

@@ -17,6 +17,7 @@ import math
 import os
 import re
 import shutil
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -80,7 +81,7 @@ def optional_cache_dir(directory: str | Path | None = None, what: str = "caches"
     why = unwritable(path)
     if why is None:
         return path
-    if path not in _WARNED:
+    if path not in _WARNED and not _WARNED.intersection(path.parents):  # a folder under one warned about: said
         _WARNED.add(path)
         log.warning("The cache directory %s cannot be written (%s): running without %s (each run redoes that "
                     "work). Point %s (or data.cache_dir) at a writable directory to cache again.", path, why, what,
@@ -147,11 +148,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     If the block raises, the temporary file is removed and ``path`` is untouched; a full disk (``ENOSPC``/``EDQUOT``)
     becomes one :class:`DiskFullError` naming the directory and its free space. Not ``mkstemp``: its 0600 mode
     would hide a shared cache from other users. The temporary file is in the destination directory, so the rename
-    never crosses file systems (a copy could be killed half-way under the final name).
+    never crosses file systems (a copy could be killed half-way under the final name). Its name carries the writer's
+    pid and host: the next write of ``path`` removes what a killed writer left (:func:`remove_dead_temporaries`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    remove_dead_temporaries(path)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{_HOST_TAG}{uuid.uuid4().hex[:4]}.tmp")
     try:
         yield tmp
         with open(tmp, "rb+") as fh:
@@ -165,6 +168,59 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+#: The first 4 hex digits of every temporary name's 8: this host's, so a pid is only ever judged on its own host (a
+#: shared file system holds other hosts' writers, whose pids mean nothing here).
+_HOST_TAG = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:4]
+_TEMPORARY = re.compile(r"(?P<name>.+)\.(?P<pid>\d+)\.(?P<host>[0-9a-f]{4})[0-9a-f]{4}\.tmp")
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this host (another user's counts: it cannot be signalled, but it lives)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: another user's live process
+        return True
+    return True
+
+
+def dead_writer(name: str) -> bool:
+    """``name`` is a temporary of :func:`atomic_path` (or a temporary folder named the same way) whose writer, a
+    process of this host, has died: nobody will ever rename it."""
+    match = _TEMPORARY.fullmatch(name) or re.fullmatch(r".+-(?P<pid>\d+)\.(?P<host>[0-9a-f]{4})[0-9a-f]{4}", name)
+    return bool(match) and match["host"] == _HOST_TAG and not pid_alive(int(match["pid"]))
+
+
+def remove_dead_temporaries(path: str | Path) -> list[Path]:
+    """Remove the temporaries of ``path`` (``<name>.<pid>.<hex>.tmp`` beside it) left by writers of this host that
+    died (``kill -9`` mid-write); returns them. :func:`atomic_path` calls this before every write, so every file the
+    project writes atomically (checkpoints, caches, compiled kernels, reports) sweeps its own killed writers'
+    leftovers. A live writer's temporary, or another host's, is left alone."""
+    path, removed = Path(path), []
+    with contextlib.suppress(OSError):  # a folder we cannot list or write: nothing to sweep here
+        for leftover in path.parent.glob(f"{glob_escape(path.name)}.*.tmp"):
+            if dead_writer(leftover.name):
+                with contextlib.suppress(OSError):
+                    leftover.unlink()
+                    removed.append(leftover)
+    for leftover in removed:
+        log.info("Removed %s, left by a writer that was killed", leftover)
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
+def temporary_name(prefix: str) -> str:
+    """A unique name for a temporary folder of this process, ``<prefix>-<pid>.<hex>``, that :func:`dead_writer`
+    recognises once its writer has died."""
+    return f"{prefix}-{os.getpid()}.{_HOST_TAG}{uuid.uuid4().hex[:4]}"
 
 
 def atomic_write(path: str | Path, data: str | bytes) -> None:
@@ -235,4 +291,4 @@ def temporaries_under(directory: str | Path) -> list[Path]:
 def stale_temporaries(path: str | Path) -> list[Path]:
     """Temporary files :func:`atomic_path` left beside ``path`` by a killed writer (remove them under a lock)."""
     path = Path(path)
-    return sorted(path.parent.glob(f"{path.name}.*.tmp"))
+    return sorted(path.parent.glob(f"{glob_escape(path.name)}.*.tmp"))

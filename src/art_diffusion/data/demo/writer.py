@@ -4,16 +4,20 @@
   If it matches, the call returns immediately without touching anything.
 * Crash / concurrency safe: the dataset is built in a temporary directory beside ``root`` (marker written last,
   atomically) and moved into place with a single ``os.rename``; callers (e.g. DDP ranks) are serialised with
-  :func:`art_diffusion.storage.file_lock` on a lock file beside ``root``.
+  :func:`art_diffusion.storage.file_lock` on a lock file beside ``root``. The folders a killed writer left
+  (``.<root>.tmp-*``, ``.<root>.old-*``) are removed by the next call, under that lock.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
+
+import filelock
 
 from art_diffusion import DataError, storage
 from art_diffusion.data.demo.painters import (
@@ -22,6 +26,8 @@ from art_diffusion.data.demo.painters import (
     render_demo_image,
 )
 from art_diffusion.data.pool import cores, parallel_map
+
+log = logging.getLogger(__name__)
 
 _MARKER = ".complete"
 _JPEG_QUALITY = 92
@@ -80,25 +86,59 @@ def write_demo_dataset(root, images_per_class: int = 48, image_size: int = 128, 
         raise ValueError("need images_per_class >= 1, image_size >= 16 and seed >= 0")
     params = _params(images_per_class, image_size, seed)
     if _is_complete(root, params):
+        _sweep_complete(root)
         return root
 
     parent = root.absolute().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    with storage.file_lock(parent / f".{root.name}.lock"):
-        if _is_complete(root, params):  # another process finished while we waited
-            return root
-        if root.exists() and not _looks_like_demo(root):
-            raise DataError(f"data.root={str(root)!r} exists and is not a demo dataset; refusing to replace it. With "
-                            "data=demo (experiment=demo), point data.root at a new folder, or use data=art for your "
-                            "own images.")
-        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=parent))
-        try:
-            _write_dataset(tmp, params)
-            if root.exists():  # stale / partial / other parameters: move aside, then swap
-                old = Path(tempfile.mkdtemp(prefix=f".{root.name}.old-", dir=parent))
-                os.rename(root, old / "data")
-                shutil.rmtree(old, ignore_errors=True)
-            os.rename(tmp, root)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        with storage.file_lock(parent / f".{root.name}.lock"):
+            if _is_complete(root, params):  # another process finished while we waited
+                return root
+            if root.exists() and not _looks_like_demo(root):
+                raise DataError(f"data.root={str(root)!r} exists and is not a demo dataset; refusing to replace it. "
+                                "With data=demo (experiment=demo), point data.root at a new folder, or use data=art "
+                                "for your own images.")
+            _remove_leftovers(root)
+            # a name of our own and a plain mkdir (not mkdtemp's 0700): the dataset is readable by whoever may read
+            # its parent, like any folder the user makes
+            tmp = parent / storage.temporary_name(f".{root.name}.tmp")
+            tmp.mkdir()
+            try:
+                _write_dataset(tmp, params)
+                if root.exists():  # stale / partial / other parameters: move aside, then swap
+                    old = parent / storage.temporary_name(f".{root.name}.old")
+                    old.mkdir()
+                    os.rename(root, old / "data")
+                    shutil.rmtree(old, ignore_errors=True)
+                os.rename(tmp, root)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+    except PermissionError as exc:
+        raise DataError(f"Cannot write the demo dataset at {root} ({exc.strerror}: {exc.filename}): point "
+                        "paths.data_dir (or data.root) at a folder you can write.") from None
     return root
+
+
+def _leftovers(root: Path) -> list[Path]:
+    """Temporary folders of a writer that was killed (``kill -9`` while painting) beside ``root``."""
+    parent = root.absolute().parent
+    return sorted(p for pattern in (f".{root.name}.tmp-*", f".{root.name}.old-*") for p in parent.glob(pattern)
+                  if p.is_dir())
+
+
+def _remove_leftovers(root: Path) -> None:
+    """Remove them: every writer holds the lock while its folders exist, so under the lock all are dead ones'."""
+    for leftover in _leftovers(root):
+        log.info("Removing %s, left by a demo-dataset writer that was killed", leftover)
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _sweep_complete(root: Path) -> None:
+    """A complete dataset beside a killed writer's folders (killed while a second writer waited): removed when the
+    lock is free, without waiting for it."""
+    if not _leftovers(root):
+        return
+    with contextlib.suppress(filelock.Timeout, OSError), \
+            storage.file_lock(root.absolute().parent / f".{root.name}.lock", timeout=0):
+        _remove_leftovers(root)
