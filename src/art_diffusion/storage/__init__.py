@@ -4,8 +4,10 @@ and the record of who holds it.
 - :mod:`~art_diffusion.storage.files`: :func:`cache_dir` (:func:`optional_cache_dir` for a cache the work can
   do without: None and one warning on a read-only disk), :func:`reserve` (space taken before a big write),
   :func:`atomic_path` / :func:`atomic_write` (temporary file in the destination directory, fsync, rename; a full
-  disk is one :class:`DiskFullError`), :func:`write_json` (strict JSON), :func:`inside` / :func:`safe_name` (a
-  path built from names that came from data or a file, always under its root).
+  disk is one :class:`DiskFullError`, whatever exception type carried it: :func:`is_disk_full`), :func:`save_torch`
+  (every ``torch.save``), :func:`optional_write` (a cache's write: a full disk is one warning), :func:`write_json`
+  (strict JSON), :func:`inside` / :func:`safe_name` (a path built from names that came from data or a file, always
+  under its root).
 - :mod:`~art_diffusion.storage.locks`: :func:`file_lock` (the kernel's flock, never stale), :func:`claim` (hold a
   lock or refuse naming the holder: a run dir's one owner), :func:`register` / :func:`in_use` (live readers).
 """
@@ -18,12 +20,16 @@ from art_diffusion.storage.files import (
     atomic_write,
     cache_dir,
     cache_root,
+    disk_full_error,
     inside,
+    is_disk_full,
     json_text,
     megabytes,
     optional_cache_dir,
+    optional_write,
     reserve,
     safe_name,
+    save_torch,
     stale_temporaries,
     temporaries_under,
     unwritable,
@@ -42,6 +48,7 @@ from art_diffusion.storage.locks import (
 )
 
 __all__ = ["CACHE_ENV", "CacheUnusableError", "DiskFullError", "InUseError", "atomic_path", "atomic_write",
-           "cache_dir", "cache_root", "claim", "describe", "file_lock", "holder", "in_use", "inside", "json_text",
-           "megabytes", "optional_cache_dir", "record_path", "register", "registration_path", "reserve",
-           "safe_name", "stale_temporaries", "temporaries_under", "unwritable", "write_json"]
+           "cache_dir", "cache_root", "claim", "describe", "disk_full_error", "file_lock", "holder", "in_use",
+           "inside", "is_disk_full", "json_text", "megabytes", "optional_cache_dir", "optional_write", "record_path",
+           "register", "registration_path", "reserve", "safe_name", "save_torch", "stale_temporaries",
+           "temporaries_under", "unwritable", "write_json"]

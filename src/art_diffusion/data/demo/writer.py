@@ -2,6 +2,8 @@
 
 * Written once: a marker ``root/.complete`` holding the parameters as JSON is part of the finished dataset.
   If it matches, the call returns immediately without touching anything.
+* A full disk is one :class:`~art_diffusion.storage.DiskFullError` naming the disk of ``root`` and its free space,
+  and nothing of the partial dataset is left.
 * Crash / concurrency safe: the dataset is built in a temporary directory beside ``root`` (marker written last,
   atomically) and moved into place with a single ``os.rename``; callers (e.g. DDP ranks) are serialised with
   :func:`art_diffusion.storage.file_lock` on a lock file beside ``root``.
@@ -50,7 +52,8 @@ def _looks_like_demo(root: Path) -> bool:
 
 def _write_image(job: tuple[str, int, int, int, Path]) -> None:
     name, i, size, seed, path = job
-    render_demo_image(name, i, size, seed).save(path, quality=_JPEG_QUALITY, subsampling=0)
+    with storage.atomic_path(path) as tmp:
+        render_demo_image(name, i, size, seed).save(tmp, format="JPEG", quality=_JPEG_QUALITY, subsampling=0)
 
 
 def _write_dataset(dst: Path, params: dict) -> None:
@@ -99,6 +102,11 @@ def write_demo_dataset(root, images_per_class: int = 48, image_size: int = 128, 
                 os.rename(root, old / "data")
                 shutil.rmtree(old, ignore_errors=True)
             os.rename(tmp, root)
+        except Exception as exc:  # a full disk in any painting worker: one message about root's disk, no partial set
+            if not storage.is_disk_full(exc, tmp):
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)  # first: the message reports the space it took back
+            raise storage.disk_full_error(root, exc) from None
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return root

@@ -1,0 +1,251 @@
+"""A full disk under every writer of src/ (issue: writes that bypassed storage, and libraries that report ENOSPC as
+something other than an OSError). Each writer on a full tmpfs ends in one :class:`DiskFullError` naming the directory
+and its free space (the scripts print it as one ``error:`` line, exit 2), or, for a cache the work can do without, in
+one warning and the work going on; never a traceback and never a partial file. Recording an error never replaces it.
+
+Mounting needs root (CI containers run as root); elsewhere these tests skip, saying so.
+"""
+
+import errno
+import logging
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from art_diffusion.storage import DiskFullError, is_disk_full
+from tests.adversarial.test_faults import _one_error_line, _script, mounted
+from tests.helpers.config import REPO
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*random.*", "ignore:.*num_workers.*")
+
+# torchvision's vgg16().features[:16] conv layers (index: in, out channels)
+_VGG16_CONVS = {0: (3, 64), 2: (64, 64), 5: (64, 128), 7: (128, 128), 10: (128, 256), 12: (256, 256), 14: (256, 256)}
+
+
+def _vgg_state() -> dict[str, torch.Tensor]:
+    state = {}
+    for idx, (cin, cout) in _VGG16_CONVS.items():
+        state[f"features.{idx}.weight"], state[f"features.{idx}.bias"] = torch.zeros(cout, cin, 3, 3), torch.zeros(cout)
+    return state  # 7 MB: more than the disks below hold
+
+
+def fill(directory: Path) -> Path:
+    """Take every free byte of ``directory``'s disk (another process's file): the next write there fails."""
+    filler = directory / "filler"
+    with open(filler, "wb", buffering=0) as fh:
+        try:
+            while True:
+                fh.write(b"\0" * 65536)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+    return filler
+
+
+def _left(directory: Path) -> list[str]:
+    """What is on the disk besides the filler and lock files: a partial file would show here."""
+    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*")
+                  if p.is_file() and p.name != "filler" and not p.name.endswith(".lock"))
+
+
+def _assert_names_the_disk(error: DiskFullError, directory: Path) -> None:
+    message = str(error)
+    assert f"No space left on the disk of {directory}" in message and "MB free" in message, message
+    assert "Traceback" not in message
+
+
+# --- the one recognition ---------------------------------------------------------------------------------------------
+
+def test_a_full_disk_is_recognised_whatever_exception_carries_it(tmp_path):
+    assert is_disk_full(OSError(errno.ENOSPC, "No space left on device"))
+    assert is_disk_full(OSError(errno.EDQUOT, "Disk quota exceeded"))
+    assert not is_disk_full(OSError(errno.EACCES, "Permission denied"))
+    assert not is_disk_full(ValueError("a bug"))
+    wrapped = RuntimeError("a worker failed")
+    wrapped.__cause__ = OSError(errno.ENOSPC, "No space left on device")
+    assert is_disk_full(wrapped)
+    # torch's zip writer: a RuntimeError without the errno; only a (nearly) full directory makes it a full disk
+    torch_text = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 2224384 vs 2224272")
+    assert not is_disk_full(torch_text, tmp_path)
+    with mounted(tmp_path / "small", "1m") as small:
+        fill(small)
+        with pytest.raises(RuntimeError) as raised:
+            torch.save(_vgg_state(), small / "direct.pt")  # torch's own file writer on a full disk
+        assert not isinstance(raised.value, OSError)
+        assert is_disk_full(raised.value, small)
+
+
+# --- every writer on a full disk: one error naming the disk, no partial file ----------------------------------------
+
+def test_torch_saves_through_storage_on_a_full_disk_are_one_error_and_no_partial_file(tmp_path):
+    from art_diffusion.checkpoints.atomic_io import AtomicCheckpointIO
+    from art_diffusion.storage import atomic_path, save_torch
+
+    with mounted(tmp_path / "small", "1m") as small:
+        fill(small)
+        for save in (lambda path: save_torch(_vgg_state(), path),
+                     lambda path: AtomicCheckpointIO().save_checkpoint({"state_dict": _vgg_state()}, path),
+                     lambda path: torch.save(_vgg_state(), path)):  # torch's writer inside atomic_path
+            with pytest.raises(DiskFullError) as refused:
+                with atomic_path(small / "run" / "last.ckpt") as tmp:
+                    save(tmp)
+            _assert_names_the_disk(refused.value, small / "run")
+            assert _left(small) == []
+
+
+def test_json_records_and_images_on_a_full_disk_are_one_error_and_no_partial_file(tmp_path):
+    from PIL import Image
+
+    from art_diffusion.storage import atomic_path, write_json
+
+    with mounted(tmp_path / "small", "1m") as small:
+        (small / "run").mkdir()
+        write_json(small / "run" / "job.json", {"status": "running"})
+        fill(small)
+        with pytest.raises(DiskFullError) as refused:
+            write_json(small / "run" / "job.json", {"status": "failed", "error": "x" * 200_000})
+        _assert_names_the_disk(refused.value, small / "run")
+        assert (small / "run" / "job.json").read_text().strip().endswith("}")  # the previous one, whole
+        assert _left(small) == ["run/job.json"]
+        with pytest.raises(DiskFullError) as refused, atomic_path(small / "grids" / "epoch_000.png") as tmp:
+            Image.new("RGB", (512, 512)).save(tmp, format="png")
+        _assert_names_the_disk(refused.value, small / "grids")
+        assert _left(small) == ["run/job.json"]
+
+
+def test_the_demo_data_on_a_full_disk_is_one_error_naming_its_disk_and_nothing_left(tmp_path):
+    from art_diffusion.data.demo.writer import write_demo_dataset
+
+    with mounted(tmp_path / "small", "400k") as small:  # the images are painted in pool workers
+        with pytest.raises(DiskFullError) as refused:  # before: OSError [Errno 28] re-raised through pool.imap
+            write_demo_dataset(small / "demo", images_per_class=8, image_size=128)
+        _assert_names_the_disk(refused.value, small)
+        assert "while writing demo" in str(refused.value)
+        assert _left(small) == [] and sorted(p.name for p in small.iterdir()) == [".demo.lock"]
+
+
+# --- caches the work can do without: one warning, the work goes on ---------------------------------------------------
+
+def test_a_full_cache_disk_costs_only_the_vgg_weight_cache(tmp_path, monkeypatch, caplog):
+    from art_diffusion.nets.vgg import sources, weights
+
+    monkeypatch.setattr(sources, "from_hub_cache", _vgg_state)  # the full weights are found: the cache is written
+    with mounted(tmp_path / "small", "3m") as small:
+        monkeypatch.setenv("ART_DIFFUSION_CACHE", str(small))
+        with caplog.at_level("INFO"):
+            # before: RuntimeError [enforce fail at inline_container.cc] from torch.save, a traceback
+            resolved = weights.imagenet_vgg16_state(16)
+        assert len(resolved) == 2 * len(_VGG16_CONVS)
+        warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(warnings) == 1 and "Not saving the VGG16 weight cache" in warnings[0], warnings
+        assert f"no space left on the disk of {small}" in warnings[0] and "MB free" in warnings[0]
+        assert "not cached" in caplog.text
+        assert _left(small) == []
+
+
+def test_a_full_cache_disk_costs_only_the_header_cache(tmp_path, caplog):
+    from tests.adversarial.test_faults import _datamodule, _image_folder
+
+    root = _image_folder(tmp_path / "art", per_class=100)
+    with mounted(tmp_path / "small", "1m") as small:
+        (small / "cache").mkdir()
+        fill(small)
+        dm = _datamodule(root, small / "cache", tmp_path, cache=False)
+        dm.setup("fit")
+        assert len(dm.datasets["train"]) > 0
+        warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len([w for w in warnings if "Not saving the header cache" in w]) == 1, warnings
+        assert _left(small) == []
+
+
+# --- recording an error never replaces it -----------------------------------------------------------------------------
+
+def test_a_job_record_that_cannot_be_written_does_not_replace_the_error_it_records(tmp_path, monkeypatch, caplog,
+                                                                                   compose_cfg):
+    from art_diffusion.run import job
+
+    with mounted(tmp_path / "small", "2m") as small:
+        cfg = compose_cfg(output_dir=small / "run")
+
+        def fit_and_test(prepared):
+            fill(small)  # the disk fills during training (another process), then a bug ends the run; its message
+            raise ZeroDivisionError("a bug in training: " + "0." * 10_000)  # is longer than the page the lock frees
+
+        monkeypatch.setattr(job, "fit_and_test", fit_and_test)
+        with pytest.raises(ZeroDivisionError, match="a bug in training"):  # before: DiskFullError about job.json
+            job.run_job(cfg)
+        assert "Could not record how this job ended (DiskFullError: No space left on the disk of" in caplog.text
+        assert not (small / "run" / "job.json").exists() and not list((small / "run").glob("*.tmp"))
+
+
+def test_a_sweep_job_whose_record_cannot_be_written_still_returns_nan(tmp_path, monkeypatch, caplog, compose_cfg):
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import read_write
+
+    from art_diffusion.run import job
+
+    with mounted(tmp_path / "small", "2m") as small:
+        cfg = compose_cfg(output_dir=small / "run")
+        with read_write(cfg.hydra):
+            cfg.hydra.mode = RunMode.MULTIRUN
+        HydraConfig().set_config(cfg)
+
+        def fit_and_test(prepared):
+            fill(small)
+            raise ZeroDivisionError("a bug in training: " + "0." * 10_000)
+
+        monkeypatch.setattr(job, "fit_and_test", fit_and_test)
+        assert math.isnan(job.run_job(cfg))  # the sweep goes on; before: DiskFullError stopped it
+        assert caplog.text.count("Could not record how this job ended") == 2  # job.json and error.txt
+
+
+# --- as a user runs it ----------------------------------------------------------------------------------------------
+
+@pytest.mark.slow  # starts the script
+def test_train_with_the_demo_data_on_a_full_disk_says_so_in_one_line(tmp_path):
+    with mounted(tmp_path / "small", "400k") as small:
+        result = _script("train.py", "experiment=demo", "trainer.max_epochs=1", "data.images_per_class=8",
+                         f"hydra.run.dir={tmp_path / 'run'}", f"paths.data_dir={small}", cwd=tmp_path)
+        line = _one_error_line(result)  # before: a traceback ending in OSError [Errno 28], exit 1
+        assert line.startswith(f"error: No space left on the disk of {small}") and "MB free" in line
+        assert _left(small) == []
+
+
+@pytest.mark.slow  # trains in a subprocess
+def test_train_with_a_full_vgg_cache_disk_warns_once_and_trains(tmp_path):
+    torch_home = tmp_path / "torch"
+    (torch_home / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save(_vgg_state(), torch_home / "hub" / "checkpoints" / "vgg16-397923af.pth")
+    with mounted(tmp_path / "small", "3m") as small:
+        result = _script("train.py", "experiment=demo", "trainer.max_epochs=1", "data.images_per_class=8",
+                         "test=false", f"hydra.run.dir={tmp_path / 'run'}", f"paths.data_dir={tmp_path / 'data'}",
+                         f"data.cache_dir={tmp_path / 'data-cache'}", cwd=tmp_path,
+                         env={"TORCH_HOME": str(torch_home), "ART_DIFFUSION_CACHE": str(small)})
+        assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+        log = (tmp_path / "run" / "train.log").read_text()
+        assert log.count("Not saving the VGG16 weight cache") == 1 and f"disk of {small}" in log
+        assert _left(small) == []
+
+
+def test_no_write_in_src_bypasses_storage():
+    """Every file src/ writes goes through storage's atomic writes: no torch.save to a path, no PIL save, no open
+    for writing, no write_text/write_bytes outside storage (the listed exceptions say why)."""
+    import re
+
+    allowed = {
+        ("storage/files.py", "write_bytes"),  # the atomic write itself
+        ("storage/files.py", "torch.save"),  # save_torch: to memory
+        ("nets/vgg/sources.py", "open("),  # one member of a pip download, into a private TemporaryDirectory
+    }
+    patterns = {"torch.save": r"torch\.save\(", "write_bytes": r"\.write_bytes\(", "write_text": r"\.write_text\(",
+                "open(": r"(?<![.\w])open\([^)]*[\"'][wax]b?\+?[\"']", ".save(path": r"\.save\((?!tmp\b)\w*path\b"}
+    found = []
+    for file in sorted((REPO / "src" / "art_diffusion").rglob("*.py")):
+        rel = str(file.relative_to(REPO / "src" / "art_diffusion"))
+        for number, line in enumerate(file.read_text().splitlines(), 1):
+            for name, pattern in patterns.items():
+                if re.search(pattern, line) and (rel, name) not in allowed:
+                    found.append(f"{rel}:{number}: {line.strip()}")
+    assert found == [], "\n".join(found)
