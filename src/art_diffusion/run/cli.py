@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 
 from art_diffusion import UserError
 from art_diffusion.run import resolvers  # noqa: F401  (registers the config resolvers before Hydra composes)
+from art_diffusion.storage import disk_full_error, is_disk_full, quiet_full_disk_in_threads
 
 T = TypeVar("T")
 
@@ -256,13 +257,28 @@ def discard_empty_output_dir() -> None:
 def user_error_in(error: BaseException) -> UserError | None:
     """``error`` itself if it is a :class:`UserError`, else the first one it was raised from: Hydra's instantiate
     wraps a constructor's error in an ``InstantiationException``, a DataLoader worker's in another exception."""
+    found = next((e for e in _chain(error) if isinstance(e, UserError)), None)
+    if found is None and error is not None and is_disk_full(error):
+        return _disk_full_elsewhere(error)
+    return found
+
+
+def _disk_full_elsewhere(error: BaseException) -> UserError:
+    """A full disk met by a library's own writer (TensorBoard's event file, a logger's CSV): not a bug, one message
+    naming the file's directory if the error says it, else the run dir (where the loggers write)."""
+    filename = next((e.filename for e in _chain(error) if isinstance(e, OSError) and e.filename), None)
+    if filename:
+        return disk_full_error(Path(os.fsdecode(filename)), error)
+    directory = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path.cwd()
+    return disk_full_error(directory, error, what="a logger's file in that run dir")
+
+
+def _chain(error: BaseException | None):
     seen = set()
     while error is not None and id(error) not in seen:
-        if isinstance(error, UserError):
-            return error
         seen.add(id(error))
+        yield error
         error = error.__cause__ or error.__context__
-    return None
 
 
 def user_errors(task: Callable[..., T]) -> Callable[..., T]:
@@ -273,6 +289,7 @@ def user_errors(task: Callable[..., T]) -> Callable[..., T]:
 
     @functools.wraps(task)
     def wrapper(*args, **kwargs):
+        quiet_full_disk_in_threads()  # a logger's writer thread on a full disk: one warning, not a traceback
         try:
             return task(*args, **kwargs)
         except BaseException as error:

@@ -165,17 +165,21 @@ def _strerror(exc: BaseException) -> str:
     return "Disk quota exceeded" if "quota" in str(exc).lower() else "No space left on device"
 
 
-def disk_full_error(path: str | Path, exc: BaseException, needed: int | None = None) -> DiskFullError:
+def disk_full_error(path: str | Path, exc: BaseException, needed: int | None = None,
+                    what: str | None = None) -> DiskFullError:
     """The one message for a full disk while writing ``path`` (``exc`` as :func:`is_disk_full` recognised it): the
-    directory, its free space now (call it after removing the partial file) and the way out. Never a traceback."""
+    directory, its free space now (call it after removing the partial file) and the way out. Never a traceback.
+    With ``what``, ``path`` is the directory and ``what`` the file a library's own writer did not name."""
     path = Path(path)
-    size = f"{path.name} needs {megabytes(needed)}" if needed else f"while writing {path.name}"
+    directory = path if what else path.parent
+    size = f"{path.name} needs {megabytes(needed)}" if needed else f"while writing {what or path.name}"
+    state = (f"; {_strerror(exc)})" if what else f" after removing the partial file; {_strerror(exc)}); nothing was "
+             f"written under that name and the previous {path.name}, if any, is intact")
     return DiskFullError(
-        f"No space left on the disk of {path.parent} ({size}, {_free_space(path.parent)} after removing the partial "
-        f"file; {_strerror(exc)}); nothing was written under that name and the previous {path.name}, if any, is "
-        "intact. Free space on that disk (old runs, checkpoints, caches) or move the run/cache to a larger one, "
-        "then run again (a training run continues with `python scripts/train.py resume=<run dir>`).",
-        path.parent,
+        f"No space left on the disk of {directory} ({size}, {_free_space(directory)}{state}. Free space on that "
+        "disk (old runs, checkpoints, caches) or move the run/cache to a larger one, then run again (a training "
+        "run continues with `python scripts/train.py resume=<run dir>`).",
+        directory,
     )
 
 
@@ -231,6 +235,29 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+_THREAD_HOOK: list = []
+
+
+def quiet_full_disk_in_threads() -> None:
+    """Once per process: a background thread that dies of a full disk (TensorBoard's event writer) logs one warning
+    instead of printing its traceback; its owner raises the error again at its next call, in the main thread, where
+    the scripts make it one ``error:`` line. Other exceptions in threads keep Python's report."""
+    import threading
+
+    if _THREAD_HOOK:
+        return
+    _THREAD_HOOK.append(threading.excepthook)
+
+    def hook(args) -> None:
+        if args.exc_value is not None and is_disk_full(args.exc_value):
+            log.warning("The thread %s stopped: %s: %s.", getattr(args.thread, "name", "?"),
+                        type(args.exc_value).__name__, args.exc_value)
+            return
+        _THREAD_HOOK[0](args)
+
+    threading.excepthook = hook
 
 
 def atomic_write(path: str | Path, data: str | bytes | memoryview) -> None:
