@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import errno
 import functools
@@ -20,7 +21,7 @@ from omegaconf import DictConfig
 
 from art_diffusion import UserError
 from art_diffusion.run import resolvers  # noqa: F401  (registers the config resolvers before Hydra composes)
-from art_diffusion.storage import disk_full_error, is_disk_full, quiet_full_disk_in_threads
+from art_diffusion.storage import DiskFullError, disk_full_error, is_disk_full, quiet_full_disk_in_threads, reserve
 
 T = TypeVar("T")
 
@@ -202,16 +203,41 @@ def make_run_dir(config: DictConfig, key: str) -> None:
         path = Path(str(config.hydra.run.dir if key == "hydra.run.dir" else config.hydra.sweep.dir))
     except Exception:  # an interpolation that fails: Hydra reports it, with its own message, right after
         return
+    existed = path.exists()
     try:
         path.mkdir(parents=True, exist_ok=True)
         if not os.access(path, os.W_OK):  # an existing dir on a read-only mount (EROFS even for root)
             raise OSError(errno.EROFS, "not writable")
+        _room_for_hydras_record(path)
+    except DiskFullError as exc:
+        if not existed:
+            with contextlib.suppress(OSError):
+                path.rmdir()
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     except OSError as exc:
         tool = Path(sys.argv[0]).name
         fix = ("output_dir=DIR" if tool != "train.py" else f"{key}=DIR") + " on a writable disk"
         print(f"error: cannot create the output directory {path} ({exc.strerror or exc}): pass {fix}, or run "
               "from a writable working directory.", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+_HYDRA_RECORD_ROOM = 1 << 20  # bytes: Hydra's record of the call (.hydra/*.yaml) and the first log lines
+
+
+def _room_for_hydras_record(path: Path) -> None:
+    """A disk already full: one :class:`DiskFullError` now, not a traceback from Hydra's own write of ``.hydra``
+    (outside the task, so outside :func:`user_errors`). The space is taken and given back at once."""
+    probe = path / f".free-space-probe-{os.getpid()}"
+    try:
+        with open(probe, "wb") as fh:
+            reserve(fh, _HYDRA_RECORD_ROOM, probe)
+    except DiskFullError as exc:
+        probe.unlink(missing_ok=True)
+        raise disk_full_error(path, exc, what="the run's first records (Hydra's .hydra/*.yaml, train.log)") from None
+    finally:
+        probe.unlink(missing_ok=True)
 
 
 #: What Hydra writes into a run dir before the task starts (``hydra.output_subdir``, here ``.hydra``)
