@@ -232,6 +232,28 @@ def test_train_with_a_full_vgg_cache_disk_warns_once_and_trains(tmp_path):
         assert [p for p in _left(small) if "vgg16" in p or p.endswith(".tmp")] == []  # (compiled kernels fit)
 
 
+@pytest.mark.slow  # trains in a subprocess
+def test_a_disk_that_fills_mid_run_is_one_error_about_the_checkpoint_not_about_job_json(tmp_path, demo_root):
+    from art_diffusion.checkpoints import load_checkpoint
+    from tests.test_saves import FAST, _train_cli
+
+    with mounted(tmp_path / "small", "64m") as small:
+        run = small / "run"  # before epoch 1's checkpoints the disk is filled: nothing more fits, not even job.json
+        filler = ["+callbacks.fill._target_=tests.helpers.crash.FillDiskBeforeSave", f"+callbacks.fill.filler={run}/f",
+                  "+callbacks.fill.leave=0", "trusted_classes=[tests.helpers.crash.FillDiskBeforeSave]"]
+        result = _train_cli(*FAST, f"data.root={demo_root}", *filler, f"hydra.run.dir={run}")
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        # before: the failed job.json write replaced the checkpoint's error (or TensorBoard's thread printed its own)
+        assert len(errors) == 1 and f"No space left on the disk of {run / 'checkpoints'} (" in errors[0], errors
+        assert "Exception in thread" not in result.stderr
+        log = (run / "train.log").read_text()
+        assert "Could not record how this job ended (DiskFullError" in log and not (run / "job.json").exists()
+        assert not list(run.rglob("*.tmp"))
+        assert {p.name: load_checkpoint(p)["epoch"] for p in (run / "checkpoints").glob("*.ckpt")} == {
+            "best.ckpt": 0, "last.ckpt": 0}
+
+
 def test_no_write_in_src_bypasses_storage():
     """Every file src/ writes goes through storage's atomic writes: no torch.save to a path, no PIL save, no open
     for writing, no write_text/write_bytes outside storage (the listed exceptions say why)."""

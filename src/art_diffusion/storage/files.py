@@ -252,8 +252,9 @@ def quiet_full_disk_in_threads() -> None:
 
     def hook(args) -> None:
         if args.exc_value is not None and is_disk_full(args.exc_value):
-            log.warning("The thread %s stopped: %s: %s.", getattr(args.thread, "name", "?"),
-                        type(args.exc_value).__name__, args.exc_value)
+            log.warning("The thread %s (%s) stopped: %s: %s; its owner reports the full disk at its next write.",
+                        getattr(args.thread, "name", "?"), type(args.thread).__name__, type(args.exc_value).__name__,
+                        args.exc_value)
             return
         _THREAD_HOOK[0](args)
 
