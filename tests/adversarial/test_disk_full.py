@@ -159,6 +159,22 @@ def test_a_full_cache_disk_costs_only_the_header_cache(tmp_path, caplog):
         assert _left(small) == []
 
 
+def test_a_full_cache_disk_costs_only_the_compiled_kernels_cache(tmp_path, monkeypatch, caplog):
+    from art_diffusion.nets import fused_kernels as kernels
+
+    if kernels.compiler() is None:
+        pytest.skip("no C compiler")
+    with mounted(tmp_path / "small", "1m") as small:
+        (small / "kernels").mkdir(mode=0o700)
+        fill(small)
+        monkeypatch.setenv("ART_DIFFUSION_CACHE", str(small))
+        lib = kernels._build()  # the compiler's output on a full disk: built privately instead, after one warning
+        assert not isinstance(lib, str) and hasattr(lib, "relu_stats_bf16")
+        warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(warnings) == 1 and "Not saving the compiled kernels" in warnings[0], warnings
+        assert _left(small) == []
+
+
 # --- recording an error never replaces it -----------------------------------------------------------------------------
 
 def test_a_job_record_that_cannot_be_written_does_not_replace_the_error_it_records(tmp_path, monkeypatch, caplog,

@@ -49,8 +49,8 @@ _NEARLY_FULL = 1 << 20  # bytes: a torch write that failed with less than this f
 def is_disk_full(error: BaseException | None, directory: str | Path | None = None) -> bool:
     """True when ``error`` (or an exception it was raised from) says a write ran out of disk space or quota: the one
     place every exception type that can carry it is recognised. An ``OSError`` with ``ENOSPC``/``EDQUOT`` (Python,
-    PIL, numpy), a :class:`DiskFullError`, a message with the C library's text, or torch's writer failure (a
-    ``RuntimeError`` without the errno) when ``directory`` is (nearly) full."""
+    PIL, numpy), a :class:`DiskFullError`, a message (or a failed subprocess's stderr) with the C library's text, or
+    torch's writer failure (a ``RuntimeError`` without the errno) when ``directory`` is (nearly) full."""
     seen = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
@@ -58,7 +58,7 @@ def is_disk_full(error: BaseException | None, directory: str | Path | None = Non
             return True
         if isinstance(error, OSError) and error.errno in _DISK_FULL:
             return True
-        text = str(error)
+        text = f"{error} {getattr(error, 'stderr', None) or ''}"  # a subprocess's own words (a compiler's)
         if any(words in text for words in _NO_SPACE_TEXT):
             return True
         if isinstance(error, RuntimeError) and directory is not None and any(m in text for m in _TORCH_WRITE_FAILED):
