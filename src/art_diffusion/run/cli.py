@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 
 from art_diffusion import UserError
 from art_diffusion.run import resolvers  # noqa: F401  (registers the config resolvers before Hydra composes)
-from art_diffusion.storage import DiskFullError, disk_full_error, is_disk_full, quiet_full_disk_in_threads, reserve
+from art_diffusion.storage import DiskFullError, disk_full_error, ensure_room, is_disk_full, quiet_full_disk_in_threads
 
 T = TypeVar("T")
 
@@ -229,15 +229,7 @@ _HYDRA_RECORD_ROOM = 1 << 20  # bytes: Hydra's record of the call (.hydra/*.yaml
 def _room_for_hydras_record(path: Path) -> None:
     """A disk already full: one :class:`DiskFullError` now, not a traceback from Hydra's own write of ``.hydra``
     (outside the task, so outside :func:`user_errors`). The space is taken and given back at once."""
-    probe = path / f".free-space-probe-{os.getpid()}"
-    try:
-        with open(probe, "wb") as fh:
-            reserve(fh, _HYDRA_RECORD_ROOM, probe)
-    except DiskFullError as exc:
-        probe.unlink(missing_ok=True)
-        raise disk_full_error(path, exc, what="the run's first records (Hydra's .hydra/*.yaml, train.log)") from None
-    finally:
-        probe.unlink(missing_ok=True)
+    ensure_room(path, _HYDRA_RECORD_ROOM, "the run's first records (Hydra's .hydra/*.yaml, train.log)")
 
 
 #: What Hydra writes into a run dir before the task starts (``hydra.output_subdir``, here ``.hydra``)

@@ -21,6 +21,7 @@ from art_diffusion.storage.files import (
     cache_dir,
     cache_root,
     disk_full_error,
+    ensure_room,
     inside,
     is_disk_full,
     json_text,
@@ -49,7 +50,7 @@ from art_diffusion.storage.locks import (
 )
 
 __all__ = ["CACHE_ENV", "CacheUnusableError", "DiskFullError", "InUseError", "atomic_path", "atomic_write",
-           "cache_dir", "cache_root", "claim", "describe", "disk_full_error", "file_lock", "holder", "in_use",
-           "inside", "is_disk_full", "json_text", "megabytes", "optional_cache_dir", "optional_write",
+           "cache_dir", "cache_root", "claim", "describe", "disk_full_error", "ensure_room", "file_lock", "holder",
+           "in_use", "inside", "is_disk_full", "json_text", "megabytes", "optional_cache_dir", "optional_write",
            "quiet_full_disk_in_threads", "record_path", "register", "registration_path", "reserve", "safe_name",
            "save_torch", "stale_temporaries", "temporaries_under", "unwritable", "write_json"]

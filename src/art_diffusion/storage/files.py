@@ -153,6 +153,20 @@ def reserve(fh, num_bytes: int, path: Path) -> None:
             raise
 
 
+def ensure_room(directory: Path, num_bytes: int, what: str) -> None:
+    """One :class:`DiskFullError` naming ``directory`` and ``what`` unless ``num_bytes`` fit there now, for writers
+    that are not ours (Hydra's record of a call): the space is taken by :func:`reserve` and given back at once."""
+    probe = Path(directory) / f".free-space-probe-{os.getpid()}"
+    try:
+        with open(probe, "wb") as fh:
+            reserve(fh, num_bytes, probe)
+    except DiskFullError as exc:
+        probe.unlink(missing_ok=True)  # first: the message reports the space it took back
+        raise disk_full_error(directory, exc, what=what) from None
+    finally:
+        probe.unlink(missing_ok=True)
+
+
 def _free_space(directory: Path) -> str:
     free = free_bytes(directory)
     return "free space unknown" if free is None else f"{megabytes(free)} free"
