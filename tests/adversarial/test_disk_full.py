@@ -9,6 +9,8 @@ Mounting needs root (CI containers run as root); elsewhere these tests skip, say
 import errno
 import logging
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -152,6 +154,41 @@ def test_a_full_disk_met_by_a_librarys_own_writer_is_a_user_error_naming_its_dir
     assert isinstance(found, DiskFullError)
     _assert_names_the_disk(found, tmp_path)
     assert user_error_in(ZeroDivisionError("a bug")) is None  # a bug keeps its traceback
+
+
+_LOG_AND_THREAD_ON_A_FULL_DISK = """
+import errno, logging, sys, threading
+from art_diffusion.storage import quiet_full_disk_reports
+quiet_full_disk_reports()  # what every script does (run.cli.user_errors)
+logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+logging.getLogger().addHandler(logging.FileHandler(sys.argv[1]))
+for i in range(50):
+    logging.getLogger("x").info("line %d %s", i, "x" * 1000)  # more than the full disk holds
+def writer():
+    raise OSError(errno.ENOSPC, "No space left on device")  # as TensorBoard's event writer thread dies
+thread = threading.Thread(target=writer)
+thread.start()
+thread.join()
+def bug():
+    raise ZeroDivisionError("a bug in a thread")
+thread = threading.Thread(target=bug)
+thread.start()
+thread.join()
+"""
+
+
+@pytest.mark.slow  # starts a process (the hooks it installs are process-wide)
+def test_a_log_file_and_a_writer_thread_on_a_full_disk_print_no_traceback(tmp_path):
+    from tests.helpers.scripts import script_env
+
+    with mounted(tmp_path / "small", "64k") as small:
+        fill(small)
+        result = subprocess.run([sys.executable, "-c", _LOG_AND_THREAD_ON_A_FULL_DISK, str(small / "train.log")],
+                                env=script_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Logging error" not in result.stderr and result.stderr.count("line 49 x") == 1  # the console has them
+    assert result.stderr.count("Traceback") == 1 and "ZeroDivisionError: a bug in a thread" in result.stderr  # a bug's
+    assert result.stderr.count("stopped: OSError: [Errno 28] No space left on device") == 1
 
 
 # --- caches the work can do without: one warning, the work goes on ---------------------------------------------------

@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 
 from art_diffusion import UserError
 from art_diffusion.run import resolvers  # noqa: F401  (registers the config resolvers before Hydra composes)
-from art_diffusion.storage import DiskFullError, disk_full_error, ensure_room, is_disk_full, quiet_full_disk_in_threads
+from art_diffusion.storage import DiskFullError, disk_full_error, ensure_room, is_disk_full, quiet_full_disk_reports
 
 T = TypeVar("T")
 
@@ -307,7 +307,7 @@ def user_errors(task: Callable[..., T]) -> Callable[..., T]:
 
     @functools.wraps(task)
     def wrapper(*args, **kwargs):
-        quiet_full_disk_in_threads()  # a logger's writer thread on a full disk: one warning, not a traceback
+        quiet_full_disk_reports()  # a logger's thread, train.log on a full disk: no traceback on stderr
         try:
             return task(*args, **kwargs)
         except BaseException as error:

@@ -28,7 +28,7 @@ from art_diffusion.storage.files import (
     megabytes,
     optional_cache_dir,
     optional_write,
-    quiet_full_disk_in_threads,
+    quiet_full_disk_reports,
     reserve,
     safe_name,
     save_torch,
@@ -52,5 +52,5 @@ from art_diffusion.storage.locks import (
 __all__ = ["CACHE_ENV", "CacheUnusableError", "DiskFullError", "InUseError", "atomic_path", "atomic_write",
            "cache_dir", "cache_root", "claim", "describe", "disk_full_error", "ensure_room", "file_lock", "holder",
            "in_use", "inside", "is_disk_full", "json_text", "megabytes", "optional_cache_dir", "optional_write",
-           "quiet_full_disk_in_threads", "record_path", "register", "registration_path", "reserve", "safe_name",
+           "quiet_full_disk_reports", "record_path", "register", "registration_path", "reserve", "safe_name",
            "save_torch", "stale_temporaries", "temporaries_under", "unwritable", "write_json"]

@@ -251,18 +251,22 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-_THREAD_HOOK: list = []
+_QUIETED: list = []
 
 
-def quiet_full_disk_in_threads() -> None:
-    """Once per process: a background thread that dies of a full disk (TensorBoard's event writer) logs one warning
-    instead of printing its traceback; its owner raises the error again at its next call, in the main thread, where
-    the scripts make it one ``error:`` line. Other exceptions in threads keep Python's report."""
+def quiet_full_disk_reports() -> None:
+    """Once per process, for the writers that are not ours: a background thread that dies of a full disk
+    (TensorBoard's event writer) logs one warning instead of printing its traceback, and its owner raises the error
+    again at its next call, in the main thread, where the scripts make it one ``error:`` line; a log file on a full
+    disk (``train.log``) drops its lines silently instead of printing ``--- Logging error ---`` and a traceback for
+    each (the console still shows them). Anything else keeps Python's report."""
+    import sys
     import threading
 
-    if _THREAD_HOOK:
+    if _QUIETED:
         return
-    _THREAD_HOOK.append(threading.excepthook)
+    thread_hook, handle_error = threading.excepthook, logging.Handler.handleError
+    _QUIETED.append((thread_hook, handle_error))
 
     def hook(args) -> None:
         if args.exc_value is not None and is_disk_full(args.exc_value):
@@ -270,9 +274,14 @@ def quiet_full_disk_in_threads() -> None:
                         getattr(args.thread, "name", "?"), type(args.thread).__name__, type(args.exc_value).__name__,
                         args.exc_value)
             return
-        _THREAD_HOOK[0](args)
+        thread_hook(args)
+
+    def handleError(handler, record) -> None:  # noqa: N802  (logging's name)
+        if not is_disk_full(sys.exc_info()[1]):
+            handle_error(handler, record)
 
     threading.excepthook = hook
+    logging.Handler.handleError = handleError
 
 
 def atomic_write(path: str | Path, data: str | bytes | memoryview) -> None:

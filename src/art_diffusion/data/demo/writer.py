@@ -50,10 +50,16 @@ def _looks_like_demo(root: Path) -> bool:
         return False
 
 
-def _write_image(job: tuple[str, int, int, int, Path]) -> None:
+def _write_image(job: tuple[str, int, int, int, Path]) -> storage.DiskFullError | None:
+    """Paints one image; a full disk is returned, not raised: a pool torn down by a worker's exception can hang
+    (CPython's ``Pool.terminate`` waits on a queue lock a killed worker held), so every worker ends its jobs."""
     name, i, size, seed, path = job
-    with storage.atomic_path(path) as tmp:
-        render_demo_image(name, i, size, seed).save(tmp, format="JPEG", quality=_JPEG_QUALITY, subsampling=0)
+    try:
+        with storage.atomic_path(path) as tmp:
+            render_demo_image(name, i, size, seed).save(tmp, format="JPEG", quality=_JPEG_QUALITY, subsampling=0)
+    except storage.DiskFullError as exc:
+        return exc
+    return None
 
 
 def _write_dataset(dst: Path, params: dict) -> None:
@@ -63,8 +69,9 @@ def _write_dataset(dst: Path, params: dict) -> None:
     for name in DEMO_CLASSES:
         (dst / name).mkdir()
         jobs += [(name, i, size, seed, dst / name / f"{name}_{i:04d}.jpg") for i in range(n)]
-    for _ in parallel_map(_write_image, jobs, cores(), f"Painting the demo images in {dst}"):
-        pass
+    full = [error for error in parallel_map(_write_image, jobs, cores(), f"Painting the demo images in {dst}") if error]
+    if full:
+        raise full[0]
     storage.atomic_write(dst / _MARKER, json.dumps(params, sort_keys=True))  # marker last
 
 
