@@ -98,14 +98,14 @@ class FillDiskBeforeSave(L.Callback):
     """At the end of epoch ``epoch``'s validation, before the checkpoints are saved (Lightning runs checkpoint
     callbacks last), fills the run dir's file system so that less than half a checkpoint still fits."""
 
-    def __init__(self, filler: str, epoch: int = 1) -> None:
-        self.filler, self.epoch = Path(filler), epoch
+    def __init__(self, filler: str, epoch: int = 1, leave: int | None = None) -> None:
+        self.filler, self.epoch, self.leave = Path(filler), epoch, leave
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.current_epoch != self.epoch or trainer.sanity_checking:
             return
         last = Path(trainer.checkpoint_callback.dirpath) / "last.ckpt"
-        leave = last.stat().st_size // 2
+        leave = last.stat().st_size // 2 if self.leave is None else self.leave  # leave=0: not even a record fits
         free = shutil.disk_usage(self.filler.parent).free
         with open(self.filler, "wb") as fh:
             os.posix_fallocate(fh.fileno(), 0, max(free - leave, 1))

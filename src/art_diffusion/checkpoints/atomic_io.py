@@ -1,5 +1,6 @@
 """Every checkpoint Lightning saves (ModelCheckpoint, the SIGTERM checkpoint, ``trainer.save_checkpoint``) is
-written the project's one atomic way: :func:`art_diffusion.storage.atomic_path`.
+written the project's one atomic way: :func:`art_diffusion.storage.save_torch`
+(through :func:`~art_diffusion.storage.atomic_path`).
 
 Lightning's own ``TorchCheckpointIO`` writes through an fsspec transaction: a temporary file in the *system* temp
 dir, then a move. When the run dir is on another file system (a tmpfs, a network disk) the move is a copy, and a
@@ -12,16 +13,14 @@ a good ``last.ckpt`` or ``best.ckpt`` with a poisoned one. The run's divergence 
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
-import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.types import _PATH
 
 from art_diffusion import DivergedError
 from art_diffusion.checkpoints.loading import non_finite
-from art_diffusion.storage import atomic_path
+from art_diffusion.storage import save_torch
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -35,7 +34,4 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise DivergedError(f"Refusing to save {path}: the weights hold NaN or inf ({', '.join(bad[:3])}"
                                 f"{', ...' if len(bad) > 3 else ''}); training diverged. The previous checkpoint "
                                 "there, if any, is intact. Lower optim.lr or set trainer.gradient_clip_val.")
-        buffer = io.BytesIO()  # serialise first: a pickling error must not leave even a temporary file
-        torch.save(checkpoint, buffer)
-        with atomic_path(path) as tmp:
-            tmp.write_bytes(buffer.getbuffer())
+        save_torch(checkpoint, path)  # serialised first: a pickling error must not leave even a temporary file

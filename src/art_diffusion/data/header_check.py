@@ -20,7 +20,7 @@ from art_diffusion.data import row_store
 from art_diffusion.data.images import REASONS, BadImage, check_header
 from art_diffusion.data.listing import SourceFile
 from art_diffusion.data.pool import parallel_map
-from art_diffusion.storage import DiskFullError, atomic_write
+from art_diffusion.storage import atomic_write, optional_write
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +91,7 @@ def check_headers(
     if cache and (todo or len(known) != len(files)):
         # Concurrent runs (DDP ranks) each write a complete file; the last rename wins. Only a cache: a disk that is
         # full or read-only loses the time it saves, never the run.
-        try:
+        with optional_write(f"the header cache {cache} (the next run checks every header again)"):
             entries = {f.path: [f.size, f.mtime_ns, verdicts[f.path]] for f in files}
             atomic_write(cache, row_store.sealed(cache.name, {"files": entries}))
-        except (OSError, DiskFullError) as exc:
-            log.warning("Not saving the header cache %s (%s): the next run checks every header again.", cache,
-                        str(exc).split(";")[0])
     return verdicts

@@ -16,10 +16,15 @@ slider). Loggers without images (CSV) have the PNG files the image callbacks wri
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 import torch
+from lightning.pytorch.core.saving import save_hparams_to_yaml
 from lightning.pytorch.loggers import Logger, MLFlowLogger, WandbLogger
 from lightning.pytorch.loggers import TensorBoardLogger as LightningTensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
+
+from art_diffusion.storage import atomic_path
 
 #: The group of the bookkeeping scalars; "z_" sorts it after train, val, test and visuals in TensorBoard.
 LATE_GROUP = "z_run"
@@ -53,6 +58,16 @@ class TensorBoardLogger(LightningTensorBoardLogger):
 
     def log_hyperparams(self, params, metrics=None, step: int | None = None) -> None:
         super().log_hyperparams(params, readable_tags(metrics) if isinstance(metrics, Mapping) else metrics, step)
+
+    @rank_zero_only
+    def save(self) -> None:
+        """Lightning's save, with ``hparams.yaml`` written through :func:`~art_diffusion.storage.atomic_path` (Lightning
+        opens it in place: a full disk left it torn); Lightning then finds it and only flushes the event file."""
+        hparams_file = Path(self.log_dir) / self.NAME_HPARAMS_FILE
+        if hparams_file.parent.is_dir() and not hparams_file.is_file():
+            with atomic_path(hparams_file) as tmp:
+                save_hparams_to_yaml(tmp, self.hparams)
+        super().save()
 
 
 def _uint8_hwc(image: torch.Tensor):

@@ -11,7 +11,6 @@ for small sets).
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 from pathlib import Path
@@ -25,7 +24,7 @@ from art_diffusion.data.images import IMAGE_EXTENSIONS, BadImage, load_rgb
 from art_diffusion.data.listing import list_images
 from art_diffusion.metrics.scores import frechet_distance, scores
 from art_diffusion.nets.vgg import ImageNetNormalize, VGG16Features
-from art_diffusion.storage import atomic_write, optional_cache_dir
+from art_diffusion.storage import optional_cache_dir, optional_write, save_torch
 
 log = logging.getLogger(__name__)
 
@@ -128,9 +127,8 @@ def folder_features(folder: str | Path, image_size: int, max_images: int | None,
     found = features(load_images(folder, image_size, max_images), layer_extractor(weights, layer), input_size,
                      batch_size, device)
     if weights != "random" and path:  # random weights differ from run to run: nothing to reuse
-        buffer = io.BytesIO()
-        torch.save({"features": found, "seal": _seal(path, found)}, buffer)
-        atomic_write(path, buffer.getvalue())
+        with optional_write(f"the FD-VGG feature cache {path} (the real set is read again next time)"):
+            save_torch({"features": found, "seal": _seal(path, found)}, path)
     return found
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from art_diffusion.storage.files import atomic_path, optional_cache_dir
+from art_diffusion.storage.files import atomic_path, optional_cache_dir, optional_write
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +112,13 @@ def _build() -> ctypes.CDLL | str:
         if _ours(path):
             with contextlib.suppress(OSError, AttributeError):
                 return _load(path)  # a damaged file (a disk that filled up long ago) is built again below
-        with atomic_path(path) as tmp:
-            _compile(cc, tmp)
-        return _load(path)
+        written = False
+        with optional_write(f"the compiled kernels {path} (built in a private temporary directory instead)"):
+            with atomic_path(path) as tmp:  # a full cache disk costs the cache, not the kernels
+                _compile(cc, tmp)
+            written = True
+        if written:
+            return _load(path)
     with tempfile.TemporaryDirectory(prefix="art-diffusion-kernels-") as private:
         path = Path(private) / name
         _compile(cc, path)

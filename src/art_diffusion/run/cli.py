@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import errno
 import functools
@@ -20,6 +21,7 @@ from omegaconf import DictConfig
 
 from art_diffusion import UserError
 from art_diffusion.run import resolvers  # noqa: F401  (registers the config resolvers before Hydra composes)
+from art_diffusion.storage import DiskFullError, disk_full_error, ensure_room, is_disk_full, quiet_full_disk_reports
 
 T = TypeVar("T")
 
@@ -208,14 +210,31 @@ def make_run_dir(config: DictConfig, key: str) -> None:
               f"{fix}.", file=sys.stderr)
         raise SystemExit(2)
     path = Path(value)
+    existed = path.exists()
     try:
         path.mkdir(parents=True, exist_ok=True)
         if not os.access(path, os.W_OK):  # an existing dir on a read-only mount (EROFS even for root)
             raise OSError(errno.EROFS, "not writable")
+        _room_for_hydras_record(path)
+    except DiskFullError as exc:
+        if not existed:
+            with contextlib.suppress(OSError):
+                path.rmdir()
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     except OSError as exc:
         print(f"error: cannot create the output directory {path} ({exc.strerror or exc}): pass {fix}, or run "
               "from a writable working directory.", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+_HYDRA_RECORD_ROOM = 1 << 20  # bytes: Hydra's record of the call (.hydra/*.yaml) and the first log lines
+
+
+def _room_for_hydras_record(path: Path) -> None:
+    """A disk already full: one :class:`DiskFullError` now, not a traceback from Hydra's own write of ``.hydra``
+    (outside the task, so outside :func:`user_errors`). The space is taken and given back at once."""
+    ensure_room(path, _HYDRA_RECORD_ROOM, "the run's first records (Hydra's .hydra/*.yaml, train.log)")
 
 
 #: What Hydra writes into a run dir before the task starts (``hydra.output_subdir``, here ``.hydra``)
@@ -261,13 +280,28 @@ def discard_empty_output_dir() -> None:
 def user_error_in(error: BaseException) -> UserError | None:
     """``error`` itself if it is a :class:`UserError`, else the first one it was raised from: Hydra's instantiate
     wraps a constructor's error in an ``InstantiationException``, a DataLoader worker's in another exception."""
+    found = next((e for e in _chain(error) if isinstance(e, UserError)), None)
+    if found is None and error is not None and is_disk_full(error):
+        return _disk_full_elsewhere(error)
+    return found
+
+
+def _disk_full_elsewhere(error: BaseException) -> UserError:
+    """A full disk met by a library's own writer (TensorBoard's event file, a logger's CSV): not a bug, one message
+    naming the file's directory if the error says it, else the run dir (where the loggers write)."""
+    filename = next((e.filename for e in _chain(error) if isinstance(e, OSError) and e.filename), None)
+    if filename:
+        return disk_full_error(Path(os.fsdecode(filename)), error)
+    directory = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path.cwd()
+    return disk_full_error(directory, error, what="a logger's file in that run dir")
+
+
+def _chain(error: BaseException | None):
     seen = set()
     while error is not None and id(error) not in seen:
-        if isinstance(error, UserError):
-            return error
         seen.add(id(error))
+        yield error
         error = error.__cause__ or error.__context__
-    return None
 
 
 def user_errors(task: Callable[..., T]) -> Callable[..., T]:
@@ -278,6 +312,7 @@ def user_errors(task: Callable[..., T]) -> Callable[..., T]:
 
     @functools.wraps(task)
     def wrapper(*args, **kwargs):
+        quiet_full_disk_reports()  # a logger's thread, train.log on a full disk: no traceback on stderr
         try:
             return task(*args, **kwargs)
         except BaseException as error:

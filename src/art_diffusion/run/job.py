@@ -55,10 +55,20 @@ def _status(error: BaseException) -> str:
     return "failed"
 
 
+def _best_effort(write, *args, **kwargs) -> None:
+    """``write(*args)`` while recording an error: its own failure (a full disk, the very error being recorded, or a
+    run dir gone) is one warning, never a replacement of the error it records, which the caller re-raises."""
+    try:
+        write(*args, **kwargs)
+    except Exception as failure:
+        log.warning("Could not record how this job ended (%s: %s); the error it records follows.",
+                    type(failure).__name__, str(failure).split(";")[0])
+
+
 def _record(output_dir: Path, cfg: DictConfig, start: float, status: str, value: float | None = None,
             error: BaseException | None = None) -> None:
     """job.json; with the host (and, under SLURM, the job id and node) that ran it, since a sweep's jobs may run on
-    several nodes."""
+    several nodes. Called while handling an error, through :func:`_best_effort`."""
     if rank_zero_only.rank == 0:
         write_json(output_dir / JOB_FILE, {
             "status": status, "error": None if error is None else f"{type(error).__name__}: {error}",
@@ -96,10 +106,11 @@ def run_job(cfg: DictConfig) -> float:
             error = Interrupted(getattr(error, "signal_name", "SIGINT"), getattr(error, "exit_code", 130),
                                 str(output_dir))
         if ours:
-            _record(output_dir, cfg, start, _status(error), error=error)
-        if isinstance(error, Interrupted):
-            log.warning("%s", error)
-            raise SystemExit(error.exit_code) from None
+            _best_effort(_record, output_dir, cfg, start, _status(error), error=error)
+        if isinstance(error, (Interrupted, KeyboardInterrupt)):
+            stop = error if isinstance(error, Interrupted) else Interrupted("SIGINT", 130, str(output_dir))
+            log.warning("%s", stop)
+            raise SystemExit(stop.exit_code) from None
         if not (in_multirun() and rank_zero_only.rank == 0):
             raise
         if not ours:
@@ -107,7 +118,7 @@ def run_job(cfg: DictConfig) -> float:
             refused_jobs.append(str(error))
             return math.nan
         log.exception("This job %s; the sweep goes on. Error saved in %s", _status(error), output_dir / ERROR_FILE)
-        atomic_write(output_dir / ERROR_FILE, traceback.format_exc())
+        _best_effort(atomic_write, output_dir / ERROR_FILE, traceback.format_exc())
         return math.nan
     _record(output_dir, cfg, start, "completed", value=value)
     return value

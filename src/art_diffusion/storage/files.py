@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import io
 import json
 import logging
 import math
@@ -30,7 +31,43 @@ log = logging.getLogger(__name__)
 
 
 class DiskFullError(UserError):
-    """A write ran out of disk space (or quota); nothing was written under the final name."""
+    """A write ran out of disk space (or quota); nothing was written under the final name. ``directory`` is where
+    (None when unknown: an error unpickled from a worker process)."""
+
+    def __init__(self, message: str, directory: str | Path | None = None):
+        super().__init__(message)
+        self.directory = None if directory is None else Path(directory)
+
+
+#: What a library says when its write ran out of space, where it does not raise an ``OSError`` with the errno.
+_NO_SPACE_TEXT = ("No space left on device", "Disk quota exceeded")
+#: torch's zip writer (``torch.save`` to a path) turns a failed ``write`` into a ``RuntimeError`` without the errno:
+#: ``[enforce fail at inline_container.cc:...] . unexpected pos N vs M`` or ``PytorchStreamWriter failed writing``.
+_TORCH_WRITE_FAILED = ("unexpected pos", "PytorchStreamWriter failed", "file write failed")
+_NEARLY_FULL = 1 << 20  # bytes: a torch write that failed with less than this free failed for want of space
+
+
+def is_disk_full(error: BaseException | None, directory: str | Path | None = None) -> bool:
+    """True when ``error`` (or an exception it was raised from) says a write ran out of disk space or quota: the one
+    place every exception type that can carry it is recognised. An ``OSError`` with ``ENOSPC``/``EDQUOT`` (Python,
+    PIL, numpy), a :class:`DiskFullError`, a message (or a failed subprocess's stderr) with the C library's text, or
+    torch's writer failure (a ``RuntimeError`` without the errno) when ``directory`` is (nearly) full."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, DiskFullError):
+            return True
+        if isinstance(error, OSError) and error.errno in _DISK_FULL:
+            return True
+        text = f"{error} {getattr(error, 'stderr', None) or ''}"  # a subprocess's own words (a compiler's)
+        if any(words in text for words in _NO_SPACE_TEXT):
+            return True
+        if isinstance(error, RuntimeError) and directory is not None and any(m in text for m in _TORCH_WRITE_FAILED):
+            free = free_bytes(Path(directory))
+            if free is not None and free < _NEARLY_FULL:
+                return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def cache_root() -> Path:
@@ -112,9 +149,23 @@ def reserve(fh, num_bytes: int, path: Path) -> None:
     except OSError as exc:
         if exc.errno in _DISK_FULL:
             fh.truncate(0)  # give back what the failed reservation took, so the free space reported is real
-            raise _disk_full(path, exc, needed=num_bytes) from None
+            raise disk_full_error(path, exc, needed=num_bytes) from None
         if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
             raise
+
+
+def ensure_room(directory: Path, num_bytes: int, what: str) -> None:
+    """One :class:`DiskFullError` naming ``directory`` and ``what`` unless ``num_bytes`` fit there now, for writers
+    that are not ours (Hydra's record of a call): the space is taken by :func:`reserve` and given back at once."""
+    probe = Path(directory) / f".free-space-probe-{os.getpid()}"
+    try:
+        with open(probe, "wb") as fh:
+            reserve(fh, num_bytes, probe)
+    except DiskFullError as exc:
+        probe.unlink(missing_ok=True)  # first: the message reports the space it took back
+        raise disk_full_error(directory, exc, what=what) from None
+    finally:
+        probe.unlink(missing_ok=True)
 
 
 def _free_space(directory: Path) -> str:
@@ -122,14 +173,47 @@ def _free_space(directory: Path) -> str:
     return "free space unknown" if free is None else f"{megabytes(free)} free"
 
 
-def _disk_full(path: Path, exc: OSError, needed: int | None = None) -> DiskFullError:
-    size = f"{path.name} needs {megabytes(needed)}" if needed else f"while writing {path.name}"
+def _strerror(exc: BaseException) -> str:
+    strerror = getattr(exc, "strerror", None)
+    if strerror:
+        return strerror
+    return "Disk quota exceeded" if "quota" in str(exc).lower() else "No space left on device"
+
+
+def disk_full_error(path: str | Path, exc: BaseException, needed: int | None = None,
+                    what: str | None = None) -> DiskFullError:
+    """The one message for a full disk while writing ``path`` (``exc`` as :func:`is_disk_full` recognised it): the
+    directory, its free space now (call it after removing the partial file) and the way out. Never a traceback.
+    With ``what``, ``path`` is the directory and ``what`` the file a library's own writer did not name."""
+    path = Path(path)
+    directory = path if what else path.parent
+    size = f"{path.name} needs {megabytes(needed)}" if needed else f"while writing {what or path.name}"
+    state = (f"; {_strerror(exc)})" if what else f" after removing the partial file; {_strerror(exc)}); nothing was "
+             f"written under that name and the previous {path.name}, if any, is intact")
     return DiskFullError(
-        f"No space left on the disk of {path.parent} ({size}, {_free_space(path.parent)} after removing the partial "
-        f"file; {exc.strerror}); nothing was written under that name and the previous {path.name}, if any, is "
-        "intact. Free space on that disk (old runs, checkpoints, caches) or move the run/cache to a larger one, "
-        "then run again (a training run continues with `python scripts/train.py resume=<run dir>`)."
+        f"No space left on the disk of {directory} ({size}, {_free_space(directory)}{state}. Free space on that "
+        "disk (old runs, checkpoints, caches) or move the run/cache to a larger one, then run again (a training "
+        "run continues with `python scripts/train.py resume=<run dir>`).",
+        directory,
     )
+
+
+@contextlib.contextmanager
+def optional_write(what: str) -> Iterator[None]:
+    """Around the write of a cache the work can do without (``what``: "the VGG16 weight cache (...)"): a full or
+    unwritable disk there is one warning per directory and process, and the work goes on without the cache."""
+    try:
+        yield
+    except Exception as exc:
+        directory = getattr(exc, "directory", None)
+        if not (is_disk_full(exc) or isinstance(exc, (OSError, CacheUnusableError))):
+            raise
+        if directory is None or directory not in _WARNED:
+            _WARNED.add(directory)
+            why = (f"no space left on the disk of {directory}, {_free_space(directory)}" if directory is not None
+                   else str(exc).split(";")[0])
+            log.warning("Not saving %s: %s. Running without it; free space there or point %s (or data.cache_dir) "
+                        "at a larger disk to cache again.", what, why, CACHE_ENV)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -161,10 +245,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except OSError as exc:
-        if exc.errno in _DISK_FULL:
+    except Exception as exc:
+        if not isinstance(exc, DiskFullError) and is_disk_full(exc, path.parent):  # before the unlink: torch's case
             tmp.unlink(missing_ok=True)  # first: the message reports the space this file took back
-            raise _disk_full(path, exc) from None
+            raise disk_full_error(path, exc) from None
         raise
     finally:
         tmp.unlink(missing_ok=True)
@@ -223,10 +307,54 @@ def temporary_name(prefix: str) -> str:
     return f"{prefix}-{os.getpid()}.{_HOST_TAG}{uuid.uuid4().hex[:4]}"
 
 
-def atomic_write(path: str | Path, data: str | bytes) -> None:
+_QUIETED: list = []
+
+
+def quiet_full_disk_reports() -> None:
+    """Once per process, for the writers that are not ours: a background thread that dies of a full disk
+    (TensorBoard's event writer) logs one warning instead of printing its traceback, and its owner raises the error
+    again at its next call, in the main thread, where the scripts make it one ``error:`` line; a log file on a full
+    disk (``train.log``) drops its lines silently instead of printing ``--- Logging error ---`` and a traceback for
+    each (the console still shows them). Anything else keeps Python's report."""
+    import sys
+    import threading
+
+    if _QUIETED:
+        return
+    thread_hook, handle_error = threading.excepthook, logging.Handler.handleError
+    _QUIETED.append((thread_hook, handle_error))
+
+    def hook(args) -> None:
+        if args.exc_value is not None and is_disk_full(args.exc_value):
+            log.warning("The thread %s (%s) stopped: %s: %s; its owner reports the full disk at its next write.",
+                        getattr(args.thread, "name", "?"), type(args.thread).__name__, type(args.exc_value).__name__,
+                        args.exc_value)
+            return
+        thread_hook(args)
+
+    def handleError(handler, record) -> None:  # noqa: N802  (logging's name)
+        if not is_disk_full(sys.exc_info()[1]):
+            handle_error(handler, record)
+
+    threading.excepthook = hook
+    logging.Handler.handleError = handleError
+
+
+def atomic_write(path: str | Path, data: str | bytes | memoryview) -> None:
     """Write ``data`` (text as UTF-8) to ``path`` atomically: see :func:`atomic_path`."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+
+
+def save_torch(obj, path: str | Path) -> None:
+    """``torch.save(obj)`` to ``path`` atomically, the one way src/ saves with torch: serialised to memory first (a
+    pickling error leaves not even a temporary file, and torch's own file writer, which turns a full disk into a
+    ``RuntimeError`` without the errno, never touches the disk), then :func:`atomic_write`."""
+    import torch  # storage is imported by tools that never need torch's start-up time
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write(path, buffer.getbuffer())
 
 
 #: Characters a name from data may not bring into a file name: separators, NUL and other control characters, and

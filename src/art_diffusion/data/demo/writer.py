@@ -2,6 +2,8 @@
 
 * Written once: a marker ``root/.complete`` holding the parameters as JSON is part of the finished dataset.
   If it matches, the call returns immediately without touching anything.
+* A full disk is one :class:`~art_diffusion.storage.DiskFullError` naming the disk of ``root`` and its free space,
+  and nothing of the partial dataset is left.
 * Crash / concurrency safe: the dataset is built in a temporary directory beside ``root`` (marker written last,
   atomically) and moved into place with a single ``os.rename``; callers (e.g. DDP ranks) are serialised with
   :func:`art_diffusion.storage.file_lock` on a lock file beside ``root``. The folders a killed writer left
@@ -54,9 +56,16 @@ def _looks_like_demo(root: Path) -> bool:
         return False
 
 
-def _write_image(job: tuple[str, int, int, int, Path]) -> None:
+def _write_image(job: tuple[str, int, int, int, Path]) -> storage.DiskFullError | None:
+    """Paints one image; a full disk is returned, not raised: a pool torn down by a worker's exception can hang
+    (CPython's ``Pool.terminate`` waits on a queue lock a killed worker held), so every worker ends its jobs."""
     name, i, size, seed, path = job
-    render_demo_image(name, i, size, seed).save(path, quality=_JPEG_QUALITY, subsampling=0)
+    try:
+        with storage.atomic_path(path) as tmp:
+            render_demo_image(name, i, size, seed).save(tmp, format="JPEG", quality=_JPEG_QUALITY, subsampling=0)
+    except storage.DiskFullError as exc:
+        return exc
+    return None
 
 
 def _write_dataset(dst: Path, params: dict) -> None:
@@ -66,8 +75,9 @@ def _write_dataset(dst: Path, params: dict) -> None:
     for name in DEMO_CLASSES:
         (dst / name).mkdir()
         jobs += [(name, i, size, seed, dst / name / f"{name}_{i:04d}.jpg") for i in range(n)]
-    for _ in parallel_map(_write_image, jobs, cores(), f"Painting the demo images in {dst}"):
-        pass
+    full = [error for error in parallel_map(_write_image, jobs, cores(), f"Painting the demo images in {dst}") if error]
+    if full:
+        raise full[0]
     storage.atomic_write(dst / _MARKER, json.dumps(params, sort_keys=True))  # marker last
 
 
@@ -112,6 +122,11 @@ def write_demo_dataset(root, images_per_class: int = 48, image_size: int = 128, 
                     os.rename(root, old / "data")
                     shutil.rmtree(old, ignore_errors=True)
                 os.rename(tmp, root)
+            except Exception as exc:  # a full disk in any painting worker: one message about root's disk, no partial
+                if not storage.is_disk_full(exc, tmp):
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)  # first: the message reports the space it took back
+                raise storage.disk_full_error(root, exc) from None
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
     except PermissionError as exc:

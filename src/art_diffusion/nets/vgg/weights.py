@@ -3,7 +3,8 @@
 ImageNet weights come from the first source in :mod:`art_diffusion.nets.vgg.sources` that works and are cached under
 :func:`art_diffusion.storage.cache_dir` as ``vgg16_imagenet_features<N>.pt``. The cache is filled under
 :func:`art_diffusion.storage.file_lock` (DDP ranks resolve once) and written with
-:func:`art_diffusion.storage.atomic_path`.
+:func:`art_diffusion.storage.save_torch`
+(a full disk there: one warning, the weights are used uncached).
 """
 
 from __future__ import annotations
@@ -57,9 +58,12 @@ def imagenet_vgg16_state(num_layers: int = 16) -> dict[str, torch.Tensor]:
             logger.info("VGG16 ImageNet weights: served from cache %s", path)
             return state
         state, source = _resolve(num_layers)
-        with storage.atomic_path(path) as tmp:
-            torch.save(state, tmp)
-    logger.info("VGG16 ImageNet weights: served from %s; cached at %s", source, path)
+        # a full disk costs only the cache (one warning), never the run that already has its weights
+        with storage.optional_write(f"the VGG16 weight cache {path} (the weights are resolved again next time)"):
+            storage.save_torch(state, path)
+            logger.info("VGG16 ImageNet weights: served from %s; cached at %s", source, path)
+            return state
+    logger.info("VGG16 ImageNet weights: served from %s; not cached", source)
     return state
 
 

@@ -20,7 +20,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from art_diffusion.run.run_dir import JOB_FILE, METRICS_FILE, OVERRIDES_FILE
-from art_diffusion.storage import atomic_write
+from art_diffusion.storage import atomic_path, atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,8 @@ def plot(rows: list[dict[str, Any]], key: str, metric: str, path: Path) -> bool:
     ax.set(xlabel=key, ylabel=metric, title=f"{metric} vs {key}")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=Path(path).suffix.lstrip(".") or "png")
     plt.close(fig)
     return True
 
