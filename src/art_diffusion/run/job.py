@@ -55,6 +55,18 @@ def _status(error: BaseException) -> str:
     return "failed"
 
 
+#: What gloo and NCCL say when another rank's process went away mid-collective (its node failed, or it was killed).
+_PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "NCCL communicator was aborted")
+
+
+def _peer_lost(error: BaseException) -> bool:
+    """A distributed job under SLURM whose collective failed because a peer is gone: not this job's failure to
+    report (a sweep would collect it as the job's result before SLURM requeues the job), but the end of this
+    attempt, like a SIGTERM."""
+    return bool(os.environ.get("SLURM_JOB_ID")) and isinstance(error, RuntimeError) and \
+        any(text in str(error) for text in _PEER_LOST)
+
+
 def _best_effort(write, *args, **kwargs) -> None:
     """``write(*args)`` while recording an error: its own failure (a full disk, the very error being recorded, or a
     run dir gone) is one warning, never a replacement of the error it records, which the caller re-raises."""
@@ -105,6 +117,13 @@ def run_job(cfg: DictConfig) -> float:
         if isinstance(error, (StopSignal, KeyboardInterrupt)):  # everything has unwound: a checkpoint is final
             error = Interrupted(getattr(error, "signal_name", "SIGINT"), getattr(error, "exit_code", 130),
                                 str(output_dir))
+        if _peer_lost(error):  # the job's allocation is ending: SLURM decides whether it runs again, not this rank
+            if ours:
+                _best_effort(_record, output_dir, cfg, start, "interrupted", error=error)
+            log.warning("A peer process of this job is gone (%s): this rank stops without a result. Under SLURM a "
+                        "node failure requeues the job and resume=auto continues it from last.ckpt.",
+                        str(error).splitlines()[0][:300])
+            raise SystemExit(143) from None
         if ours:
             _best_effort(_record, output_dir, cfg, start, _status(error), error=error)
         if isinstance(error, (Interrupted, KeyboardInterrupt)):
