@@ -57,6 +57,11 @@ BAD_PAIRS = [
     (("model=ddpm", "model.image_size=48"), r"model.image_size=48 must equal data.image_size=32"),
     (("seed=null",), r"data.seed=None must be an integer in \[0, 4294967295\]"),
     (("trainer.accelerator=cpu", "trainer.devices=-1"), r"trainer.devices=-1 means every GPU.*trainer.devices=1"),
+    (("model=ddpm", "loss=hybrid"), r"loss=hybrid is the loss of another model than DiffusionModule: choose "
+                                    r"loss=diffusion"),
+    (("trainer.num_nodes=2",), r"trainer.num_nodes=2 but this process was not started on a cluster"),
+    (("trainer.precision=16-mixed",), r"trainer.precision=16-mixed is float16, which needs a GPU"),
+    (("test=no",), r"test='no' must be one of True, False"),
 ]
 
 

@@ -25,6 +25,7 @@ from art_diffusion.diffusion.prediction import PREDICTIONS
 from art_diffusion.diffusion.samplers import SAMPLERS
 from art_diffusion.diffusion.schedule import SCHEDULES
 from art_diffusion.nets import DOWNSAMPLING_FACTOR
+from art_diffusion.run.cluster.ddp import launched_on_every_node
 from art_diffusion.run.memory import CHOICES as CPU_MEMORY
 
 _ABSENT = object()
@@ -373,20 +374,6 @@ def _has_accelerator(accelerator) -> bool:
                                                                                                       "cuda", "mps")
 
 
-def _in_cluster() -> bool:
-    """Whether a launcher that starts every node's processes started this one (Lightning's own detection)."""
-    from lightning.fabric.plugins.environments import (
-        KubeflowEnvironment,
-        LSFEnvironment,
-        SLURMEnvironment,
-        TorchElasticEnvironment,
-    )
-
-    launched = any(env.detect() for env in (SLURMEnvironment, TorchElasticEnvironment, KubeflowEnvironment,
-                                             LSFEnvironment))
-    return launched or ("NODE_RANK" in os.environ and "MASTER_ADDR" in os.environ)
-
-
 def logged_metrics(cfg: DictConfig) -> set[str] | None:
     """The names the run's LightningModule (one of ours) and its callbacks will log: each stage's loss parts (train
     with Lightning's _step/_epoch names), the module's ``EVAL_METRICS`` for val and test, the generation scores when
@@ -426,7 +413,7 @@ def _run_relations(cfg: DictConfig) -> list[str]:
     if isinstance(devices, int) and devices > 1024:
         problems.append(f"trainer.devices={devices} must be at most 1024 (the devices of one node)")
     nodes = _select(cfg, "trainer.num_nodes")
-    if isinstance(nodes, int) and nodes > 1 and not _in_cluster():
+    if isinstance(nodes, int) and nodes > 1 and not launched_on_every_node():
         problems.append(f"trainer.num_nodes={nodes} but this process was not started on a cluster (SLURM, torchrun, "
                         "or NODE_RANK and MASTER_ADDR set on each node): it would wait forever for the other nodes. "
                         "Launch with hydra/launcher=slurm (docs/clusters.md) or torchrun, or use trainer.num_nodes=1")

@@ -26,6 +26,16 @@ RUN_DIR_ENV = "ART_DIFFUSION_RUN_DIR"
 _CONFIG_FLAGS = ("-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir")
 
 
+def launched_on_every_node() -> bool:
+    """Whether a launcher that starts every node's processes started this one (Lightning's own detection: SLURM,
+    torchrun, LSF; or NODE_RANK and MASTER_ADDR set on each node, by hand or by Kubeflow, whose detect() Lightning
+    does not implement). Without one, a run with ``trainer.num_nodes > 1`` would wait forever for the other nodes."""
+    from lightning.fabric.plugins.environments import LSFEnvironment, SLURMEnvironment, TorchElasticEnvironment
+
+    launched = any(env.detect() for env in (SLURMEnvironment, TorchElasticEnvironment, LSFEnvironment))
+    return launched or ("NODE_RANK" in os.environ and "MASTER_ADDR" in os.environ)
+
+
 def is_spawned_rank() -> bool:
     """True in the processes Lightning's DDP launcher starts (rank 0 runs the job itself)."""
     return int(os.environ.get("LOCAL_RANK", 0)) > 0 and RUN_DIR_ENV in os.environ
