@@ -205,6 +205,19 @@ write_demo_dataset(sys.argv[1], images_per_class=300, image_size=128)
 """
 
 
+def _children(pid: int) -> list[int]:
+    return [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
+            for child in (task / "children").read_text().split()]
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (this container's init may never reap an orphan)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 @pytest.mark.slow  # starts a process and kills it
 def test_a_demo_writer_killed_while_painting_leaves_nothing_the_next_run_keeps(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", _PAINT, str(tmp_path / "demo")], env=script_env())
@@ -213,12 +226,18 @@ def test_a_demo_writer_killed_while_painting_leaves_nothing_the_next_run_keeps(t
         while time.monotonic() < deadline and not any(tmp_path.glob(".demo.tmp-*/*/*.jpg")):
             time.sleep(0.05)
         assert proc.poll() is None, "painted everything before the kill"
+        workers = _children(proc.pid)
+        assert workers, "the demo is painted in a pool of worker processes"
         proc.kill()
         proc.wait()
     finally:
         if proc.poll() is None:
             proc.kill()
     assert list(tmp_path.glob(".demo.tmp-*"))  # what a kill -9 leaves
+    deadline = time.monotonic() + 1.5  # killed with it (0.02 s here); orphans would paint their chunk (3 s here)
+    while time.monotonic() < deadline and any(map(_running, workers)):
+        time.sleep(0.05)
+    assert not any(map(_running, workers)), "the painting workers outlive their killed owner"
     from art_diffusion.data.demo import write_demo_dataset
 
     write_demo_dataset(tmp_path / "demo", images_per_class=1, image_size=16)

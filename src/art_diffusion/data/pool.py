@@ -3,6 +3,8 @@ demo's images)."""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import multiprocessing
 import os
@@ -31,14 +33,25 @@ def parallel_map(fn: Callable[[In], Out], items: list[In], workers: int, what: s
         yield from _with_progress(results, len(items), what)
         return
     chunksize = max(1, len(items) // (workers * _CHUNKS_PER_WORKER))
-    with multiprocessing.get_context().Pool(workers, initializer=_die_on_sigterm) as pool:
+    with multiprocessing.get_context().Pool(workers, initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
         yield from _with_progress(pool.imap(fn, items, chunksize=chunksize), len(items), what)
 
 
-def _die_on_sigterm() -> None:
-    """In a pool worker: SIGTERM ends the process, as ``Pool.terminate()`` expects. A forked worker inherits its
-    parent's Python handler, and a submitit job's (SLURM, submitit_local) only logs SIGTERM: the pool never ends."""
+def _die_with_parent(parent: int) -> None:
+    """In a pool worker: it ends with the pool's owner. SIGTERM ends the process, as ``Pool.terminate()`` expects (a
+    forked worker inherits its parent's Python handler, and a submitit job's, under SLURM or submitit_local, only logs
+    SIGTERM: the pool never ends). And a ``kill -9`` of the owner kills its workers (Linux's parent-death signal):
+    an orphaned worker would otherwise paint or cache the rest of its chunk into a folder the next run is removing."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if os.getppid() != parent:  # a forkserver's child: its parent is not the owner (it ends at its next task)
+        return
+    with contextlib.suppress(OSError, AttributeError):  # not Linux (no prctl): likewise
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the owner died between the two lines: nobody is left to signal us
+        os._exit(1)
+
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def _with_progress(results: Iterable[Out], total: int, what: str) -> Iterator[Out]:

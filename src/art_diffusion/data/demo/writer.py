@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 
 import filelock
@@ -146,7 +147,11 @@ def _remove_leftovers(root: Path) -> None:
     """Remove them: every writer holds the lock while its folders exist, so under the lock all are dead ones'."""
     for leftover in _leftovers(root):
         log.info("Removing %s, left by a demo-dataset writer that was killed", leftover)
-        shutil.rmtree(leftover, ignore_errors=True)
+        for _ in range(20):  # its painting workers die with it, yet one may finish a file while the tree goes
+            shutil.rmtree(leftover, ignore_errors=True)
+            if not leftover.exists():
+                break
+            time.sleep(0.05)
 
 
 def _sweep_complete(root: Path) -> None:
