@@ -152,16 +152,11 @@ def test_a_user_error_wrapped_by_hydra_instantiate_is_still_one_message():
     assert user_error_in(RuntimeError("a bug")) is None
 
 
-@pytest.mark.slow  # starts scripts/train.py
 def test_a_refused_command_leaves_no_run_dir_and_a_live_runs_dir_is_left_alone(tmp_path):
-    import subprocess
-    import sys
+    from tests.helpers.scripts import run_script
 
-    from tests.helpers.scripts import REPO, script_env
-
-    def train(*overrides: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, str(REPO / "scripts" / "train.py"), *overrides], cwd=tmp_path,
-                              env=script_env(), capture_output=True, text=True, timeout=300)
+    def train(*overrides: str):
+        return run_script("train", *overrides, cwd=tmp_path)
 
     refused = train("optim.lr=-1")
     assert refused.returncode == 2 and "optim.lr=-1 must be a finite number > 0" in refused.stderr

@@ -8,8 +8,6 @@ import json
 import logging
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,8 +20,7 @@ from art_diffusion.checkpoints import DamagedCheckpointError, load_checkpoint, l
 from art_diffusion.checkpoints.resume import newest_loadable_checkpoint
 from art_diffusion.pretrained.export import export
 from art_diffusion.run.train import train
-from tests.helpers.config import REPO
-from tests.helpers.scripts import script_env
+from tests.helpers.scripts import run_script
 from tests.test_pretrained import entry_cfg
 
 pytestmark = [
@@ -183,12 +180,10 @@ def test_good_weights_load_with_float_casts_and_without_weights_sha256(tiny_run,
         art_diffusion.load_pretrained(folder)
 
 
-@pytest.mark.slow  # starts the script in a subprocess
 def test_reconstruct_script_refuses_a_damaged_checkpoint_in_one_line(tiny_run, tmp_path):
     path = damaged_checkpoint(tiny_run / "checkpoints" / "best.ckpt", tmp_path, "nan")
-    done = subprocess.run([sys.executable, str(REPO / "scripts" / "reconstruct.py"), f"ckpt_path={path}",
-                           f"input={tmp_path}", f"output_dir={tmp_path / 'out'}"], cwd=tmp_path,
-                          env={**script_env(), "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    done = run_script("reconstruct", f"ckpt_path={path}", f"input={tmp_path}", f"output_dir={tmp_path / 'out'}",
+                      cwd=tmp_path)
     errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
     assert done.returncode == 2 and len(errors) == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert f"{path}: tensor 'state_dict.net.{WEIGHT}' holds 1 NaN" in errors[0]

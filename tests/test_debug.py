@@ -10,7 +10,7 @@ import torch
 
 from art_diffusion.run.train import train
 from tests.helpers.config import CONF_DIR, TINY, compose_train_cfg
-from tests.helpers.scripts import tiny, train_script
+from tests.helpers.scripts import run_script, tiny
 
 pytestmark = [
     pytest.mark.usefixtures("one_thread"),
@@ -72,7 +72,7 @@ def test_every_debug_option_runs_a_tiny_fit_without_checkpoints(tmp_path, demo_r
 
 @pytest.mark.slow
 def test_debug_run_from_the_command_line_prints_and_saves_the_config_tree(tmp_path, demo_root):
-    result = train_script(*tiny(demo_root), "debug=fdr", "model.net.base_channels=5", cwd=tmp_path)
+    result = run_script("train", *tiny(demo_root), "debug=fdr", "model.net.base_channels=5", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
 
     (run,) = (tmp_path / "outputs" / "debug").glob("*/*")  # outputs/debug/<date>/<time>

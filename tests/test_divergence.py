@@ -12,7 +12,7 @@ from art_diffusion.checkpoints.atomic_io import AtomicCheckpointIO
 from art_diffusion.run.train import train
 from art_diffusion.storage import json_text
 from tests.helpers.config import DEMO_LR
-from tests.helpers.scripts import SHORT, tiny, train_script
+from tests.helpers.scripts import SHORT, run_script, tiny
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*random.*", "ignore:.*num_workers.*")
 
@@ -32,7 +32,7 @@ def test_a_non_finite_training_loss_stops_the_run_before_any_checkpoint(compose_
 @pytest.mark.slow
 def test_a_diverged_run_exits_with_one_line_and_says_so_in_job_json(tmp_path, demo_root):
     run = tmp_path / "run"
-    result = train_script(*tiny(demo_root), *SHORT, OVERFLOW, f"hydra.run.dir={run}", cwd=tmp_path)
+    result = run_script("train", *tiny(demo_root), *SHORT, OVERFLOW, f"hydra.run.dir={run}", cwd=tmp_path)
     assert result.returncode == 2
     last_line = result.stderr.strip().splitlines()[-1]
     assert last_line.startswith("error: Training diverged: val/loss = inf at epoch 0, sanity check")
@@ -61,8 +61,8 @@ def test_json_files_are_strict_json_with_null_for_a_missing_number(number):
 @pytest.mark.slow
 def test_a_sweep_none_of_whose_jobs_completed_exits_2(tmp_path, demo_root):
     sweep = tmp_path / "sweep"
-    result = train_script("-m", *tiny(demo_root), *SHORT, "loss.perceptual_weight=oops,1e39",
-                          f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    result = run_script("train", "-m", *tiny(demo_root), *SHORT, "loss.perceptual_weight=oops,1e39",
+                        f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert result.returncode == 2, result.stderr[-3000:]
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: no job of the sweep {sweep} completed "
                                                              "(2 jobs: diverged, failed)")

@@ -1,10 +1,8 @@
 """scripts/evaluate.py and the offline LPIPS: same numbers as torchmetrics, as the training's test metrics."""
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -17,7 +15,8 @@ from art_diffusion import UserError
 from art_diffusion.metrics.lpips import LPIPS
 from art_diffusion.nets.vgg import load_vgg16_state
 from art_diffusion.tools.evaluate import checkpoint_list, evaluate
-from tests.helpers.config import CONF_DIR, REPO
+from tests.helpers.config import CONF_DIR
+from tests.helpers.scripts import run_script
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*random.*", "ignore:.*weights_only.*")
 
@@ -51,13 +50,8 @@ def test_lpips_equals_torchmetrics_on_the_same_backbone(monkeypatch):
 @pytest.mark.slow
 def test_cli_compares_checkpoints_on_their_test_split(tiny_run, tmp_path):
     checkpoints = tiny_run / "checkpoints"
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    result = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "evaluate.py"),
-         f"ckpt_path=[{checkpoints / 'best.ckpt'},{checkpoints / 'last.ckpt'}]",
-         "lpips.vgg_weights=random", "device=cpu"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )
+    result = run_script("evaluate", f"ckpt_path=[{checkpoints / 'best.ckpt'},{checkpoints / 'last.ckpt'}]",
+                        "lpips.vgg_weights=random", "device=cpu", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tiny_run / "evaluation" / "metrics.json").read_text())
     scores = report["checkpoints"][str(checkpoints / "best.ckpt")]
@@ -120,12 +114,9 @@ def test_a_sweep_dir_names_the_jobs_it_skips_and_says_when_every_job_failed(tmp_
 
 
 def _evaluate_script(*args: str, cwd) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    return subprocess.run([sys.executable, str(REPO / "scripts" / "evaluate.py"), *args, "lpips.enabled=false",
-                           "device=cpu"], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return run_script("evaluate", *args, "lpips.enabled=false", "device=cpu", cwd=cwd)
 
 
-@pytest.mark.slow
 def test_cli_takes_checkpoints_of_sweep_jobs_whose_paths_hold_equals_and_commas(tiny_run, tmp_path):
     sweep = tmp_path / "sweep"
     jobs = [sweep / "lr=0.001,perceptual_weight=0", sweep / "lr=0.01,perceptual_weight=1"]

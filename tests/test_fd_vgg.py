@@ -3,8 +3,6 @@
 import json
 import logging
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,7 +11,7 @@ import torch
 from art_diffusion.data.demo import DEMO_CLASSES, render_demo_image
 from art_diffusion.metrics.fd_vgg import fd_vgg_folders, frechet_distance, load_images
 from art_diffusion.metrics.scores import kernel_distance
-from tests.helpers.config import REPO
+from tests.helpers.scripts import run_script
 
 pytestmark = [
     pytest.mark.usefixtures("one_thread"),
@@ -100,11 +98,9 @@ def test_load_images_resizes_and_reports_empty_folders(folders, tmp_path):
 @pytest.mark.slow
 def test_fd_vgg_cli_prints_and_writes_json(folders, tmp_path):
     out = tmp_path / "fd.json"
-    cmd = [sys.executable, str(REPO / "scripts" / "fd_vgg.py"), f"real_dir={folders / 'a'}",
-           f"fake_dir={folders / 'noise'}", "image_size=32", "vgg_weights=random", "layer=22", "input_size=32",
-           "max_images=8", "device=cpu", f"output_json={out}"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    result = run_script("fd_vgg", f"real_dir={folders / 'a'}", f"fake_dir={folders / 'noise'}", "image_size=32",
+                        "vgg_weights=random", "layer=22", "input_size=32", "max_images=8", "device=cpu",
+                        f"output_json={out}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     saved = json.loads(out.read_text())
     assert saved["fd_vgg"] > 0 and saved["num_real"] == 8 and saved["num_fake"] == 8 and "kid" in saved

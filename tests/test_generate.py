@@ -1,9 +1,6 @@
 """scripts/generate.py end to end on a tiny model=ddpm checkpoint trained through the real config."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,7 +10,8 @@ from PIL import Image
 
 from art_diffusion.run.train import train
 from art_diffusion.tools.generate import generate
-from tests.helpers.config import CONF_DIR, REPO, compose_train_cfg
+from tests.helpers.config import CONF_DIR, compose_train_cfg
+from tests.helpers.scripts import run_script
 
 pytestmark = [
     pytest.mark.usefixtures("one_thread"),
@@ -54,14 +52,11 @@ def pixels(folder):
     return np.stack([np.asarray(Image.open(p)) for p in sorted((folder / "images").glob("*.png"))])
 
 
-@pytest.mark.slow
 def test_generate_script_writes_pngs_and_a_grid_per_class_with_dpm_solver(ddpm_checkpoint, tmp_path):
     out = tmp_path / "gen"
-    cmd = [sys.executable, str(REPO / "scripts" / "generate.py"), f"ckpt_path={ddpm_checkpoint}", "num_images=5",
-           "batch_size=3", "sampler=dpm++2m", "steps=4", "seed=0", "class_name=all", f"output_dir={out}",
-           "device=cpu"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    args = [f"ckpt_path={ddpm_checkpoint}", "num_images=5", "batch_size=3", "sampler=dpm++2m", "steps=4", "seed=0",
+            "class_name=all", f"output_dir={out}", "device=cpu"]
+    result = run_script("generate", *args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     classes = sorted(p.name for p in (out / "images").iterdir())
     assert len(classes) == 7 and "landscapes" in classes
@@ -71,11 +66,10 @@ def test_generate_script_writes_pngs_and_a_grid_per_class_with_dpm_solver(ddpm_c
     assert Image.open(out / "grid_landscapes.png").size == (3 * 34 + 2, 2 * 34 + 2)  # 5 images, 3 per row
     # the log is in output_dir, and nothing (no outputs/generate/<date>/<time>/, no .hydra/) in the working dir
     assert (out / "generate.log").exists() and not (out / ".hydra").exists()
-    refused = subprocess.run([*cmd[:-3], "class_name=portraits", f"output_dir={tmp_path / 'refused'}", "device=cpu"],
-                             cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    refused = run_script("generate", *args[:-3], "class_name=portraits", f"output_dir={tmp_path / 'refused'}",
+                         "device=cpu", cwd=tmp_path)
     assert refused.returncode == 2 and refused.stderr.startswith("error:"), refused.stderr[-2000:]
-    default = subprocess.run([*cmd[:2], f"ckpt_path={tmp_path / 'missing.ckpt'}"], cwd=tmp_path,
-                             capture_output=True, text=True, timeout=300, env=env)
+    default = run_script("generate", f"ckpt_path={tmp_path / 'missing.ckpt'}", cwd=tmp_path)
     assert default.returncode == 2, default.stderr[-2000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gen"]
 

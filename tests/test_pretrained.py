@@ -8,7 +8,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from art_diffusion.pretrained.export import export
 from art_diffusion.tools.generate import generate
 from art_diffusion.tools.reconstruct import reconstruct
 from tests.helpers.config import CONF_DIR, REPO
-from tests.helpers.scripts import script_env
+from tests.helpers.scripts import run_script
 from tests.test_generate import ddpm_checkpoint, generate_cfg  # noqa: F401  (the tiny conditional DDPM fixture)
 
 pytestmark = [
@@ -228,12 +227,10 @@ def test_onnx_matches_pytorch_with_dynamic_batch_and_size(tiny_run, tmp_path):
     assert "model.onnx" in (out / "README.md").read_text()
 
 
-@pytest.mark.slow  # starts the script in a subprocess
+@pytest.mark.slow  # exports a checkpoint
 def test_export_script_writes_the_folder_and_refuses_in_one_line(tiny_run, tmp_path):
     def run(*args):
-        return subprocess.run([sys.executable, str(REPO / "scripts" / "export.py"), *args], cwd=tmp_path,
-                              env={**script_env(), "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
-                              timeout=300)
+        return run_script("export", *args, cwd=tmp_path)
 
     done = run(f"ckpt_path={tiny_run / 'checkpoints' / 'best.ckpt'}", "output_dir=folder")
     assert done.returncode == 0, done.stderr[-3000:]

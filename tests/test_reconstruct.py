@@ -3,8 +3,6 @@
 import csv
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +17,8 @@ from art_diffusion.data.images import load_rgb
 from art_diffusion.metrics.pixel import psnr
 from art_diffusion.tools.inputs import find_inputs
 from art_diffusion.tools.reconstruct import Reconstructor, pad_to_multiple, reconstruct
-from tests.helpers.config import CONF_DIR, REPO
+from tests.helpers.config import CONF_DIR
+from tests.helpers.scripts import run_script
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*random.*")
 
@@ -50,13 +49,8 @@ def test_cli_native_size_reconstructs_full_resolution(tiny_run, tmp_path):
     # two inputs sharing a stem: each keeps its own output (same.jpg.png, same.png.png), none overwritten
     Image.new("RGB", (24, 16), (250, 250, 250)).save(inputs / "same.jpg")
     Image.new("RGB", (16, 24), (0, 0, 0)).save(inputs / "same.png")
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    result = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "reconstruct.py"),
-         f"ckpt_path={tiny_run / 'checkpoints' / 'best.ckpt'}", f"input={inputs}", f"output_dir={out}",
-         "size=native", "device=cpu"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )
+    result = run_script("reconstruct", f"ckpt_path={tiny_run / 'checkpoints' / 'best.ckpt'}", f"input={inputs}",
+                        f"output_dir={out}", "size=native", "device=cpu", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
 
     for name, (w, h) in sizes.items():
@@ -144,12 +138,9 @@ def test_missing_input_says_so(tmp_path):
         find_inputs(str(tmp_path))
 
 
-@pytest.mark.slow
 def test_a_failed_call_leaves_no_output_dir_behind(tiny_run, tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    result = subprocess.run([sys.executable, str(REPO / "scripts" / "reconstruct.py"),
-                             f"ckpt_path={tiny_run / 'checkpoints' / 'best.ckpt'}", f"input={tmp_path / 'nope.jpg'}"],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    result = run_script("reconstruct", f"ckpt_path={tiny_run / 'checkpoints' / 'best.ckpt'}",
+                        f"input={tmp_path / 'nope.jpg'}", cwd=tmp_path)
     assert result.returncode != 0 and "no such file or directory" in result.stderr
     assert not (tmp_path / "outputs").exists()  # the default outputs/reconstruct/<date>/<time>, made by Hydra
 

@@ -7,10 +7,8 @@ file that the payload would create must never appear.
 from __future__ import annotations
 
 import itertools
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -26,6 +24,7 @@ from art_diffusion.tools.evaluate import evaluate
 from art_diffusion.tools.generate import generate
 from art_diffusion.tools.reconstruct import reconstruct
 from tests.helpers.config import CONF_DIR, REPO, compose_train_cfg
+from tests.helpers.scripts import run_script
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*random.*", "ignore:.*num_workers.*")
 
@@ -106,9 +105,7 @@ def test_registered_classes_and_vouched_ones_pass():
 
 
 def _script(name: str, *overrides: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
-    return subprocess.run([sys.executable, str(REPO / "scripts" / f"{name}.py"), *overrides], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return run_script(name, *overrides, cwd=REPO)
 
 
 def _poison(source: Path, dest: Path, edit) -> Path:
@@ -162,7 +159,7 @@ def test_a_hostile_checkpoint_stops_the_script_in_one_message(tiny_run, tmp_path
     def in_net(config):  # a function the project imports, as the network
         config["model"]["net"] = {"_target_": "art_diffusion.storage.atomic_write", "path": str(marker), "data": "x"}
 
-    # as a user runs it: the script in a subprocess, one message, exit 2
+    # as a user runs it: the script, one message, exit 2
     evil = _poison(tiny_run / "checkpoints" / "best.ckpt", tmp_path / "reconstruct.ckpt", in_net)
     result = _script("reconstruct", f"ckpt_path={evil}", "device=cpu", f"input={demo_root}",
                      f"output_dir={tmp_path / 'r'}")

@@ -15,6 +15,7 @@ import torch
 from art_diffusion.checkpoints import load_checkpoint
 from art_diffusion.run.train import train
 from tests.helpers.config import TINY, compose_train_cfg
+from tests.helpers.scripts import run_script
 from tests.test_checkpoints import _train_cli
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*random.*", "ignore:.*num_workers.*")
@@ -64,7 +65,7 @@ def test_a_full_disk_ends_with_one_message_and_keeps_the_last_good_checkpoint(tm
     run = tmpfs / "run"
     filler = ["+callbacks.fill._target_=tests.helpers.crash.FillDiskBeforeSave",
               f"+callbacks.fill.filler={run / 'filler'}", "trusted_classes=[tests.helpers.crash.FillDiskBeforeSave]"]
-    result = _train_cli(*FAST, f"data.root={demo_root}", *filler, f"hydra.run.dir={run}")
+    result = run_script("train", *FAST, f"data.root={demo_root}", *filler, f"hydra.run.dir={run}")
     assert result.returncode == 2, result.stderr[-3000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]

@@ -1,15 +1,14 @@
 """End-to-end runs of train(cfg) through the real Hydra config, Trainer, callbacks and TensorBoard files."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from art_diffusion.run.train import train
-from tests.helpers.config import REPO, TINY
+from tests.helpers.config import TINY
+from tests.helpers.scripts import run_script
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*random.*", "ignore:.*num_workers.*")
 
@@ -58,10 +57,8 @@ def test_resume_from_last_checkpoint_continues_the_epoch_count(compose_cfg, tmp_
 @pytest.mark.slow
 def test_multirun_gives_one_run_dir_per_job(tmp_path, demo_root):
     overrides = [o for o in TINY if not o.startswith("trainer.max_epochs")]
-    cmd = [sys.executable, str(REPO / "scripts" / "train.py"), "-m", *overrides, f"data.root={demo_root}",
-           "+trainer.fast_dev_run=true", "loss.perceptual_weight=0,0.5",
-           f"hydra.sweep.dir={tmp_path / 'sweep'}"]
-    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    result = run_script("train", "-m", *overrides, f"data.root={demo_root}", "+trainer.fast_dev_run=true",
+                        "loss.perceptual_weight=0,0.5", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     runs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir())
     assert runs == ["perceptual_weight=0", "perceptual_weight=0.5"]  # named after the swept value alone

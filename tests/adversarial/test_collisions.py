@@ -9,7 +9,7 @@ import multiprocessing
 import pytest
 
 from art_diffusion.checkpoints.resume import unique_dir
-from tests.helpers.scripts import SHORT, tiny, train_script
+from tests.helpers.scripts import SHORT, run_script, tiny
 
 
 def _claim(default: str, queue) -> None:
@@ -40,7 +40,7 @@ def test_a_default_run_dir_taken_by_another_run_is_left_alone(tmp_path, demo_roo
         (run / ".hydra").mkdir(parents=True)
         (run / ".hydra" / "config.yaml").write_text("another run\n")
         taken.append(run)
-    result = train_script(*tiny(demo_root), *SHORT, "test=false", cwd=tmp_path)
+    result = run_script("train", *tiny(demo_root), *SHORT, "test=false", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert all((run / ".hydra" / "config.yaml").read_text() == "another run\n" for run in taken)
     assert all(sorted(p.name for p in run.iterdir()) == [".hydra"] for run in taken)

@@ -19,6 +19,7 @@ import torch
 from art_diffusion.storage import DiskFullError, is_disk_full
 from tests.adversarial.test_faults import _script, mounted
 from tests.helpers.config import REPO
+from tests.helpers.scripts import run_script
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*random.*", "ignore:.*num_workers.*")
 
@@ -285,7 +286,7 @@ def test_a_sweep_job_whose_record_cannot_be_written_still_returns_nan(tmp_path, 
 
 # --- as a user runs it ----------------------------------------------------------------------------------------------
 
-@pytest.mark.slow  # starts the script
+@pytest.mark.slow  # runs the script
 def test_train_with_the_demo_data_on_a_full_disk_says_so_in_one_line(tmp_path):
     with mounted(tmp_path / "small", "400k") as small:
         result = _script("train.py", "experiment=demo", "trainer.max_epochs=1", "data.images_per_class=8",
@@ -298,7 +299,7 @@ def test_train_with_the_demo_data_on_a_full_disk_says_so_in_one_line(tmp_path):
         assert _left(small) == []
 
 
-@pytest.mark.slow  # trains in a subprocess
+@pytest.mark.slow  # trains
 def test_train_with_a_full_vgg_cache_disk_warns_once_and_trains(tmp_path):
     torch_home = tmp_path / "torch"
     (torch_home / "hub" / "checkpoints").mkdir(parents=True)
@@ -314,16 +315,16 @@ def test_train_with_a_full_vgg_cache_disk_warns_once_and_trains(tmp_path):
         assert [p for p in _left(small) if "vgg16" in p or p.endswith(".tmp")] == []  # (compiled kernels fit)
 
 
-@pytest.mark.slow  # trains in a subprocess
+@pytest.mark.slow  # trains
 def test_a_disk_that_fills_mid_run_is_one_error_about_the_checkpoint_not_about_job_json(tmp_path, demo_root):
     from art_diffusion.checkpoints import load_checkpoint
-    from tests.test_saves import FAST, _train_cli
+    from tests.test_saves import FAST
 
     with mounted(tmp_path / "small", "64m") as small:
         run = small / "run"  # before epoch 1's checkpoints the disk is filled: nothing more fits, not even job.json
         filler = ["+callbacks.fill._target_=tests.helpers.crash.FillDiskBeforeSave", f"+callbacks.fill.filler={run}/f",
                   "+callbacks.fill.leave=0", "trusted_classes=[tests.helpers.crash.FillDiskBeforeSave]"]
-        result = _train_cli(*FAST, f"data.root={demo_root}", *filler, f"hydra.run.dir={run}")
+        result = run_script("train", *FAST, f"data.root={demo_root}", *filler, f"hydra.run.dir={run}")
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
         errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
         # before: the failed job.json write replaced the checkpoint's error (or TensorBoard's thread printed its own)

@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from tests.helpers.config import REPO
-from tests.helpers.scripts import script_env
+from tests.helpers.scripts import run_script, script_env
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*random.*", "ignore:.*num_workers.*")
 
@@ -39,9 +38,7 @@ def mounted(path: Path, size: str = "2m", read_only: bool = False):
 
 
 def _script(name: str, *args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "scripts" / name), *args], cwd=cwd,
-                          env={**script_env(), "OMP_NUM_THREADS": "1", **(env or {})},
-                          capture_output=True, text=True, timeout=300)
+    return run_script(name.removesuffix(".py"), *args, cwd=cwd, env=env)
 
 
 def _one_error_line(result: subprocess.CompletedProcess) -> str:
@@ -69,7 +66,7 @@ def test_the_run_dir_callback_refuses_a_read_only_place_in_one_line(tmp_path, ca
     assert (tmp_path / "rw" / "run").is_dir()
 
 
-@pytest.mark.slow  # starts the scripts
+@pytest.mark.slow  # runs the scripts
 def test_train_and_the_tools_on_a_read_only_file_system_say_so_in_one_line(tmp_path):
     with mounted(tmp_path / "ro", read_only=True) as ro:
         line = _one_error_line(_script("train.py", "experiment=demo", f"hydra.run.dir={ro / 'run'}", cwd=tmp_path))
@@ -179,7 +176,7 @@ def test_a_read_only_cache_dir_still_resolves_the_vgg_weights(tmp_path, monkeypa
         assert "cannot be written" in caplog.text and "not cached" in caplog.text
 
 
-@pytest.mark.slow  # trains a few steps in a subprocess
+@pytest.mark.slow  # trains a few steps
 def test_train_with_a_read_only_cache_dir_runs_without_it_or_says_why_it_cannot(tmp_path, demo_root):
     from tests.helpers.scripts import SHORT, tiny
 

@@ -6,40 +6,21 @@ start-up once per command.
     python tests/helpers/readme_runner.py commands.json results.json
 """
 
-import contextlib
-import io
 import json
 import os
-import runpy
 import sys
 import time
-import traceback
+from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # tiny convolutions on a shared CPU: threads only spin
 
 
 def run_one(script: str, args: list[str], env: dict[str, str]) -> dict:
-    from hydra.core.global_hydra import GlobalHydra
+    from tests.helpers.scripts import run_script
 
-    GlobalHydra.instance().clear()  # each command composes from scratch, as a new process would
-    saved_env, saved_argv = dict(os.environ), sys.argv
-    os.environ.update(env)
-    sys.argv = [script, *args]
-    out, err = io.StringIO(), io.StringIO()
     start = time.monotonic()
-    code = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            runpy.run_path(script, run_name="__main__")
-        except SystemExit as stop:
-            code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
-        except BaseException:  # what the interpreter would print before exiting 1
-            traceback.print_exc()
-            code = 1
-    sys.argv = saved_argv
-    os.environ.clear()
-    os.environ.update(saved_env)
-    return {"returncode": code, "stdout": out.getvalue()[-4000:], "stderr": err.getvalue()[-4000:],
+    result = run_script(Path(script).stem, *args, cwd=os.getcwd(), env=env)
+    return {"returncode": result.returncode, "stdout": result.stdout[-4000:], "stderr": result.stderr[-4000:],
             "seconds": round(time.monotonic() - start, 2)}
 
 

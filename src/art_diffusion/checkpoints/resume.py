@@ -177,8 +177,8 @@ def _remove_unused_claims() -> None:
     """At exit: a dir :func:`unique_dir` made that stayed empty (Hydra resolved the default run dir, then used another:
     ``hydra.run.dir=``, a debug config's) is removed, with the empty date folders above it under the working dir."""
     cwd = Path.cwd().resolve()
-    for made in map(Path, _claimed.values()):
-        path = made.resolve()
+    while _claimed:  # emptied: a script run again in this process (the tests' in-process runs) claims afresh
+        path = Path(_claimed.popitem()[1]).resolve()
         with contextlib.suppress(OSError):
             path.rmdir()  # only if empty
             while cwd in path.parent.parents and not any(path.parent.iterdir()):

@@ -128,12 +128,14 @@ def exit_if_sweep_failed() -> None:
     run's, not this sweep's)."""
     from art_diffusion.run.run_dir_owner import refused_jobs
 
-    if refused_jobs:
-        print(f"error: {len(refused_jobs)} job(s) of the sweep did not run, their dirs hold other runs: "
-              f"{refused_jobs[0]}", file=sys.stderr)
+    refused, failed = list(refused_jobs), list(failed_sweeps)
+    refused_jobs.clear(), failed_sweeps.clear()  # read once: a later multirun in this process starts with none
+    if refused:
+        print(f"error: {len(refused)} job(s) of the sweep did not run, their dirs hold other runs: {refused[0]}",
+              file=sys.stderr)
         raise SystemExit(2)
-    if failed_sweeps:
-        print(f"error: {failed_sweeps[-1]}", file=sys.stderr)
+    if failed:
+        print(f"error: {failed[-1]}", file=sys.stderr)
         raise SystemExit(2)
 
 
