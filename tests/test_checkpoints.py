@@ -26,6 +26,7 @@ from art_diffusion.checkpoints.registry import UnsafeConfigError
 from art_diffusion.run.train import train
 from tests.helpers.config import REPO, TINY, compose_train_cfg
 from tests.helpers.events import duplicate_points
+from tests.helpers.scripts import run_script
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*random.*", "ignore:.*num_workers.*")
 
@@ -130,7 +131,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, demo_root, c
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert torch.load(crashed / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0  # end of epoch 0
 
-    resumed = _train_cli(f"resume={crashed}", "trusted_classes=[tests.helpers.crash.CrashAfterEpoch]")  # a test class
+    resumed = run_script("train", f"resume={crashed}", "trusted_classes=[tests.helpers.crash.CrashAfterEpoch]")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
     a = torch.load(full / "checkpoints" / "last.ckpt", weights_only=True)
@@ -194,7 +195,7 @@ def test_a_stop_signal_saves_a_checkpoint_and_says_how_to_resume(tmp_path, demo_
     saved = torch.load(last, weights_only=True)
     assert last.stat().st_mtime >= signalled and saved["global_step"] >= before  # the state at the signal
 
-    resumed = _train_cli(f"resume={run}", f"trainer.max_epochs={saved['epoch'] + 2}")
+    resumed = run_script("train", f"resume={run}", f"trainer.max_epochs={saved['epoch'] + 2}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert json.loads((run / "job.json").read_text())["status"] == "completed"
     assert duplicate_points(run) == {}  # the steps logged after the signal's checkpoint are not shown twice

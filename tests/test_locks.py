@@ -28,7 +28,7 @@ from art_diffusion.storage import locks
 from art_diffusion.storage.locks import InUseError
 from tests.helpers.config import REPO, compose_train_cfg
 from tests.helpers.messy_folder import pattern
-from tests.helpers.scripts import tiny
+from tests.helpers.scripts import run_script, tiny
 from tests.test_checkpoints import _train_cli
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*random.*", "ignore:.*num_workers.*")
@@ -259,7 +259,7 @@ def test_a_new_run_aimed_at_a_finished_run_dir_is_refused_and_leaves_it_as_it_wa
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     before = _tree(run)
-    result = _train_cli(*tiny(demo_root), "loss.perceptual_weight=0.5", f"hydra.run.dir={run}")
+    result = run_script("train", *tiny(demo_root), "loss.perceptual_weight=0.5", f"hydra.run.dir={run}")
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: The run dir {run} holds a run already (checkpoints/best.ckpt, "), last

@@ -27,7 +27,7 @@ from art_diffusion.run.sweeps.record import describe_sweep, job_dirname
 from art_diffusion.run.sweeps.summary import exit_if_sweep_failed
 from art_diffusion.run.train import train
 from tests.helpers.config import DEMO_LR, compose_train_cfg
-from tests.helpers.scripts import SHORT, tiny, train_script
+from tests.helpers.scripts import SHORT, run_script, tiny, train_script
 
 
 def _hparams_context(logdir: Path) -> backend_context.Context:
@@ -83,8 +83,8 @@ def hparams_session_groups(logdir: Path) -> dict[str, tuple[dict, dict]]:
 def test_grid_sweep_writes_summaries_hparams_and_survives_a_failing_job(tmp_path, demo_root):
     sweep = tmp_path / "sweep"
     # "oops" is a typo'd value: that job fails at validation, the four others must still run.
-    result = train_script("-m", *tiny(demo_root), *SHORT, "loss.perceptual_weight=0,0.25,oops,0.5,1",
-                          f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    result = run_script("train", "-m", *tiny(demo_root), *SHORT, "loss.perceptual_weight=0,0.25,oops,0.5,1",
+                        f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
 
     good = ["0", "0.25", "0.5", "1"]
@@ -192,7 +192,7 @@ def test_optuna_search_runs_and_resumes_its_study(tmp_path, demo_root):
     sweep = tmp_path / "optuna"
     args = [*tiny(demo_root), "+trainer.fast_dev_run=true", "test=false", "hparams_search=optuna",
             f"hydra.sweep.dir={sweep}"]
-    first = train_script(*args, "hydra.sweeper.n_trials=3", cwd=tmp_path)
+    first = run_script("train", *args, "hydra.sweeper.n_trials=3", cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     trials = _trials(sweep / "optuna.db")
     assert [(n, state) for n, state, _ in trials] == [(0, "COMPLETE"), (1, "COMPLETE"), (2, "COMPLETE")]
@@ -206,7 +206,7 @@ def test_optuna_search_runs_and_resumes_its_study(tmp_path, demo_root):
     names = [p.parent.name for p in sweep.glob("*/job.json")]
     assert all(re.fullmatch(r"lr=[-+.e\d]+,perceptual_weight=[-+.e\d]+", name) for name in names), names
 
-    second = train_script(*args, "hydra.sweeper.n_trials=1", cwd=tmp_path)
+    second = run_script("train", *args, "hydra.sweeper.n_trials=1", cwd=tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "Using an existing study" in second.stderr
     assert len(_trials(sweep / "optuna.db")) == 4

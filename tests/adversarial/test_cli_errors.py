@@ -114,30 +114,38 @@ def test_every_tool_with_an_output_dir_makes_it_before_hydra_does(tool):
 def test_the_scripts_stop_with_one_error_line_and_exit_2_as_a_user_sees_it(tmp_path, demo_root):
     """As a user runs them: a Trainer refusing a value, a value refused under a debug config, an empty output_dir.
     Exit 2, one error: line on stderr, no traceback; those refused before the run starts leave no run dir, and no
-    default run dir, behind."""
+    default run dir, behind. The same commands run in the test's process (``run_script``, which most script tests
+    use) end the same way: the same exit status, the same error line, the same nothing left behind."""
     import subprocess
     import sys
 
     from tests.helpers.config import REPO
-    from tests.helpers.scripts import script_env, tiny, train_script
+    from tests.helpers.scripts import run_script, script_env, tiny
 
-    run = f"hydra.run.dir={tmp_path / 'run'}"  # the Trainer's refusal comes once the run dir has its config_tree.log
-    results = {  # one of each way out, as a process ends: the rest of these classes are tested in-process above
-        "trainer": train_script(*tiny(demo_root), f"hydra.run.dir={tmp_path / 'trainer'}",
-                                "trainer.gradient_clip_algorithm=foo", cwd=tmp_path),
+    commands = {  # one of each way out: the rest of these classes are tested in-process above
+        "trainer": ("train", *tiny(demo_root), "hydra.run.dir=trainer", "trainer.gradient_clip_algorithm=foo"),
         # the default run dir resolved, then replaced by the debug config's and hydra.run.dir=: removed at exit
-        "data.batch_size=0": train_script(*tiny(demo_root), run, "debug=fdr", "data.batch_size=0", cwd=tmp_path),
-        "output_dir=''": subprocess.run([sys.executable, str(REPO / "scripts" / "generate.py"), "ckpt_path=x",
-                                         "output_dir="], cwd=tmp_path, env=script_env(), capture_output=True,
-                                        text=True, timeout=120),
+        "data.batch_size=0": ("train", *tiny(demo_root), "hydra.run.dir=run", "debug=fdr", "data.batch_size=0"),
+        "output_dir=''": ("generate", "ckpt_path=x", "output_dir="),
     }
-    for named, result in results.items():
-        assert result.returncode == 2, (named, result.stderr[-2000:])
-        (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-        assert named in line and "Traceback" not in result.stderr, result.stderr[-2000:]
-    assert not (tmp_path / "run").exists()
-    assert not (tmp_path / "generate.log").exists()  # output_dir='' never means the working directory
-    assert not (tmp_path / "outputs").exists()  # nor a default run dir resolved, then replaced by hydra.run.dir=
+    lines = {}
+    for way in ("process", "in-process"):
+        cwd = tmp_path / way
+        cwd.mkdir()
+        for named, (script, *args) in commands.items():
+            if way == "process":
+                result = subprocess.run([sys.executable, str(REPO / "scripts" / f"{script}.py"), *args], cwd=cwd,
+                                        env=script_env(), capture_output=True, text=True, timeout=300)
+            else:
+                result = run_script(script, *args, cwd=cwd)
+            assert result.returncode == 2, (way, named, result.stderr[-2000:])
+            (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+            assert named in line and "Traceback" not in result.stderr, result.stderr[-2000:]
+            lines.setdefault(named, set()).add(line.replace(str(cwd), "CWD"))
+        assert not (cwd / "run").exists()
+        assert not (cwd / "generate.log").exists()  # output_dir='' never means the working directory
+        assert not (cwd / "outputs").exists()  # nor a default run dir resolved, then replaced by hydra.run.dir=
+    assert all(len(seen) == 1 for seen in lines.values()), lines
 
 
 @pytest.mark.parametrize(("real", "what"), [("afile", "is a file, not a folder"), ("", "is empty"),

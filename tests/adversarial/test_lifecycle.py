@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.config import REPO, TINY
-from tests.helpers.scripts import SHORT, script_env
+from tests.helpers.scripts import SHORT, run_script, script_env
 
 
 def _dead_pid() -> int:
@@ -263,7 +263,7 @@ def _without_root_powers() -> list[str]:
     return prefix
 
 
-@pytest.mark.slow  # trains in two processes
+@pytest.mark.slow  # trains, then in two processes
 def test_a_shared_cache_whose_folders_are_another_users_is_skipped_with_one_warning(tmp_path, demo_root):
     prefix = _without_root_powers()
     shared = tmp_path / "shared"
@@ -273,9 +273,7 @@ def test_a_shared_cache_whose_folders_are_another_users_is_skipped_with_one_warn
     args = [*[o for o in TINY if not o.startswith("trainer.max_epochs")], *SHORT, "test=false",
             f"data.root={demo_root}", "data.cache=auto"]
     env = {**script_env(), "OMP_NUM_THREADS": "1", "ART_DIFFUSION_CACHE": str(shared)}
-    first = subprocess.run([sys.executable, str(REPO / "scripts" / "train.py"), *args,
-                            f"hydra.run.dir={tmp_path / 'first'}"], cwd=tmp_path, env=env, capture_output=True,
-                           text=True, timeout=300)
+    first = run_script("train", *args, f"hydra.run.dir={tmp_path / 'first'}", cwd=tmp_path, env=env)
     assert first.returncode == 0, first.stderr[-3000:]
     assert list((shared / "pixels").glob("*.lock")) and list((shared / "pixels").glob("*.readers"))
     _as_another_users_files(shared / "pixels")

@@ -11,6 +11,11 @@ class Pace(L.Callback):
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
 
+    def on_train_start(self, trainer, pl_module) -> None:
+        import logging
+
+        logging.getLogger(__name__).info("Pacing the training batches")  # a test waits for the line, then signals
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         time.sleep(self.seconds)
 
