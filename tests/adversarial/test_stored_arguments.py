@@ -72,6 +72,7 @@ def test_every_class_refuses_a_key_it_does_not_take(stored_configs):
             _refused(edited, f"{at}.surplus")
 
 
+@pytest.mark.slow  # ~150 edited configs, each checked whole (0.1 s each)
 def test_every_typed_value_refuses_another_type(stored_configs):
     """Each bool, int, str and list argument of every class, given a string, a float or a scalar: refused by name."""
     checked = 0

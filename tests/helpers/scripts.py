@@ -84,6 +84,9 @@ def _process_state_restored():
     handlers, level = list(root.handlers), root.level
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     stops = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    from art_diffusion.checkpoints import resume
+
+    resume._remove_unused_claims()  # a new process has claimed no run dir: what this one claimed before ends here
     at_exit, register = [], atexit.register
     atexit.register = lambda fn, *a, **k: at_exit.append((fn, a, k)) or fn  # the script's exit is this call's end
     try:
