@@ -5,8 +5,6 @@ import os
 import pickle
 import re
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,9 +22,9 @@ from art_diffusion.checkpoints import (
 )
 from art_diffusion.checkpoints.registry import UnsafeConfigError
 from art_diffusion.run.train import train
-from tests.helpers.config import REPO, TINY, compose_train_cfg
+from tests.helpers.config import TINY, compose_train_cfg
 from tests.helpers.events import duplicate_points
-from tests.helpers.scripts import run_script
+from tests.helpers.scripts import run_script, train_script
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*random.*", "ignore:.*num_workers.*")
 
@@ -104,14 +102,6 @@ def test_checkpoints_are_plain_data_with_config_and_rng_state(tiny_run):
         assert set(checkpoint["callbacks"]["RNGStateCheckpoint"]) >= {"python", "numpy", "torch"}
 
 
-def _train_cli(*overrides: str, wait: bool = True) -> subprocess.CompletedProcess | subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
-    cmd = [sys.executable, str(REPO / "scripts" / "train.py"), *overrides]
-    if wait:
-        return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
 def _read_draws(path: Path) -> dict[int, dict]:
     return {d["epoch"]: d for d in map(json.loads, path.read_text().splitlines())}
 
@@ -126,7 +116,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, demo_root, c
     full, crashed = tmp_path / "full", tmp_path / "crashed"
     train(compose_cfg(*common, f"+callbacks.crash.log_path={full / 'draws.jsonl'}", output_dir=full))
 
-    killed = _train_cli(*TINY, *common, "+callbacks.crash.kill_after=0",
+    killed = train_script(*TINY, *common, "+callbacks.crash.kill_after=0",
                         f"+callbacks.crash.log_path={crashed / 'draws.jsonl'}", f"hydra.run.dir={crashed}")
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert torch.load(crashed / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0  # end of epoch 0
@@ -172,7 +162,7 @@ def test_resume_refuses_to_change_what_is_trained(tiny_run, tmp_path):
 def test_a_stop_signal_saves_a_checkpoint_and_says_how_to_resume(tmp_path, demo_root, stop, code):
     run = tmp_path / "run"
     last = run / "checkpoints" / "last.ckpt"
-    proc = _train_cli(*TINY, f"data.root={demo_root}", "trainer.max_epochs=1000", "test=false",
+    proc = train_script(*TINY, f"data.root={demo_root}", "trainer.max_epochs=1000", "test=false",
                       "callbacks.reconstructions=null", "trainer.log_every_n_steps=1", f"hydra.run.dir={run}",
                       wait=False)
     try:

@@ -28,8 +28,7 @@ from art_diffusion.storage import locks
 from art_diffusion.storage.locks import InUseError
 from tests.helpers.config import REPO, compose_train_cfg
 from tests.helpers.messy_folder import pattern
-from tests.helpers.scripts import run_script, tiny
-from tests.test_checkpoints import _train_cli
+from tests.helpers.scripts import run_script, tiny, train_script
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*random.*", "ignore:.*num_workers.*")
 
@@ -39,7 +38,7 @@ def test_a_second_resume_of_a_live_run_is_refused_and_a_dead_owner_is_taken_over
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     record = run / "owner.lock.json"
-    first = _train_cli(f"resume={run}", "trainer.max_epochs=100000", wait=False)
+    first = train_script(f"resume={run}", "trainer.max_epochs=100000", wait=False)
     try:
         deadline = time.monotonic() + 240
         while not record.exists() and first.poll() is None and time.monotonic() < deadline:
@@ -199,7 +198,7 @@ def test_a_call_aimed_at_a_live_run_dir_is_refused_before_it_writes_anything(tin
     target = [f"resume={run}"] if aim == "resume" else [f"hydra.run.dir={run}", *aim.split()[1:]]
     with run_dir_owner.claim_run_dir(run):  # this test process is the live run
         before = _tree(run)
-        result = _train_cli(*tiny(demo_root), "loss.perceptual_weight=0.5", *target)
+        result = train_script(*tiny(demo_root), "loss.perceptual_weight=0.5", *target)
         assert _tree(run) == before
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert result.stderr.strip().splitlines()[-1].startswith(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import shutil
 import signal
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,8 +14,8 @@ import torch
 from art_diffusion.checkpoints import load_checkpoint
 from art_diffusion.run.train import train
 from tests.helpers.config import TINY, compose_train_cfg
-from tests.helpers.scripts import run_script
-from tests.test_checkpoints import _train_cli
+from tests.helpers.mounts import mounted
+from tests.helpers.scripts import run_script, train_script
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*random.*", "ignore:.*num_workers.*")
 
@@ -26,15 +25,9 @@ FAST = [*TINY, "trainer.max_epochs=2", "test=false", "callbacks.reconstructions=
 
 @pytest.fixture
 def tmpfs(tmp_path):
-    """A directory on a fresh 64 MiB tmpfs (mounting needs root; skipped with the reason otherwise)."""
-    mount = tmp_path / "tmpfs"
-    mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], capture_output=True,
-                            text=True)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs (needs root): {result.stderr.strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    """A directory on a fresh 64 MiB tmpfs."""
+    with mounted(tmp_path / "tmpfs", "64m") as mount:
+        yield mount
 
 
 def _checkpoints_all_load(run: Path) -> dict[str, int]:
@@ -48,12 +41,12 @@ def test_kill_9_at_any_moment_of_a_save_leaves_only_whole_checkpoints(tmpfs, tmp
     killer = ["+callbacks.kill._target_=tests.helpers.crash.KillDuringSave", f"+callbacks.kill.state_path={state}",
               f"+callbacks.kill.dirpath={run / 'checkpoints'}", "+callbacks.kill.moments=[write,open,replace]",
               "trusted_classes=[tests.helpers.crash.KillDuringSave]"]
-    result = _train_cli(*FAST, f"data.root={demo_root}", *killer, f"hydra.run.dir={run}")
+    result = train_script(*FAST, f"data.root={demo_root}", *killer, f"hydra.run.dir={run}")
     for moment in ("write", "open", "replace"):  # each run of the chain is killed once, at the next moment
         assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
         assert state.read_text().splitlines()[-1].startswith(moment)
         assert _checkpoints_all_load(run)["last.ckpt"] == 0  # the epoch-1 save never became a final name
-        result = _train_cli(f"resume={run}", "trusted_classes=[tests.helpers.crash.KillDuringSave]")
+        result = train_script(f"resume={run}", "trusted_classes=[tests.helpers.crash.KillDuringSave]")
     assert result.returncode == 0, result.stderr[-3000:]
     assert _checkpoints_all_load(run)["last.ckpt"] == 1
     assert not list((run / "checkpoints").glob("*.tmp"))  # leftovers of the killed saves are removed on resume

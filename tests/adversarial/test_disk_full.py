@@ -17,8 +17,9 @@ import pytest
 import torch
 
 from art_diffusion.storage import DiskFullError, is_disk_full
-from tests.adversarial.test_faults import _script, mounted
+from tests.adversarial.test_faults import _script
 from tests.helpers.config import REPO
+from tests.helpers.mounts import mounted
 from tests.helpers.scripts import run_script
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*random.*", "ignore:.*num_workers.*")

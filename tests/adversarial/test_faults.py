@@ -6,8 +6,6 @@ must be cached; never a traceback, SIGBUS, or a partial file left behind.
 Mounting needs root (CI containers run as root); elsewhere these tests skip, saying so.
 """
 
-import contextlib
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,26 +13,10 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from tests.helpers.mounts import mounted
 from tests.helpers.scripts import run_script, script_env
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*random.*", "ignore:.*num_workers.*")
-
-
-@contextlib.contextmanager
-def mounted(path: Path, size: str = "2m", read_only: bool = False):
-    """A fresh tmpfs of ``size`` at ``path`` (read-only if asked), unmounted on exit whatever happened."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    path.mkdir(parents=True, exist_ok=True)
-    options = f"size={size}" + (",ro" if read_only else "")
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True,
-                            text=True)
-    if result.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 def _script(name: str, *args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -32,10 +32,15 @@ def script_env() -> dict[str, str]:
     return env
 
 
-def train_script(*args: str, cwd: Path, timeout: int = 400) -> subprocess.CompletedProcess:
-    """Run scripts/train.py in a subprocess, importing this checkout's package (and tests.* for test callbacks)."""
-    return subprocess.run([sys.executable, str(REPO / "scripts" / "train.py"), *args], cwd=cwd, env=script_env(),
-                          capture_output=True, text=True, timeout=timeout)
+def train_script(*args: str, cwd: Path = REPO, timeout: int = 400, wait: bool = True
+                 ) -> subprocess.CompletedProcess | subprocess.Popen:
+    """Run scripts/train.py in a subprocess, importing this checkout's package (and tests.* for test callbacks); with
+    ``wait=False``, the running process (its stdout and stderr together), for a test that signals or kills it."""
+    command = [sys.executable, str(REPO / "scripts" / "train.py"), *args]
+    if not wait:
+        return subprocess.Popen(command, cwd=cwd, env=script_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
+    return subprocess.run(command, cwd=cwd, env=script_env(), capture_output=True, text=True, timeout=timeout)
 
 
 def tiny(demo_root: Path) -> list[str]:

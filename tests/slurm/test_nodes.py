@@ -75,9 +75,12 @@ def test_sweep_of_four_jobs_runs_on_both_nodes_at_once(slurm2, tmp_path, demo_ro
     assert any(a[1] != b[1] and a[0][0] < b[0][1] and b[0][0] < a[0][1] for a in spans for b in spans), spans
     rows = {row["seed"]: row for row in _rows(sweep)}
     assert sorted(rows) == ["1", "2", "3", "4"] and {r["status"] for r in rows.values()} == {"completed"}
-    for job in jobs:
-        assert Path(rows[job.name.split("=")[1]]["run_dir"]) == job.resolve()
-        assert (job / "checkpoints" / "best.ckpt").exists() and list(job.glob("events.out.tfevents.*"))
+    for job in jobs:  # each row is its job's run
+        row = rows[job.name.split("=")[1]]
+        assert Path(row["run_dir"]) == job.resolve()
+        assert float(row["val/psnr"]) == pytest.approx(json.loads((job / "metrics.json").read_text())["val/psnr"])
+        assert (job / "checkpoints" / "best.ckpt").exists() and (job / ".hydra" / "config.yaml").exists()
+        assert list(job.glob("events.out.tfevents.*"))
 
 
 def test_ddp_job_over_two_nodes(slurm2, tmp_path, demo_root):

@@ -58,31 +58,6 @@ def _rows(sweep: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def test_sweep_runs_as_two_slurm_jobs(slurm, tmp_path, demo_root):
-    sweep = tmp_path / "sweep"
-    result = train_script("-m", *tiny(demo_root), *SHORT, *launcher(), "loss.perceptual_weight=0,1",
-                          f"hydra.sweep.dir={sweep}", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-
-    ids = _slurm_job_ids(sweep)
-    assert len(ids) == 2
-    for job_id in ids:  # both went through sbatch and finished there
-        assert _final_state(job_id)["JobState"] == "COMPLETED"
-    # the run dirs are those of a sweep without SLURM
-    jobs = {w: sweep / f"perceptual_weight={w}" for w in ("0", "1")}  # named after the swept value
-    assert sorted(p.name for p in sweep.iterdir() if p.is_dir() and p.name != ".submitit") == sorted(
-        p.name for p in jobs.values())
-    rows = {row["loss.perceptual_weight"]: row for row in _rows(sweep)}
-    assert set(rows) == {"0", "1"}
-    for weight, job in jobs.items():
-        metrics = json.loads((job / "metrics.json").read_text())
-        assert rows[weight]["status"] == "completed"
-        assert float(rows[weight]["val/psnr"]) == pytest.approx(metrics["val/psnr"])
-        assert Path(rows[weight]["run_dir"]) == job.resolve()
-        assert (job / "checkpoints" / "best.ckpt").exists() and (job / ".hydra" / "config.yaml").exists()
-        assert list(job.glob("events.out.tfevents.*"))
-
-
 def test_ddp_job_of_two_srun_tasks(slurm, tmp_path, demo_root):
     sweep = tmp_path / "sweep"
     result = train_script("-m", *tiny(demo_root), *SHORT, "trainer=ddp_cpu", *PROBE, "test=false", *launcher(),
