@@ -3,14 +3,24 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
 
+from art_diffusion.storage.files import CACHE_ENV
 from tests.helpers.config import compose_train_cfg
+
+# The suite never reads or fills the user's cache (~/.cache/art-diffusion): every process of a session, scripts
+# included, uses one of its own, unless ART_DIFFUSION_CACHE names one already.
+if CACHE_ENV not in os.environ:
+    os.environ[CACHE_ENV] = tempfile.mkdtemp(prefix="art-diffusion-test-cache-")
+    atexit.register(shutil.rmtree, os.environ[CACHE_ENV], ignore_errors=True)
 
 if os.environ.get("PYTEST_XDIST_WORKER"):  # one worker per core: a worker's torch (and its subprocesses') on one
     _threads = max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
