@@ -5,7 +5,7 @@
 "__main__"``, the script's argv, working directory and environment) and returns its exit status and output like
 ``subprocess.run``: the same code from the command line on, without paying Python's, torch's and Lightning's
 start-up (5-10 s on a 2-core machine) once per command. What it cannot show: a signal, a kill, another process
-holding a lock, a library that writes to the real stderr, a second rank; tests of those start processes.
+holding a lock, C code writing to file descriptor 2, a second rank; tests of those start processes.
 """
 
 import contextlib
@@ -84,13 +84,13 @@ def _process_state_restored():
     import torch
     from hydra.core.global_hydra import GlobalHydra
 
+    from art_diffusion.checkpoints import resume
+
     root = logging.getLogger()
     environ, argv, cwd = dict(os.environ), sys.argv, os.getcwd()
     handlers, level = list(root.handlers), root.level
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     stops = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    from art_diffusion.checkpoints import resume
-
     resume._remove_unused_claims()  # a new process has claimed no run dir: what this one claimed before ends here
     at_exit, register = [], atexit.register
     atexit.register = lambda fn, *a, **k: at_exit.append((fn, a, k)) or fn  # the script's exit is this call's end
