@@ -54,15 +54,12 @@ def run_script(name: str, *args: str, cwd: Path | str = REPO, env: dict[str, str
     the run changes in the process (environment, working directory, logging handlers, torch's threads and
     determinism, signal handlers) is put back, and what it registered to run at exit runs when it returns, so the
     next test starts as it would have."""
-    from hydra.core.global_hydra import GlobalHydra
-
     script = str(REPO / "scripts" / f"{name}.py")
     out, err, code = io.StringIO(), io.StringIO(), 0
     with _process_state_restored():
         os.environ.pop(RUN_DIR_ENV, None)
         os.environ.update(env or {})
         sys.argv = [script, *args]
-        GlobalHydra.instance().clear()  # each command composes from scratch, as a new process would
         os.chdir(cwd)
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), _library_consoles_on(err):
             try:
@@ -92,6 +89,7 @@ def _process_state_restored():
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     stops = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     resume._remove_unused_claims()  # a new process has claimed no run dir: what this one claimed before ends here
+    GlobalHydra.instance().clear()  # nor composed a config: each command composes from scratch
     at_exit, register = [], atexit.register
     atexit.register = lambda fn, *a, **k: at_exit.append((fn, a, k)) or fn  # the script's exit is this call's end
     try:

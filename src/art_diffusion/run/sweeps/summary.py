@@ -129,7 +129,8 @@ def exit_if_sweep_failed() -> None:
     from art_diffusion.run.run_dir_owner import refused_jobs
 
     refused, failed = list(refused_jobs), list(failed_sweeps)
-    refused_jobs.clear(), failed_sweeps.clear()  # read once: a later multirun in this process starts with none
+    refused_jobs.clear()  # read once: a later multirun in this process starts with none
+    failed_sweeps.clear()
     if refused:
         print(f"error: {len(refused)} job(s) of the sweep did not run, their dirs hold other runs: {refused[0]}",
               file=sys.stderr)
