@@ -152,6 +152,7 @@ def test_a_user_error_wrapped_by_hydra_instantiate_is_still_one_message():
     assert user_error_in(RuntimeError("a bug")) is None
 
 
+@pytest.mark.slow  # runs the script end to end (in-process: run_script)
 def test_a_refused_command_leaves_no_run_dir_and_a_live_runs_dir_is_left_alone(tmp_path):
     from tests.helpers.scripts import run_script
 

@@ -180,6 +180,7 @@ def test_good_weights_load_with_float_casts_and_without_weights_sha256(tiny_run,
         art_diffusion.load_pretrained(folder)
 
 
+@pytest.mark.slow  # runs the script end to end (in-process: run_script)
 def test_reconstruct_script_refuses_a_damaged_checkpoint_in_one_line(tiny_run, tmp_path):
     path = damaged_checkpoint(tiny_run / "checkpoints" / "best.ckpt", tmp_path, "nan")
     done = run_script("reconstruct", f"ckpt_path={path}", f"input={tmp_path}", f"output_dir={tmp_path / 'out'}",

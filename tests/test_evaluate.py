@@ -117,6 +117,7 @@ def _evaluate_script(*args: str, cwd) -> subprocess.CompletedProcess:
     return run_script("evaluate", *args, "lpips.enabled=false", "device=cpu", cwd=cwd)
 
 
+@pytest.mark.slow  # runs the script end to end (in-process: run_script)
 def test_cli_takes_checkpoints_of_sweep_jobs_whose_paths_hold_equals_and_commas(tiny_run, tmp_path):
     sweep = tmp_path / "sweep"
     jobs = [sweep / "lr=0.001,perceptual_weight=0", sweep / "lr=0.01,perceptual_weight=1"]

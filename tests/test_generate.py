@@ -52,6 +52,7 @@ def pixels(folder):
     return np.stack([np.asarray(Image.open(p)) for p in sorted((folder / "images").glob("*.png"))])
 
 
+@pytest.mark.slow  # runs the script end to end (in-process: run_script)
 def test_generate_script_writes_pngs_and_a_grid_per_class_with_dpm_solver(ddpm_checkpoint, tmp_path):
     out = tmp_path / "gen"
     args = [f"ckpt_path={ddpm_checkpoint}", "num_images=5", "batch_size=3", "sampler=dpm++2m", "steps=4", "seed=0",

@@ -138,6 +138,7 @@ def test_missing_input_says_so(tmp_path):
         find_inputs(str(tmp_path))
 
 
+@pytest.mark.slow  # runs the script end to end (in-process: run_script)
 def test_a_failed_call_leaves_no_output_dir_behind(tiny_run, tmp_path):
     result = run_script("reconstruct", f"ckpt_path={tiny_run / 'checkpoints' / 'best.ckpt'}",
                         f"input={tmp_path / 'nope.jpg'}", cwd=tmp_path)
