@@ -63,6 +63,7 @@ CONFIGS: list[tuple[str, str, list[str], list[str]]] = [
     ("compile-loss", "default + torch.compile (inductor) of the loss's VGG", [], ["compile-loss"]),
     ("threads-1", "default, 1 intra-op thread (torch.set_num_threads(1))", [], ["threads-1"]),
     ("fp32-cl-cache", "default in fp32 (trainer.precision=32-true)", ["trainer.precision=32-true"], []),
+    ("bf16-default", "default in bf16 autocast (trainer.precision=bf16-mixed)", ["trainer.precision=bf16-mixed"], []),
 ]
 
 

@@ -45,18 +45,18 @@ def _loss() -> HybridLoss:
     return loss
 
 
-def _autocast():
-    return torch.autocast("cpu", dtype=torch.bfloat16)
+def _autocast(precision="bf16-mixed"):
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
 
 
-def _spec(loss: HybridLoss, **identity) -> FeatureSpec:
-    """What ReconstructionModule offers, in bf16 autocast as a bf16-mixed Trainer runs the step."""
+def _spec(loss: HybridLoss, precision="bf16-mixed", **identity) -> FeatureSpec:
+    """What ReconstructionModule offers: by default in bf16 autocast as a bf16-mixed Trainer runs the step."""
 
     def extract(images):
-        with _autocast():
+        with _autocast(precision):
             return loss.perceptual.target_features(loss.normalize(images))
 
-    return FeatureSpec(extract, {**loss.perceptual.identity(), "precision": "bf16-mixed", **identity}, exact=True)
+    return FeatureSpec(extract, {**loss.perceptual.identity(), "precision": precision, **identity})
 
 
 def _feature_files(tmp_path):
@@ -100,23 +100,27 @@ def test_store_is_built_once_reused_and_rebuilt_when_files_or_image_size_change(
     assert other_weights.feature_path != rebuilt.feature_path
 
 
-def test_training_loss_with_the_store_equals_computing_the_targets(tmp_path):
+@pytest.mark.parametrize("precision, dtype", [("bf16-mixed", torch.bfloat16), ("32-true", torch.float32)])
+def test_training_loss_with_the_store_equals_computing_the_targets(tmp_path, precision, dtype):
     root, loss = _image_folder(tmp_path / "art"), _loss()
     dm = _dm(root, tmp_path)
-    assert dm.attach_target_features(_spec(loss))
+    assert dm.attach_target_features(_spec(loss, precision))  # auto: on in either precision, the step's own dtype
     images, _, features = dm.on_before_batch_transfer(next(iter(dm.train_dataloader())), 0)
-    assert features.dtype == torch.bfloat16 and features.is_contiguous(memory_format=torch.channels_last)
+    assert features.dtype == dtype and features.is_contiguous(memory_format=torch.channels_last)
     output = (images + 0.1 * torch.randn_like(images)).clamp(0, 1).requires_grad_()
     results = []
     for stored in (None, features):
-        with _autocast():
+        with _autocast(precision):
             parts = loss(output, images, stored)
         (grad,) = torch.autograd.grad(parts["loss"], output)
         results.append((parts, grad))
     (computed, grad_computed), (read, grad_read) = results
+    # the same numbers up to the VGG's summation order (a batch of 32 built the store, a batch of 4 here)
+    tolerance = {"rtol": 1e-2, "atol": 0} if dtype == torch.bfloat16 else {"rtol": 1e-5, "atol": 1e-7}
     for name in ("loss", "mse", "perceptual"):
-        torch.testing.assert_close(read[name], computed[name], rtol=1e-2, atol=0)  # bf16 tolerance
-    torch.testing.assert_close(grad_read, grad_computed, rtol=2e-2, atol=1e-6)
+        torch.testing.assert_close(read[name], computed[name], **tolerance)
+    grad_tolerance = {"rtol": 2e-2, "atol": 1e-6} if dtype == torch.bfloat16 else tolerance
+    torch.testing.assert_close(grad_read, grad_computed, **grad_tolerance)
     # validation keeps computing its targets: its batches carry no stored features
     assert len(dm.on_before_batch_transfer(next(iter(dm.val_dataloader())), 0)) == 2
 
@@ -131,15 +135,26 @@ def test_hflip_turns_the_store_off_and_says_so(tmp_path, caplog):
     assert len(dm.on_before_batch_transfer(next(iter(dm.train_dataloader())), 0)) == 2
 
 
-def test_store_off_without_the_pixel_cache_or_bf16_or_when_asked(tmp_path, caplog):
+def test_store_off_without_the_pixel_cache_or_when_asked(tmp_path, caplog):
     root, loss = _image_folder(tmp_path / "art"), _loss()
-    fp32 = FeatureSpec(_spec(loss).extract, {"precision": "32-true"}, exact=False)
     with caplog.at_level(logging.INFO, logger="art_diffusion.data.datamodule"):
         assert not _dm(root, tmp_path, cache=False).attach_target_features(_spec(loss))
-        assert not _dm(root, tmp_path).attach_target_features(fp32)
         assert not _dm(root, tmp_path, feature_store=False).attach_target_features(_spec(loss))
-    assert "off, the pixel cache is off" in caplog.text and "off, training is not in bf16 (32-true)" in caplog.text
-    assert _dm(root, tmp_path, feature_store=True).attach_target_features(fp32)  # true: stored all the same
+    assert "off, the pixel cache is off" in caplog.text
+    assert not (tmp_path / "cache" / "features").exists()
+
+
+def test_each_precision_has_a_store_of_its_own_dtype(tmp_path):
+    """A store holds the step's own numbers: fp32 training reads fp32 rows, never a bf16 store's rounded ones."""
+    root, loss = _image_folder(tmp_path / "art"), _loss()
+    stores = {}
+    for precision, on_disk in (("bf16-mixed", np.int16), ("32-true", np.float32)):
+        dm = _dm(root, tmp_path)
+        assert dm.attach_target_features(_spec(loss, precision))
+        stores[precision] = dm.feature_path
+        assert np.load(dm.feature_path, mmap_mode="r").dtype == on_disk
+    assert stores["bf16-mixed"] != stores["32-true"] and all(p.exists() for p in stores.values())
+    assert (np.load(stores["32-true"]).nbytes == 2 * np.load(stores["bf16-mixed"]).nbytes)
 
 
 def _replace(path, old: bytes, new: bytes):

@@ -211,14 +211,11 @@ class ArtDataModule(L.LightningDataModule):
         elif hp.hflip:
             why_off = ("data.hflip=true flips training images at random and the store holds one orientation; "
                        "targets are computed every step")
-        elif setting == "auto" and not spec.exact:
-            why_off = (f"training is not in bf16 ({spec.identity.get('precision')}): stored bf16 targets would "
-                       "differ from the step's; data.feature_store=true stores them anyway")
-        shape = None
+        features = None
         if why_off is None:
-            shape = feature_store.shape(spec.extract, hp.image_size)
+            features = feature_store.layout(spec.extract, hp.image_size)
             rows = int(self.store.open().shape[0])
-            fits, verdict = row_store.fits(self._cache_dir() / "features", feature_store.store_bytes(rows, shape),
+            fits, verdict = row_store.fits(self._cache_dir() / "features", features.bytes_for(rows),
                                            f"the VGG features of {rows} images")
             if setting == "auto" and not fits:
                 why_off = f"too large ({verdict})"
@@ -234,7 +231,7 @@ class ArtDataModule(L.LightningDataModule):
                 log.info("Target-feature store (data.feature_store=%s): off, %s", setting, why_off)
             return False
         path = feature_store.store_path(self._cache_dir(), self.store.path, spec)
-        built_s = feature_store.open_or_build(path, self.store.path, spec, shape, log.info)
+        built_s = feature_store.open_or_build(path, self.store.path, spec, features, log.info)
         how = f"built in {built_s:.1f} s" if built_s is not None else "reused"
         if self._is_global_zero:
             log.info("Target-feature store (data.feature_store=%s): on, %s: %s (%s)", setting, how, path, verdict)

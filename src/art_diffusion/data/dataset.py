@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from art_diffusion import DataError
+from art_diffusion.data import feature_store
 from art_diffusion.data.images import BadImage, load_rgb
 from art_diffusion.data.listing import SourceFile
 
@@ -76,7 +77,7 @@ class DecodedImages(Dataset):
 class CachedImages(Dataset):
     """Rows of the pixel cache (see pixel_cache.py): a memory-mapped read, no decoding, no source file opened; with
     ``features`` (a target-feature store, see feature_store.py, never with ``hflip``) each sample also carries the
-    same row of that store as a bf16 (h, w, C) tensor."""
+    same row of that store as an (h, w, C) tensor in the dtype the step computes features in."""
 
     def __init__(self, store: str | Path, rows: list[int], labels: list[int], hflip: bool = False,
                  features: str | Path | None = None) -> None:
@@ -104,4 +105,4 @@ class CachedImages(Dataset):
             return sample
         if self._features is None:
             self._features = np.load(self.features, mmap_mode="r")
-        return *sample, torch.from_numpy(np.array(self._features[self.rows[index]])).view(torch.bfloat16)
+        return *sample, feature_store.as_tensor(np.array(self._features[self.rows[index]]))

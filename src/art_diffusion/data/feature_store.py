@@ -2,8 +2,10 @@
 
 Without augmentation (``data.hflip=false``, the article's setting) a training image's target features are the same
 every epoch, yet the loss computed them every step: a VGG16 forward pass per image, ~30 % of a step's arithmetic.
-The store holds them in bf16 as ``<cache_dir>/features/<slot>-<content>.npy`` (N x h x w x C, the bf16 bits as
-int16; row i = row i of the pixel cache it was computed from, so bad rows are never served). ``content`` hashes the
+The store holds them in the dtype the training step computes them in (bf16 under bf16 autocast, fp32 in fp32
+training, so a stored target is the step's own number in every precision) as
+``<cache_dir>/features/<slot>-<content>.npy`` (N x h x w x C; bf16 as its bits in int16, which numpy lacks; row i =
+row i of the pixel cache it was computed from, so bad rows are never served). ``content`` hashes the
 pixel store's name (itself a hash of every path, size and mtime and the image size) with the extractor's identity
 (a hash of the VGG weights, the layer, the precision); ``slot`` the pixel store's slot with the layer and precision.
 Locking, atomic writes, the check on opening (header and manifest exactly as built, the manifest naming this pixel
@@ -36,13 +38,35 @@ class FeatureSpec:
 
     extract: Callable[[torch.Tensor], torch.Tensor]  # [0, 1] images (N, 3, H, W) -> features (N, C, h, w)
     identity: dict  # everything the features depend on besides the pixels (weights digest, layer, precision)
-    exact: bool  # True when the step computes its targets in bf16, so stored bf16 targets are the same numbers
 
 
-def shape(extract: Callable[[torch.Tensor], torch.Tensor], image_size: int) -> tuple[int, int, int]:
-    """``(h, w, C)`` of one image's features, from one pass over a black image."""
-    c, h, w = extract(torch.zeros(1, 3, image_size, image_size)).shape[1:]
-    return h, w, c
+#: how each dtype the step may compute features in is kept on disk (numpy has no bf16: its bits, as int16)
+ON_DISK = {torch.bfloat16: np.dtype(np.int16), torch.float16: np.dtype(np.float16),
+           torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
+_IN_MEMORY = {disk: dtype for dtype, disk in ON_DISK.items()}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One image's features as the step computes them: ``(h, w, C)`` and the dtype (a key of :data:`ON_DISK`)."""
+
+    shape: tuple[int, int, int]
+    dtype: torch.dtype
+
+    def bytes_for(self, num_rows: int) -> int:
+        return num_rows * int(np.prod(self.shape)) * ON_DISK[self.dtype].itemsize
+
+
+def layout(extract: Callable[[torch.Tensor], torch.Tensor], image_size: int) -> Layout:
+    """The features' :class:`Layout`, from one pass over a black image."""
+    features = extract(torch.zeros(1, 3, image_size, image_size))
+    c, h, w = features.shape[1:]
+    return Layout((h, w, c), features.dtype)
+
+
+def as_tensor(row: np.ndarray) -> torch.Tensor:
+    """A row read from a store, as the tensor the step would have computed (bf16 bits viewed as bf16)."""
+    return torch.from_numpy(row).view(_IN_MEMORY[row.dtype])
 
 
 def store_path(cache_dir: Path, pixel_store: Path, spec: FeatureSpec) -> Path:
@@ -52,21 +76,21 @@ def store_path(cache_dir: Path, pixel_store: Path, spec: FeatureSpec) -> Path:
     return cache_dir / "features" / f"{slot}-{content}.npy"
 
 
-def store_bytes(num_rows: int, feature_shape: tuple[int, int, int]) -> int:
-    return num_rows * int(np.prod(feature_shape)) * 2
-
-
-def open_or_build(path: Path, pixel_store: Path, spec: FeatureSpec, feature_shape: tuple[int, int, int],
+def open_or_build(path: Path, pixel_store: Path, spec: FeatureSpec, features: Layout,
                   log: Callable[[str], None]) -> float | None:
     """The store at ``path`` made complete (built from the pixel store if needed); seconds spent building or None."""
     pixels = np.load(pixel_store, mmap_mode="r")
+    feature_shape, on_disk = features.shape, ON_DISK[features.dtype]
 
     def fill(write: row_store.Writer) -> dict:
         start = time.perf_counter()
         for first in range(0, len(pixels), _BATCH):
             batch = torch.from_numpy(np.array(pixels[first:first + _BATCH])).float().div_(255)
-            features = spec.extract(batch).to(torch.bfloat16).permute(0, 2, 3, 1).contiguous()
-            write(features.view(torch.int16).cpu().numpy())
+            computed = spec.extract(batch)
+            if computed.dtype != features.dtype:  # the step's precision is fixed for a run: a bug if it moved
+                raise RuntimeError(f"features computed in {computed.dtype}, the store is of {features.dtype}")
+            rows = computed.permute(0, 2, 3, 1).contiguous().cpu()
+            write((rows.view(torch.int16) if features.dtype == torch.bfloat16 else rows).numpy())
             if first == 0 or (first // _BATCH) % 10 == 9:
                 log(f"Building the target-feature store {path}: {first + len(batch)}/{len(pixels)} images, "
                     f"{time.perf_counter() - start:.1f} s")
@@ -77,7 +101,7 @@ def open_or_build(path: Path, pixel_store: Path, spec: FeatureSpec, feature_shap
                                              "shape": list(feature_shape)})
 
     _, built_s = row_store.open_or_build(
-        path, (len(pixels), *feature_shape), np.int16, fill, check, "target-feature store",
+        path, (len(pixels), *feature_shape), on_disk, fill, check, "target-feature store",
         "Point data.cache_dir at a larger disk or train with data.feature_store=false.")
     return built_s
 

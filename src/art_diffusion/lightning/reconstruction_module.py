@@ -53,8 +53,7 @@ class ReconstructionModule(NetworkModule):
             with context():
                 return perceptual.target_features(self.loss.normalize(images.to(device)))
 
-        return FeatureSpec(extract, {**perceptual.identity(), "precision": precision},
-                           exact=precision.startswith("bf16"))
+        return FeatureSpec(extract, {**perceptual.identity(), "precision": precision})
 
     def forward(self, x: Tensor) -> Tensor:
         if self.channels_last:
