@@ -179,6 +179,43 @@ def _edit_manifest(path, edit, seal="kept"):
     path.with_suffix(".json").write_text(text)
 
 
+def _rows(path) -> tuple[int, int]:
+    """(offset of the first row, bytes per row) of a store's .npy file."""
+    header, shape, _, dtype = row_store._header(path)
+    return len(header), int(np.prod(shape[1:])) * dtype.itemsize
+
+
+def _flip_bit(path, where: str):
+    """One bit of the rows flipped in place, as a failing disk or a stray write does: the file keeps its length."""
+    start, row = _rows(path)
+    offset = {"first": start, "last": path.stat().st_size - 1, "inside": start + 3 * row + row // 2 + 1}[where]
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        byte = fh.read(1)[0]
+        fh.seek(offset)
+        fh.write(bytes([byte ^ 0x10]))
+
+
+def _swap_rows(path):
+    """Rows 1 and 2 exchanged: the same bytes, the wrong image (or target) at each index."""
+    start, row = _rows(path)
+    data = bytearray(path.read_bytes())
+    first, second = data[start + row:start + 2 * row], data[start + 2 * row:start + 3 * row]
+    assert first != second
+    data[start + row:start + 3 * row] = second + first
+    path.write_bytes(bytes(data))
+
+
+ROWS_DAMAGE = {  # what a sealed manifest and a well-formed header cannot see: the rows themselves
+    "a bit flipped in the first row": lambda p: _flip_bit(p, "first"),
+    "a bit flipped inside a row": lambda p: _flip_bit(p, "inside"),
+    "a bit flipped in the last byte": lambda p: _flip_bit(p, "last"),
+    "two rows swapped": _swap_rows,
+    "no rows checksum, sealed": lambda p: _edit_manifest(p, lambda m: m.pop("rows_sha256"), RESEAL),
+    "another checksum, sealed": lambda p: _edit_manifest(p, lambda m: m.update(rows_sha256="0" * 64), RESEAL),
+}
+
+
 def _another_bad_row(manifest):
     manifest["bad"] = {"0": manifest["bad"].popitem()[1]}  # well-formed: a good row said to be bad
 
@@ -205,6 +242,7 @@ DAMAGE = {
         "other files, sealed": lambda p: _edit_manifest(p, lambda m: m["files"].reverse(), RESEAL),
         "another bad row": lambda p: _edit_manifest(p, _another_bad_row),
         "no seal": lambda p: _edit_manifest(p, lambda m: None, "dropped"),
+        **ROWS_DAMAGE,
     },
     "features": {
         "fortran_order": lambda p: _replace(p, b"'fortran_order': False", b"'fortran_order': True "),
@@ -214,6 +252,7 @@ DAMAGE = {
         "other pixel store, sealed": lambda p: _edit_manifest(p, lambda m: m.update(pixel_store="x.npy"), RESEAL),
         "a pixel store's manifest": lambda p: p.with_suffix(".json").write_bytes(
             next((p.parent.parent / "pixels").glob("*.json")).read_bytes()),
+        **ROWS_DAMAGE,
     },
 }
 

@@ -9,14 +9,17 @@ names renamed into place, so a killed build never looks complete. Rows are writt
 whose space is reserved first (never through a memory map: a disk that fills up under a mapped file kills the
 process with SIGBUS), so a full disk stops a build at once, in one message, leaving no partial file.
 
-A store on disk is untrusted input: opening one checks, without reading its rows, that it is exactly what its builder
-wrote, and a store that is not is logged once and rebuilt, never used and never a traceback. The array's header must
-be the one ``_build`` writes (format 1.0, C order, the expected shape and dtype with its byte order) and the file
-exactly as long as that header says; the manifest must carry the seal its builder put in it (a hash of the store's
+A store on disk is untrusted input: opening one checks that it is exactly what its builder wrote, and a store that
+is not is logged once and rebuilt, never used and never a traceback. The array's header must be the one ``_build``
+writes (format 1.0, C order, the expected shape and dtype with its byte order) and the file exactly as long as that
+header says; the manifest must carry the seal its builder put in it (a hash of the store's
 name, the header's bytes and the manifest's exact text: :func:`sealed`), so any edit of either, or a manifest copied
 from another store, is seen; and every user of a store declares what a valid manifest is (``check``, see
 :func:`mismatch`), so a manifest of the wrong form or one that names another store's inputs is refused before its
-values are used. The rows themselves are not checksummed (a store can be GBs).
+values are used. The rows too: the builder hashes them as it writes them (``rows_sha256`` in the sealed manifest)
+and every open hashes the file's rows again (about 1 s per GB, once per run, and it brings the rows into the page
+cache the training reads next), so a flipped bit or an edited row means a rebuild, never a silently wrong image or
+target.
 
 A store in use is never deleted under its reader: every process that opens one registers in ``<store>.readers/``
 (a lock it holds until it exits, see art_diffusion.storage.locks), and a stale store is removed only once no live
@@ -147,7 +150,7 @@ def _header(path: Path) -> tuple[bytes, tuple[int, ...], bool, np.dtype]:
 
 def read_manifest(path: Path, shape: tuple[int, ...], dtype, check: Check) -> tuple[dict | None, str | None]:
     """``(manifest, None)`` for a complete store at ``path`` exactly as its builder wrote it; ``(None, None)`` when
-    there is none (never completed); ``(None, why)`` when it is damaged, truncated or edited. Reads no rows."""
+    there is none (never completed); ``(None, why)`` when it is damaged, truncated or edited. Hashes its rows."""
     if not path.with_suffix(".json").exists():
         return None, None  # a build never finished (or never began): the manifest is written last
     try:
@@ -167,11 +170,33 @@ def read_manifest(path: Path, shape: tuple[int, ...], dtype, check: Check) -> tu
     manifest, seal_wrong = unsealed(path.name, text, header)
     if manifest is None:
         return None, f"its manifest is {seal_wrong}"
+    rows_sha256 = manifest.pop(_ROWS_KEY, None)
     if why := check(manifest):  # first: it names what is wrong; the seal then sees any well-formed edit
         return None, why
     if seal_wrong:
         return None, f"its header or manifest is not what its builder wrote, {seal_wrong}"
+    if not isinstance(rows_sha256, str):
+        return None, "its manifest has no checksum of its rows (an older version's store)"
+    try:
+        if _rows_digest(path, len(header)) != rows_sha256:
+            return None, "its rows are not what its builder wrote (their sha256 differs: a flipped bit, an edit)"
+    except OSError as exc:  # an unreadable block of the disk
+        return None, f"its rows cannot be read ({type(exc).__name__}: {exc})"
     return manifest, None
+
+
+_ROWS_KEY = "rows_sha256"  # the manifest's checksum of the rows, added by _build, checked by read_manifest
+_HASH_BLOCK = 1 << 23
+
+
+def _rows_digest(path: Path, offset: int) -> str:
+    """The sha256 of the file's bytes after its header (hashlib releases the GIL: other threads go on meanwhile)."""
+    digest, block = hashlib.sha256(), bytearray(_HASH_BLOCK)
+    with open(path, "rb", buffering=0) as fh:
+        fh.seek(offset)
+        while n := fh.readinto(block):
+            digest.update(memoryview(block)[:n])
+    return digest.hexdigest()
 
 
 def _readers(store: Path) -> Path:
@@ -219,7 +244,7 @@ def _build(path: Path, shape: tuple[int, ...], dtype: np.dtype, fill: Callable[[
         leftover.unlink(missing_ok=True)  # (we hold the lock)
     path.with_suffix(".json").unlink(missing_ok=True)  # a rebuild killed half-way then reads as never built
     dtype, row_shape = np.dtype(dtype), tuple(shape[1:])
-    written, header = 0, io.BytesIO()
+    written, header, rows_digest = 0, io.BytesIO(), hashlib.sha256()
     np.lib.format.write_array_header_1_0(
         header, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(shape)})
     header = header.getvalue()
@@ -232,14 +257,18 @@ def _build(path: Path, shape: tuple[int, ...], dtype: np.dtype, fill: Callable[[
             if block.dtype != dtype or tuple(block.shape[1:]) != row_shape or written + len(block) > shape[0]:
                 raise ValueError(f"rows {block.dtype} {block.shape} do not fit the store {dtype} {shape} "
                                  f"after {written} rows")
-            fh.write(np.ascontiguousarray(block).data)  # the rows' own buffer, no copy
+            rows = np.ascontiguousarray(block).data  # the rows' own buffer, no copy
+            fh.write(rows)
+            rows_digest.update(rows)
             written += len(block)
 
         extra = fill(write)
         if written != shape[0]:
             raise ValueError(f"the store {path} got {written} of its {shape[0]} rows")
-    atomic_write(path.with_suffix(".json"), sealed(path.name, extra, header))  # last: its presence marks the store
-    # complete
+        if _ROWS_KEY in extra:
+            raise ValueError(f"a store's manifest cannot use the key {_ROWS_KEY!r}")
+    manifest = sealed(path.name, {**extra, _ROWS_KEY: rows_digest.hexdigest()}, header)
+    atomic_write(path.with_suffix(".json"), manifest)  # last: its presence marks the store complete
 
 
 def open_or_build(path: Path, shape: tuple[int, ...], dtype, fill: Callable[[Writer], dict], check: Check,
