@@ -145,10 +145,15 @@ def test_resume_passes_over_a_damaged_last_checkpoint_to_the_newest_good_one(tin
 
 @pytest.mark.parametrize("sha256", [True, False], ids=["folder", "folder without weights_sha256"])
 @pytest.mark.parametrize("kind", KINDS)
-def test_a_damaged_exported_folder_is_refused_naming_file_and_tensor(exported, tmp_path, kind, sha256):
-    if kind == "flipped bytes" and not sha256:
-        pytest.skip("safetensors has no checksum: flipped bytes in a folder without weights_sha256 load (documented)")
+def test_a_damaged_exported_folder_is_refused_naming_file_and_tensor(exported, tmp_path, caplog, kind, sha256):
     folder = damaged_folder(exported, tmp_path, kind, sha256)
+    if kind == "flipped bytes" and not sha256:  # safetensors has no checksum: it loads, never silently
+        with caplog.at_level(logging.WARNING):
+            art_diffusion.load_pretrained(folder)
+        (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert str(folder / "model.safetensors") in warning and "not checked against a checksum" in warning
+        assert "python scripts/export.py" in warning
+        return
     with pytest.raises(UserError) as refused:
         art_diffusion.load_pretrained(folder)
     content = kind in ("nan", "inf", "negative running_var")  # named even where the sha256 differs
@@ -158,7 +163,7 @@ def test_a_damaged_exported_folder_is_refused_naming_file_and_tensor(exported, t
         assert "sha256 is not the one" in str(refused.value)
 
 
-def test_good_weights_load_with_float_casts_and_without_weights_sha256(tiny_run, exported, tmp_path):
+def test_good_weights_load_with_float_casts_and_without_weights_sha256(tiny_run, exported, tmp_path, caplog):
     """No false alarm: the run's checkpoints, a float64 copy of a parameter (a cast load_state_dict makes), an older
     folder without weights_sha256."""
     for path in (tiny_run / "checkpoints").glob("*.ckpt"):
@@ -171,9 +176,14 @@ def test_good_weights_load_with_float_casts_and_without_weights_sha256(tiny_run,
     folder = tmp_path / "older"
     shutil.copytree(exported, folder)
     config = json.loads((folder / "config.json").read_text())
+    with caplog.at_level(logging.WARNING):
+        art_diffusion.load_pretrained(exported)
+    assert "not checked against a checksum" not in caplog.text  # a folder with its sha256 loads without a word
     del config["weights_sha256"]
     (folder / "config.json").write_text(json.dumps(config))
-    art_diffusion.load_pretrained(folder)
+    with caplog.at_level(logging.WARNING):
+        art_diffusion.load_pretrained(folder)
+    assert "records no weights_sha256, so these weights are not checked against a checksum" in caplog.text
     config["weights_sha256"] = "not a digest"
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(UserError, match="weights_sha256='not a digest' is not a sha256"):

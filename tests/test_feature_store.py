@@ -291,10 +291,14 @@ def test_a_store_not_as_its_builder_wrote_it_is_rebuilt_with_one_warning(built_s
     assert features.shape[0] == images.shape[0]
 
 
-def test_training_runs_on_the_store(compose_cfg, tmp_path, caplog):
+@pytest.mark.parametrize("precision, on_disk", [("32-true", np.float32), ("bf16-mixed", np.int16)])
+def test_training_runs_on_the_store_in_either_precision(compose_cfg, tmp_path, caplog, precision, on_disk):
+    """A real Trainer: auto turns the store on in fp32 and in bf16 training, each with rows of the step's dtype."""
     with caplog.at_level(logging.INFO):
-        metrics = train(compose_cfg("data.feature_store=true"))
-    assert "Target-feature store (data.feature_store=True): on, built in" in caplog.text
+        metrics = train(compose_cfg(f"trainer.precision={precision}", "data.feature_store=auto"))
+    assert "Target-feature store (data.feature_store=auto): on, built in" in caplog.text
+    (store,) = (tmp_path / "data-cache" / "features").glob("*.npy")  # compose_cfg's data.cache_dir
+    assert np.load(store, mmap_mode="r").dtype == on_disk
     assert np.isfinite(metrics["val/loss"])
 
 

@@ -1,13 +1,13 @@
 """The exported folder: ``model.safetensors`` (the network's weights), ``config.json`` (how to rebuild it), read back
 without trusting either.
 
-Opening a folder reads JSON and safetensors only (no pickle, no ``torch.load``). The weights are checked before they
-are used: against the sha256 that export records in ``config.json`` (``weights_sha256``; folders exported before it
-was written load without it), then by the checks every loader of weights shares
-(:func:`art_diffusion.checkpoints.loading.check_tensors` and ``check_state_dict``). ``config.json`` is untrusted: it
-must hold exactly the keys below, no value may look like a path, every ``_target_`` passes the class registry
-(:func:`art_diffusion.checkpoints.registry.check_targets`) and must be a network of the task, the constructor
-arguments must be the class's own, and the values pass the rules training applies
+Opening a folder reads JSON and safetensors only (no pickle, no ``torch.load``). The weights are checked before they are
+used: against the sha256 that export records in ``config.json`` (``weights_sha256``; a folder without it, exported
+before it was written or with it removed on purpose, loads with a warning that its weights are unchecked), then by the
+checks every loader of weights shares (:func:`art_diffusion.checkpoints.loading.check_tensors` and
+``check_state_dict``). ``config.json`` is untrusted: it must hold exactly the keys below, no value may look like a path,
+every ``_target_`` passes the class registry (:func:`art_diffusion.checkpoints.registry.check_targets`) and must be a
+network of the task, the constructor arguments must be the class's own, and the values pass the rules training applies
 (:func:`art_diffusion.run.validate.check_stored_values`). Anything else is refused with one message.
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -49,6 +50,8 @@ KEYS = ("format", "format_version", "art_diffusion_version", "task", "net", "ima
 DIFFUSION_KEYS = ("schedule", "prediction", "num_classes")
 #: the sha256 (hex) of model.safetensors, which safetensors itself does not checksum; optional: folders exported
 #: before export wrote it load as they did
+log = logging.getLogger(__name__)
+
 SHA256_KEY = "weights_sha256"
 EXPORT_AGAIN = "export the folder again with `python scripts/export.py ckpt_path=... output_dir=...`"
 #: the fix named when the weights are damaged
@@ -230,6 +233,9 @@ def read_net(folder: Path, config: Mapping) -> nn.Module:
     check_tensors(state, path, DAMAGED_FIX)  # first: it names the tensor
     if changed:
         raise _changed(path)
+    if digest is None:  # never silently: a flipped bit that makes no NaN would load
+        log.warning("%s: %s records no %s, so these weights are not checked against a checksum (damage that makes no "
+                    "NaN would go unseen); %s to add one.", path, CONFIG_FILE, SHA256_KEY, EXPORT_AGAIN)
     net = instantiate(config["net"])
     check_state_dict(net, state, path, f"the network config.json describes ({config['net']['_target_']})",
                      DAMAGED_FIX)
