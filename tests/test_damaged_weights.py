@@ -221,3 +221,56 @@ def test_damaged_vgg_weights_are_rebuilt_in_the_cache_and_refused_from_a_path(tm
     with pytest.raises(DamagedCheckpointError) as refused:
         load_vgg16_state(str(tmp_path / "vgg16.pth"), 16)
     assert_refused(refused.value, tmp_path / "vgg16.pth", "0.weight")
+
+
+def _flip_low_bits(path: Path, tensor: torch.Tensor) -> None:
+    """The lowest bit of three float32 values of ``tensor`` flipped in ``path``: damage that stays finite, so only a
+    checksum can see it (a NaN check cannot)."""
+    data = bytearray(path.read_bytes())
+    start = data.find(torch.empty(0, dtype=torch.uint8).set_(tensor.untyped_storage()).numpy().tobytes())
+    assert start > 0
+    for i in (0, 4, 8):
+        data[start + i] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_vgg_weights_with_bits_flipped_that_stay_finite_are_never_used(tmp_path, monkeypatch, caplog):
+    """Every place torch files are read checks their zip's CRC-32s (storage.load_torch): the weight cache is rebuilt,
+    a file given by path refused naming it, torch.hub's file checked against the sha256 digits its name carries."""
+    from art_diffusion import storage
+    from art_diffusion.nets.vgg import load_vgg16_state, sources, weights
+
+    with pytest.warns(UserWarning, match="RANDOM"):
+        good = load_vgg16_state("random", 16)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    monkeypatch.setenv("ART_DIFFUSION_CACHE", str(cache))
+    cached = cache / "vgg16_imagenet_features16.pt"
+    storage.save_torch(good, cached)
+    _flip_low_bits(cached, good["0.weight"])
+    flipped = torch.load(cached, weights_only=True)["0.weight"]  # what a reader without the check would use
+    assert torch.isfinite(flipped).all() and not torch.equal(flipped, good["0.weight"])
+    with pytest.raises(storage.DamagedFileError, match="fails the CRC-32 checksum"):
+        storage.load_torch(cached)
+
+    monkeypatch.setattr(sources, "from_hub_cache", lambda: good)
+    with caplog.at_level(logging.WARNING):
+        state = weights.imagenet_vgg16_state(16)  # the damaged cache is rebuilt from a source
+    assert torch.equal(state["0.weight"], good["0.weight"])
+    assert f"Ignoring unreadable VGG16 weight cache {cached}" in caplog.text and "CRC-32" in caplog.text
+    assert torch.equal(storage.load_torch(cached)["0.weight"], good["0.weight"])
+
+    given = tmp_path / "vgg16.pth"
+    storage.save_torch(good, given)
+    _flip_low_bits(given, good["0.weight"])
+    with pytest.raises(UserError, match="CRC-32") as refused:
+        load_vgg16_state(str(given), 16)
+    assert str(given) in str(refused.value)
+
+    monkeypatch.undo()
+    hub = tmp_path / "hub" / sources.HUB_FILENAME
+    hub.parent.mkdir()
+    storage.save_torch({f"features.{k}": v for k, v in good.items()}, hub)  # readable, but not torch.hub's bytes
+    monkeypatch.setattr(sources, "hub_checkpoint_path", lambda: hub)
+    with pytest.raises(ValueError, match=f"its sha256 does not begin with {sources.HUB_SHA256_PREFIX}"):
+        sources.from_hub_cache()

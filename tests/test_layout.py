@@ -61,6 +61,24 @@ def test_networks_maths_and_losses_raise_plain_errors_naming_no_config_key():
                 path, name, text)
 
 
+def _calls(path, dotted: str) -> int:
+    """How many calls of ``dotted`` (``torch.load``) a file makes."""
+    module, name = dotted.split(".")
+    return sum(isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == name
+               and isinstance(node.func.value, ast.Name) and node.func.value.id == module
+               for node in ast.walk(ast.parse(path.read_text())))
+
+
+def test_torch_files_are_read_and_written_by_the_one_mechanism():
+    """Every torch.load of a file checks the zip's CRC-32s first (storage.load_torch; checkpoints.loading adds its
+    messages around the same check) and every torch.save is atomic (storage.save_torch): a new reader or writer
+    cannot skip them."""
+    allowed = {"torch.load": {"storage/files.py", "checkpoints/loading.py"}, "torch.save": {"storage/files.py"}}
+    for dotted, files in allowed.items():
+        found = {str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if _calls(p, dotted)}
+        assert found == files, (dotted, found)
+
+
 def test_every_page_of_the_docs_is_run_and_linked_from_the_readme():
     pages = {str(p.relative_to(REPO)) for p in (REPO / "docs").glob("*.md")}
     assert pages == set(DOC_PAGES) - {"README.md"}, "add the new page to DOC_PAGES"

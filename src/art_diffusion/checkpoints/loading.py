@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import pickle
 import re
-import zipfile
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -28,6 +27,7 @@ from torch import nn
 from art_diffusion import MissingPathError, UserError
 from art_diffusion.checkpoints.registry import check_depth, check_targets, renamed_targets
 from art_diffusion.run.validate import check_stored_values
+from art_diffusion.storage import zip_damage
 
 #: Checkpoint entry holding the run's resolved config (plain dicts), enough to rebuild model and data settings.
 CONFIG_KEY = "art_diffusion_config"
@@ -82,7 +82,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
     if not path.is_file():
         raise MissingPathError(f"Checkpoint not found: {path}. Pass ckpt_path=<run dir>/checkpoints/best.ckpt "
                                f"(or last.ckpt) of a `{train_command} ...` run.")
-    bad_member = _bad_zip_member(path)
+    bad_member = zip_damage(path)
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -109,41 +109,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
     for name in ("state_dict", "optimizer_states"):  # the weights and what resuming trains them with
         check_tensors(dict(_tensors(checkpoint.get(name), name)), path)
     return checkpoint
-
-
-def _bad_zip_member(path: Path) -> tuple[str, int | None] | None:
-    """The first member of a zip-format checkpoint (its name, the CRC-32 of its bytes) whose bytes fail the CRC-32
-    the zip records for them (``torch.load`` reads without checking), else None; None too for torch's legacy format
-    (no checksums) and for a file too broken to open as a zip (``torch.load`` then says why)."""
-    try:
-        archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError):
-        return None
-    with archive, open(path, "rb") as raw:
-        for info in archive.infolist():
-            if info.compress_type != zipfile.ZIP_STORED:  # torch stores members uncompressed; zipfile checks others
-                try:
-                    with archive.open(info) as member:
-                        while member.read(1 << 24):
-                            pass
-                except (zipfile.BadZipFile, EOFError, zlib.error):
-                    return info.filename, None
-                continue
-            raw.seek(info.header_offset)
-            header = raw.read(30)  # the local file header, then its name and extra field, then the bytes
-            if len(header) < 30 or header[:4] != b"PK\x03\x04":
-                return info.filename, None
-            raw.seek(info.header_offset + 30 + int.from_bytes(header[26:28], "little")
-                     + int.from_bytes(header[28:30], "little"))
-            crc, left = 0, info.compress_size
-            while left > 0:
-                chunk = raw.read(min(left, 1 << 24))
-                if not chunk:
-                    return info.filename, None
-                crc, left = zlib.crc32(chunk, crc), left - len(chunk)
-            if crc != info.CRC:
-                return info.filename, crc
-    return None
 
 
 def _tensors(node: Any, at: str) -> Iterator[tuple[str, torch.Tensor]]:

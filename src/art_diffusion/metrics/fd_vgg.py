@@ -24,7 +24,7 @@ from art_diffusion.data.images import IMAGE_EXTENSIONS, BadImage, load_rgb
 from art_diffusion.data.listing import list_images
 from art_diffusion.metrics.scores import frechet_distance, scores
 from art_diffusion.nets.vgg import ImageNetNormalize, VGG16Features
-from art_diffusion.storage import optional_cache_dir, optional_write, save_torch
+from art_diffusion.storage import load_torch, optional_cache_dir, optional_write, save_torch
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def _read_cached(path: Path) -> Tensor | None:
     """The features stored at ``path`` exactly as they were written, else None: a cache that cannot be read (torch's
     reader raises RuntimeError, pickle errors and more), is of another form or was edited is logged and recomputed."""
     try:
-        stored = torch.load(path, map_location="cpu", weights_only=True)
+        stored = load_torch(path)
     except Exception as exc:  # any failure to read an untrusted cache file: it is only a cache
         why = f"{type(exc).__name__}: {str(exc)[:120]}"
     else:

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from art_diffusion.nets.vgg import VGG16_NUM_LAYERS, VGG16Features, load_vgg16_state
+from art_diffusion.storage import load_torch
 
 #: VGG16 ``features`` indices of relu1_2, relu2_2, relu3_3, relu4_3, relu5_3: the layers LPIPS compares.
 LPIPS_VGG_LAYERS = (3, 8, 15, 22, 29)
@@ -45,7 +46,7 @@ class LPIPS(nn.Module):
         state = load_vgg16_state(vgg_weights, VGG16_NUM_LAYERS)
         self.vgg = VGG16Features(state, VGG16_NUM_LAYERS, return_layers=LPIPS_VGG_LAYERS)
         path = Path(heads_path) if heads_path is not None else torchmetrics_vgg_heads_path()
-        heads = torch.load(path, map_location="cpu", weights_only=True)
+        heads = load_torch(path)
         for k in range(len(LPIPS_VGG_LAYERS)):
             self.register_buffer(f"head{k}", heads[f"lin{k}.model.1.weight"].float(), persistent=False)
         self.register_buffer("shift", torch.tensor(_SHIFT).view(1, 3, 1, 1), persistent=False)

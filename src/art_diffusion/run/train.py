@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -38,7 +37,7 @@ from art_diffusion.run.precision import resolve_trainer_precision
 from art_diffusion.run.run_dir import LAST_CHECKPOINT, METRICS_FILE, has_checkpoint
 from art_diffusion.run.run_dir_owner import in_multirun, owned, owns_run_dirs, refuse_a_trained_dir
 from art_diffusion.run.validate import built, check_arguments, check_values
-from art_diffusion.storage import temporaries_under, write_json
+from art_diffusion.storage import load_torch, temporaries_under, write_json
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +53,12 @@ def _best_checkpoint(trainer: L.Trainer) -> str | None:
 
 
 def _checkpoint_epoch(path: str) -> int:
-    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)["epoch"]
+    return load_torch(path, mmap=True)["epoch"]
 
 
 def _checkpoint_logger_step(path: str) -> int:
     """The step Lightning's loggers had reached when ``path`` was saved (see :func:`logger_step`)."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    checkpoint = load_torch(path, mmap=True)
     loop = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.state_dict", {})
     return int(loop.get("_batches_that_stepped", checkpoint.get("global_step", 0)))
 

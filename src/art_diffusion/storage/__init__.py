@@ -6,7 +6,8 @@ and the record of who holds it.
   :func:`atomic_path` / :func:`atomic_write` (temporary file in the destination directory, fsync, rename; a full
   disk is one :class:`DiskFullError`, whatever exception type carried it: :func:`is_disk_full`; a killed writer's
   temporary is removed by the next write, :func:`remove_dead_temporaries`), :func:`save_torch`
-  (every ``torch.save``), :func:`optional_write` (a cache's write: a full disk is one warning), :func:`write_json`
+  (every ``torch.save``) and :func:`load_torch` (every ``torch.load`` of a file, its zip's CRC-32s checked first:
+  :class:`DamagedFileError`), :func:`optional_write` (a cache's write: a full disk is one warning), :func:`write_json`
   (strict JSON), :func:`inside` / :func:`safe_name` (a path built from names that came from data or a file, always
   under its root).
 - :mod:`~art_diffusion.storage.locks`: :func:`file_lock` (the kernel's flock, never stale), :func:`claim` (hold a
@@ -16,6 +17,7 @@ and the record of who holds it.
 from art_diffusion.storage.files import (
     CACHE_ENV,
     CacheUnusableError,
+    DamagedFileError,
     DiskFullError,
     atomic_path,
     atomic_write,
@@ -26,6 +28,7 @@ from art_diffusion.storage.files import (
     inside,
     is_disk_full,
     json_text,
+    load_torch,
     megabytes,
     optional_cache_dir,
     optional_write,
@@ -39,6 +42,7 @@ from art_diffusion.storage.files import (
     temporary_name,
     unwritable,
     write_json,
+    zip_damage,
 )
 from art_diffusion.storage.locks import (
     InUseError,
@@ -52,9 +56,9 @@ from art_diffusion.storage.locks import (
     registration_path,
 )
 
-__all__ = ["CACHE_ENV", "CacheUnusableError", "DiskFullError", "InUseError", "atomic_path", "atomic_write",
-           "cache_dir", "cache_root", "claim", "describe", "disk_full_error", "ensure_room", "file_lock", "holder",
-           "in_use", "inside", "is_disk_full", "json_text", "megabytes", "optional_cache_dir", "optional_write",
-           "quiet_full_disk_reports", "record_path", "register", "registration_path", "remove_dead_temporaries",
-           "reserve", "safe_name", "save_torch", "stale_temporaries", "temporaries_under", "temporary_name",
-           "unwritable", "write_json"]
+__all__ = ["CACHE_ENV", "CacheUnusableError", "DamagedFileError", "DiskFullError", "InUseError", "atomic_path",
+           "atomic_write", "cache_dir", "cache_root", "claim", "describe", "disk_full_error", "ensure_room",
+           "file_lock", "holder", "in_use", "inside", "is_disk_full", "json_text", "load_torch", "megabytes",
+           "optional_cache_dir", "optional_write", "quiet_full_disk_reports", "record_path", "register",
+           "registration_path", "remove_dead_temporaries", "reserve", "safe_name", "save_torch", "stale_temporaries",
+           "temporaries_under", "temporary_name", "unwritable", "write_json", "zip_damage"]

@@ -20,6 +20,8 @@ import re
 import shutil
 import socket
 import uuid
+import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -344,6 +346,62 @@ def atomic_write(path: str | Path, data: str | bytes | memoryview) -> None:
     """Write ``data`` (text as UTF-8) to ``path`` atomically: see :func:`atomic_path`."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+
+
+class DamagedFileError(ValueError):
+    """A file whose bytes fail the checksum it records (a flipped bit, a torn copy); ``member`` and ``crc`` name the
+    part (the zip member, the CRC-32 its bytes have now, or None)."""
+
+    def __init__(self, message: str, member: str, crc: int | None):
+        super().__init__(message)
+        self.member, self.crc = member, crc
+
+
+def zip_damage(path: str | Path) -> tuple[str, int | None] | None:
+    """The first member of a zip-format torch file (its name, the CRC-32 of its bytes) whose bytes fail the CRC-32
+    the zip records for them (``torch.load`` reads without checking), else None; None too for torch's legacy format
+    (no checksums) and for a file too broken to open as a zip (``torch.load`` then says why)."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError):
+        return None
+    with archive, open(path, "rb") as raw:
+        for info in archive.infolist():
+            if info.compress_type != zipfile.ZIP_STORED:  # torch stores members uncompressed; zipfile checks others
+                try:
+                    with archive.open(info) as member:
+                        while member.read(1 << 24):
+                            pass
+                except (zipfile.BadZipFile, EOFError, zlib.error):
+                    return info.filename, None
+                continue
+            raw.seek(info.header_offset)
+            header = raw.read(30)  # the local file header, then its name and extra field, then the bytes
+            if len(header) < 30 or header[:4] != b"PK\x03\x04":
+                return info.filename, None
+            raw.seek(info.header_offset + 30 + int.from_bytes(header[26:28], "little")
+                     + int.from_bytes(header[28:30], "little"))
+            crc, left = 0, info.compress_size
+            while left > 0:
+                chunk = raw.read(min(left, 1 << 24))
+                if not chunk:
+                    return info.filename, None
+                crc, left = zlib.crc32(chunk, crc), left - len(chunk)
+            if crc != info.CRC:
+                return info.filename, crc
+    return None
+
+
+def load_torch(path: str | Path, map_location="cpu", mmap: bool = False):
+    """``torch.load(path, weights_only=True)`` after the zip's CRC-32s, which ``torch.load`` does not verify: the one
+    way src/ reads a torch file (checkpoints add their own messages, art_diffusion.checkpoints.loading). A file whose
+    bytes fail them raises :class:`DamagedFileError` before anything is unpickled."""
+    import torch  # storage is imported by tools that never need torch's start-up time
+
+    if damage := zip_damage(path):
+        raise DamagedFileError(f"{path}: zip member {damage[0]} fails the CRC-32 checksum the file records (a "
+                               "damaged file: a disk or copy error, or an edit)", *damage)
+    return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
 
 
 def save_torch(obj, path: str | Path) -> None:

