@@ -140,7 +140,10 @@ def test_store_off_without_the_pixel_cache_or_when_asked(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="art_diffusion.data.datamodule"):
         assert not _dm(root, tmp_path, cache=False).attach_target_features(_spec(loss))
         assert not _dm(root, tmp_path, feature_store=False).attach_target_features(_spec(loss))
+        integer = FeatureSpec(lambda images: _spec(loss).extract(images).to(torch.int32), {"precision": "int"})
+        assert not _dm(root, tmp_path).attach_target_features(integer)
     assert "off, the pixel cache is off" in caplog.text
+    assert "off, the step computes its targets in torch.int32, which the store does not keep" in caplog.text
     assert not (tmp_path / "cache" / "features").exists()
 
 
@@ -155,6 +158,13 @@ def test_each_precision_has_a_store_of_its_own_dtype(tmp_path):
         assert np.load(dm.feature_path, mmap_mode="r").dtype == on_disk
     assert stores["bf16-mixed"] != stores["32-true"] and all(p.exists() for p in stores.values())
     assert (np.load(stores["32-true"]).nbytes == 2 * np.load(stores["bf16-mixed"]).nbytes)
+    for dtype in (torch.float16, torch.float64):  # a GPU's 16-mixed, 64-true: rows read back as computed
+        spec = FeatureSpec(lambda images, dtype=dtype: _spec(loss, "32-true").extract(images).to(dtype),
+                           {"precision": str(dtype)})
+        dm = _dm(root, tmp_path)
+        assert dm.attach_target_features(spec)
+        images, _, features = dm.on_before_batch_transfer(next(iter(dm.train_dataloader())), 0)
+        assert features.dtype == dtype
 
 
 def _replace(path, old: bytes, new: bytes):

@@ -211,9 +211,10 @@ class ArtDataModule(L.LightningDataModule):
         elif hp.hflip:
             why_off = ("data.hflip=true flips training images at random and the store holds one orientation; "
                        "targets are computed every step")
-        features = None
+        features = feature_store.layout(spec.extract, hp.image_size) if why_off is None else None
+        if features is not None and features.dtype not in feature_store.ON_DISK:
+            why_off = f"the step computes its targets in {features.dtype}, which the store does not keep"
         if why_off is None:
-            features = feature_store.layout(spec.extract, hp.image_size)
             rows = int(self.store.open().shape[0])
             fits, verdict = row_store.fits(self._cache_dir() / "features", features.bytes_for(rows),
                                            f"the VGG features of {rows} images")
