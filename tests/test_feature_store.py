@@ -324,3 +324,47 @@ def test_an_unwritable_store_dir_turns_auto_off_and_refuses_true_in_one_message(
     assert "features cannot be written" in caplog.text
     with pytest.raises(DataError, match="data.feature_store=true needs a writable"):
         _dm(root, tmp_path, feature_store=True).attach_target_features(_spec(loss))
+
+
+def test_openers_that_find_the_same_damaged_rows_rebuild_the_store_once(tmp_path, caplog, monkeypatch):
+    """Rows are hashed outside the slot's lock, so DDP ranks and concurrent runs hash side by side; two openers that
+    find the same flipped bit rebuild the store once between them, and both end on the intact one."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from art_diffusion.storage import file_lock
+
+    hash_rows, lock_free = row_store.rows_damage, []
+
+    def hashed_with_the_lock_free(path, manifest):  # the real hash; first, is the slot's lock free meanwhile?
+        with file_lock(row_store._slot_lock(path), timeout=0):  # filelock.Timeout if the opener held it
+            lock_free.append(True)
+        return hash_rows(path, manifest)
+
+    path, shape, builds = tmp_path / "rows" / "slot-content.npy", (64, 8, 8), []
+    rows = np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8)
+    ready = threading.Barrier(2)
+
+    def fill(write):
+        builds.append(threading.get_ident())
+        write(rows)
+        return {"what": "test"}
+
+    def open_store():
+        ready.wait()  # both openers start together
+        return row_store.open_or_build(path, shape, np.uint8, fill, lambda m: row_store.mismatch(m, {"what": str}),
+                                       "test store", "")
+
+    row_store.open_or_build(path, shape, np.uint8, fill, lambda m: None, "test store", "")
+    assert len(builds) == 1
+    with monkeypatch.context() as patch:  # one opener alone: its hash runs with the slot's lock free
+        patch.setattr(row_store, "rows_damage", hashed_with_the_lock_free)
+        row_store.open_or_build(path, shape, np.uint8, fill, lambda m: None, "test store", "")
+    assert lock_free == [True] and len(builds) == 1  # reused, and its rows hashed once
+    _flip_bit(path, "inside")
+    with caplog.at_level(logging.WARNING), ThreadPoolExecutor(2) as pool:
+        opened = [f.result() for f in [pool.submit(open_store) for _ in range(2)]]
+    assert len(builds) == 2  # the first build, then one rebuild for both
+    assert [manifest for manifest, _ in opened] == [{"what": "test"}] * 2
+    assert caplog.text.count("its rows are not what its builder wrote") == 1
+    assert np.array_equal(np.load(path), rows)

@@ -17,9 +17,9 @@ name, the header's bytes and the manifest's exact text: :func:`sealed`), so any 
 from another store, is seen; and every user of a store declares what a valid manifest is (``check``, see
 :func:`mismatch`), so a manifest of the wrong form or one that names another store's inputs is refused before its
 values are used. The rows too: the builder hashes them as it writes them (``rows_sha256`` in the sealed manifest)
-and every open hashes the file's rows again (about 1 s per GB, once per run, and it brings the rows into the page
-cache the training reads next), so a flipped bit or an edited row means a rebuild, never a silently wrong image or
-target.
+and every open by a process that did not just build it hashes the file's rows again (about 1 s per GB, once per
+run, outside the slot's lock so that ranks hash side by side; it also brings the rows into the page cache the
+training reads next), so a flipped bit or an edited row means a rebuild, never a silently wrong image or target.
 
 A store in use is never deleted under its reader: every process that opens one registers in ``<store>.readers/``
 (a lock it holds until it exits, see art_diffusion.storage.locks), and a stale store is removed only once no live
@@ -149,8 +149,10 @@ def _header(path: Path) -> tuple[bytes, tuple[int, ...], bool, np.dtype]:
 
 
 def read_manifest(path: Path, shape: tuple[int, ...], dtype, check: Check) -> tuple[dict | None, str | None]:
-    """``(manifest, None)`` for a complete store at ``path`` exactly as its builder wrote it; ``(None, None)`` when
-    there is none (never completed); ``(None, why)`` when it is damaged, truncated or edited. Hashes its rows."""
+    """``(manifest, None)`` for a complete store at ``path`` whose header and manifest are exactly as its builder
+    wrote them; ``(None, None)`` when there is none (never completed); ``(None, why)`` when it is damaged, truncated
+    or edited. Reads no rows: :func:`rows_damage` checks them against the manifest's ``rows_sha256``, which it keeps
+    (``check`` sees the manifest without it)."""
     if not path.with_suffix(".json").exists():
         return None, None  # a build never finished (or never began): the manifest is written last
     try:
@@ -177,26 +179,36 @@ def read_manifest(path: Path, shape: tuple[int, ...], dtype, check: Check) -> tu
         return None, f"its header or manifest is not what its builder wrote, {seal_wrong}"
     if not isinstance(rows_sha256, str):
         return None, "its manifest has no checksum of its rows (an older version's store)"
-    try:
-        if _rows_digest(path, len(header)) != rows_sha256:
-            return None, "its rows are not what its builder wrote (their sha256 differs: a flipped bit, an edit)"
-    except OSError as exc:  # an unreadable block of the disk
-        return None, f"its rows cannot be read ({type(exc).__name__}: {exc})"
-    return manifest, None
+    return {**manifest, _ROWS_KEY: rows_sha256}, None
 
 
-_ROWS_KEY = "rows_sha256"  # the manifest's checksum of the rows, added by _build, checked by read_manifest
+_ROWS_KEY = "rows_sha256"  # the manifest's checksum of the rows, added by _build, checked by rows_damage
 _HASH_BLOCK = 1 << 23
 
 
-def _rows_digest(path: Path, offset: int) -> str:
-    """The sha256 of the file's bytes after its header (hashlib releases the GIL: other threads go on meanwhile)."""
+def _file_identity(path: Path) -> tuple[int, int, int] | None:
+    """Which file is at ``path`` now: a rebuild renames a new file into place (a new inode)."""
+    try:
+        found = path.stat()
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino, found.st_mtime_ns
+
+
+def rows_damage(path: Path, manifest: dict) -> str | None:
+    """Why the rows of the store at ``path`` are not the ones its builder wrote (their sha256 is not the manifest's,
+    or they cannot be read), or None. Reads the whole file (hashlib releases the GIL meanwhile)."""
     digest, block = hashlib.sha256(), bytearray(_HASH_BLOCK)
-    with open(path, "rb", buffering=0) as fh:
-        fh.seek(offset)
-        while n := fh.readinto(block):
-            digest.update(memoryview(block)[:n])
-    return digest.hexdigest()
+    try:
+        with open(path, "rb", buffering=0) as fh:
+            fh.seek(len(_header(path)[0]))
+            while n := fh.readinto(block):
+                digest.update(memoryview(block)[:n])
+    except (OSError, ValueError, EOFError) as exc:  # an unreadable block of the disk, a file replaced meanwhile
+        return f"its rows cannot be read ({type(exc).__name__}: {exc})"
+    if digest.hexdigest() != manifest[_ROWS_KEY]:
+        return "its rows are not what its builder wrote (their sha256 differs: a flipped bit, an edit)"
+    return None
 
 
 def _readers(store: Path) -> Path:
@@ -277,24 +289,43 @@ def open_or_build(path: Path, shape: tuple[int, ...], dtype, fill: Callable[[Wri
     ``fill(write) -> manifest`` if missing, stale, damaged or not as its builder wrote it (logged once; built once,
     whoever else asks at the same time); ``check(manifest)`` says why a manifest is not one ``fill`` writes for this
     store, or None (see :func:`mismatch`). This process is registered as the store's reader until it exits. ``name``
-    and ``fix`` word the log lines and the out-of-disk error."""
+    and ``fix`` word the log lines and the out-of-disk error.
+
+    A store this process did not build has its rows hashed (:func:`rows_damage`) after the slot's lock is released,
+    while registered as a reader (so it is not removed meanwhile): DDP ranks and concurrent runs hash side by side,
+    not in turn. Damaged rows are logged and the store is rebuilt under the lock, unless another process already
+    rebuilt it (another file at its path); that one is then checked the same way."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with file_lock(_slot_lock(path)):  # the slot: builds, readers and removals
-        (manifest, why), built_s = read_manifest(path, shape, dtype, check), None
-        if why is not None:
-            log.warning("The %s %s is damaged or truncated, or not as its builder wrote it (%s): rebuilding it",
-                        name, path, why)
-        if manifest is None:
-            check_disk(path, int(np.prod(shape)) * np.dtype(dtype).itemsize, name, fix)
-            start = time.perf_counter()
-            _build(path, shape, dtype, fill)
-            built_s = time.perf_counter() - start
-            log.info("Built the %s %s (%d rows) in %.1f s on host %s", name, path, shape[0], built_s,
-                     socket.gethostname())  # by whichever rank or job got here first: the others reuse it
-            manifest, why = read_manifest(path, shape, dtype, check)
+    damaged, damaged_why = None, None  # the file (device, inode, mtime) whose rows this process found damaged
+    for _ in range(4):
+        with file_lock(_slot_lock(path)):  # the slot: builds, readers and removals
+            (manifest, why), built_s = read_manifest(path, shape, dtype, check), None
+            if manifest is not None and _file_identity(path) == damaged:  # nobody rebuilt it meanwhile
+                manifest, why = None, damaged_why
+            if why is not None:
+                log.warning("The %s %s is damaged or truncated, or not as its builder wrote it (%s): rebuilding it",
+                            name, path, why)
             if manifest is None:
-                raise OSError(f"The {name} {path} was built but does not read back ({why}); is its disk failing?")
-        in_use(_readers(path))  # forgets the registrations of readers that have exited
-        register(registration_path(_readers(path)))
-        _remove_unused_stale(path, name)
-    return manifest, built_s
+                check_disk(path, int(np.prod(shape)) * np.dtype(dtype).itemsize, name, fix)
+                start = time.perf_counter()
+                _build(path, shape, dtype, fill)
+                built_s = time.perf_counter() - start
+                log.info("Built the %s %s (%d rows) in %.1f s on host %s", name, path, shape[0], built_s,
+                         socket.gethostname())  # by whichever rank or job got here first: the others reuse it
+                manifest, why = read_manifest(path, shape, dtype, check)
+                if manifest is None:
+                    raise OSError(f"The {name} {path} was built but does not read back ({why}); is its disk failing?")
+            in_use(_readers(path))  # forgets the registrations of readers that have exited
+            register(registration_path(_readers(path)))
+            _remove_unused_stale(path, name)
+        if built_s is not None:  # its rows were hashed as they were written
+            break
+        identity = _file_identity(path)
+        damaged_why = rows_damage(path, manifest)
+        if damaged_why is None:
+            break
+        damaged = identity
+    else:
+        raise OSError(f"The {name} {path} was rebuilt but its rows do not read back ({damaged_why}); is its disk "
+                      "failing?")
+    return {k: v for k, v in manifest.items() if k != _ROWS_KEY}, built_s
