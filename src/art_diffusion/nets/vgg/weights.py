@@ -129,6 +129,9 @@ def load_vgg16_state(weights: str, num_layers: int = 16) -> dict[str, torch.Tens
         )
     try:
         state = storage.load_torch(path)
+    except storage.DamagedFileError as exc:
+        raise ConfigError(f"VGG16 weights file {exc}: use an intact copy (torchvision's {sources.HUB_FILENAME} has a "
+                          f"sha256 beginning with {sources.HUB_SHA256_PREFIX}).") from None
     except Exception as exc:
         from art_diffusion.checkpoints.loading import torch_error_line  # lazy: checkpoints builds on nets
 
