@@ -111,6 +111,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
     return checkpoint
 
 
+def peek_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint that :func:`load_checkpoint` already checked in this process, or that this run wrote, memory-mapped:
+    for reading a counter (epoch, step) without reading or checking its tensors again."""
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+
+
 def _tensors(node: Any, at: str) -> Iterator[tuple[str, torch.Tensor]]:
     """Every tensor in nested dicts and lists, with its key path (``optimizer_states[0].state.3.exp_avg``)."""
     if isinstance(node, torch.Tensor):

@@ -48,6 +48,7 @@ from art_diffusion.storage import (
     atomic_path,
     atomic_write,
     file_lock,
+    file_sha256,
     megabytes,
     reserve,
     stale_temporaries,
@@ -183,7 +184,6 @@ def read_manifest(path: Path, shape: tuple[int, ...], dtype, check: Check) -> tu
 
 
 _ROWS_KEY = "rows_sha256"  # the manifest's checksum of the rows, added by _build, checked by rows_damage
-_HASH_BLOCK = 1 << 23
 
 
 def _file_identity(path: Path) -> tuple[int, int, int] | None:
@@ -197,16 +197,12 @@ def _file_identity(path: Path) -> tuple[int, int, int] | None:
 
 def rows_damage(path: Path, manifest: dict) -> str | None:
     """Why the rows of the store at ``path`` are not the ones its builder wrote (their sha256 is not the manifest's,
-    or they cannot be read), or None. Reads the whole file (hashlib releases the GIL meanwhile)."""
-    digest, block = hashlib.sha256(), bytearray(_HASH_BLOCK)
+    or they cannot be read), or None. Reads the whole file."""
     try:
-        with open(path, "rb", buffering=0) as fh:
-            fh.seek(len(_header(path)[0]))
-            while n := fh.readinto(block):
-                digest.update(memoryview(block)[:n])
+        digest = file_sha256(path, len(_header(path)[0]))
     except (OSError, ValueError, EOFError) as exc:  # an unreadable block of the disk, a file replaced meanwhile
         return f"its rows cannot be read ({type(exc).__name__}: {exc})"
-    if digest.hexdigest() != manifest[_ROWS_KEY]:
+    if digest != manifest[_ROWS_KEY]:
         return "its rows are not what its builder wrote (their sha256 differs: a flipped bit, an edit)"
     return None
 

@@ -29,7 +29,7 @@ from art_diffusion.checkpoints.arguments import argument_problems
 from art_diffusion.checkpoints.loading import check_state_dict, check_tensors
 from art_diffusion.checkpoints.registry import check_depth, check_targets
 from art_diffusion.run.validate import NETS, check_stored_values
-from art_diffusion.storage import atomic_write, write_json
+from art_diffusion.storage import atomic_write, file_sha256, write_json
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -48,10 +48,10 @@ WEIGHTS = {"reconstruct": "net", "generate": "ema"}
 KEYS = ("format", "format_version", "art_diffusion_version", "task", "net", "image_size", "normalisation",
         "class_names", "weights")
 DIFFUSION_KEYS = ("schedule", "prediction", "num_classes")
-#: the sha256 (hex) of model.safetensors, which safetensors itself does not checksum; optional: folders exported
-#: before export wrote it load as they did
 log = logging.getLogger(__name__)
 
+#: the sha256 (hex) of model.safetensors, which safetensors itself does not checksum; optional: a folder exported
+#: before export wrote it (or with it removed) loads with a warning that its weights are unchecked
 SHA256_KEY = "weights_sha256"
 EXPORT_AGAIN = "export the folder again with `python scripts/export.py ckpt_path=... output_dir=...`"
 #: the fix named when the weights are damaged
@@ -199,14 +199,6 @@ def read_config(folder: Path, trusted_classes: Iterable[str] = ()) -> dict[str, 
     return config
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        while chunk := file.read(1 << 24):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _changed(path: Path) -> PretrainedFolderError:
     return PretrainedFolderError(
         f"{path}: its sha256 is not the one {path.parent / CONFIG_FILE} records ({SHA256_KEY}): {DAMAGED_FIX} (if you "
@@ -225,7 +217,7 @@ def read_net(folder: Path, config: Mapping) -> nn.Module:
         raise PretrainedFolderError(f"{path} is missing: an exported folder holds {CONFIG_FILE} and {WEIGHTS_FILE}.")
     try:
         digest = config.get(SHA256_KEY)
-        changed = digest is not None and _sha256(path) != digest
+        changed = digest is not None and file_sha256(path) != digest
         state = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise PretrainedFolderError(f"Cannot read {path}: {exc}. The file is truncated or not safetensors; export "

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from art_diffusion.checkpoints import check_checkpoint_fits, load_checkpoint
 from art_diffusion.checkpoints.atomic_io import AtomicCheckpointIO
+from art_diffusion.checkpoints.loading import peek_checkpoint
 from art_diffusion.checkpoints.registry import check_targets
 from art_diffusion.checkpoints.resume import (
     AUTO,
@@ -37,7 +38,7 @@ from art_diffusion.run.precision import resolve_trainer_precision
 from art_diffusion.run.run_dir import LAST_CHECKPOINT, METRICS_FILE, has_checkpoint
 from art_diffusion.run.run_dir_owner import in_multirun, owned, owns_run_dirs, refuse_a_trained_dir
 from art_diffusion.run.validate import built, check_arguments, check_values
-from art_diffusion.storage import load_torch, temporaries_under, write_json
+from art_diffusion.storage import temporaries_under, write_json
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +54,12 @@ def _best_checkpoint(trainer: L.Trainer) -> str | None:
 
 
 def _checkpoint_epoch(path: str) -> int:
-    return load_torch(path, mmap=True)["epoch"]
+    return peek_checkpoint(path)["epoch"]  # written by this run
 
 
 def _checkpoint_logger_step(path: str) -> int:
     """The step Lightning's loggers had reached when ``path`` was saved (see :func:`logger_step`)."""
-    checkpoint = load_torch(path, mmap=True)
+    checkpoint = peek_checkpoint(path)  # ckpt_path, checked by prepare_config
     loop = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.state_dict", {})
     return int(loop.get("_batches_that_stepped", checkpoint.get("global_step", 0)))
 

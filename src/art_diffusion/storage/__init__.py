@@ -1,15 +1,15 @@
 """The project's one of each file mechanism: the per-user cache directory, an atomic write, an inter-process lock
 and the record of who holds it.
 
-- :mod:`~art_diffusion.storage.files`: :func:`cache_dir` (:func:`optional_cache_dir` for a cache the work can
-  do without: None and one warning on a read-only disk), :func:`reserve` (space taken before a big write),
-  :func:`atomic_path` / :func:`atomic_write` (temporary file in the destination directory, fsync, rename; a full
-  disk is one :class:`DiskFullError`, whatever exception type carried it: :func:`is_disk_full`; a killed writer's
-  temporary is removed by the next write, :func:`remove_dead_temporaries`), :func:`save_torch`
-  (every ``torch.save``) and :func:`load_torch` (every ``torch.load`` of a file, its zip's CRC-32s checked first:
-  :class:`DamagedFileError`), :func:`optional_write` (a cache's write: a full disk is one warning), :func:`write_json`
-  (strict JSON), :func:`inside` / :func:`safe_name` (a path built from names that came from data or a file, always
-  under its root).
+- :mod:`~art_diffusion.storage.files`: :func:`cache_dir` (:func:`optional_cache_dir` for a cache the work can do
+  without: None and one warning on a read-only disk), :func:`reserve` (space taken before a big write),
+  :func:`atomic_path` / :func:`atomic_write` (temporary file in the destination directory, fsync, rename; a full disk is
+  one :class:`DiskFullError`, whatever exception type carried it: :func:`is_disk_full`; a killed writer's temporary is
+  removed by the next write, :func:`remove_dead_temporaries`), :func:`save_torch` (every ``torch.save``) and
+  :func:`load_torch` (every ``torch.load`` of a file, its zip's CRC-32s checked first: :class:`DamagedFileError`),
+  :func:`file_sha256` (every hash of a file), :func:`optional_write` (a cache's write: a full disk is one warning),
+  :func:`write_json` (strict JSON), :func:`inside` / :func:`safe_name` (a path built from names that came from data or a
+  file, always under its root).
 - :mod:`~art_diffusion.storage.locks`: :func:`file_lock` (the kernel's flock, never stale), :func:`claim` (hold a
   lock or refuse naming the holder: a run dir's one owner), :func:`register` / :func:`in_use` (live readers).
 """
@@ -25,6 +25,7 @@ from art_diffusion.storage.files import (
     cache_root,
     disk_full_error,
     ensure_room,
+    file_sha256,
     inside,
     is_disk_full,
     json_text,
@@ -58,7 +59,7 @@ from art_diffusion.storage.locks import (
 
 __all__ = ["CACHE_ENV", "CacheUnusableError", "DamagedFileError", "DiskFullError", "InUseError", "atomic_path",
            "atomic_write", "cache_dir", "cache_root", "claim", "describe", "disk_full_error", "ensure_room",
-           "file_lock", "holder", "in_use", "inside", "is_disk_full", "json_text", "load_torch", "megabytes",
-           "optional_cache_dir", "optional_write", "quiet_full_disk_reports", "record_path", "register",
+           "file_lock", "file_sha256", "holder", "in_use", "inside", "is_disk_full", "json_text", "load_torch",
+           "megabytes", "optional_cache_dir", "optional_write", "quiet_full_disk_reports", "record_path", "register",
            "registration_path", "remove_dead_temporaries", "reserve", "safe_name", "save_torch", "stale_temporaries",
            "temporaries_under", "temporary_name", "unwritable", "write_json", "zip_damage"]

@@ -349,12 +349,18 @@ def atomic_write(path: str | Path, data: str | bytes | memoryview) -> None:
 
 
 class DamagedFileError(ValueError):
-    """A file whose bytes fail the checksum it records (a flipped bit, a torn copy); ``member`` and ``crc`` name the
-    part (the zip member, the CRC-32 its bytes have now, or None)."""
+    """A file whose bytes fail the checksum it records (a flipped bit, a torn copy); the message names the part."""
 
-    def __init__(self, message: str, member: str, crc: int | None):
-        super().__init__(message)
-        self.member, self.crc = member, crc
+
+def file_sha256(path: str | Path, offset: int = 0) -> str:
+    """The sha256 (hex) of a file's bytes from ``offset`` on, read in blocks (hashlib releases the GIL meanwhile):
+    the one file hash of src/ (exported weights, pinned downloads, torch.hub's file, the rows of a store)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        while block := fh.read(1 << 23):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def zip_damage(path: str | Path) -> tuple[str, int | None] | None:
@@ -392,7 +398,7 @@ def zip_damage(path: str | Path) -> tuple[str, int | None] | None:
     return None
 
 
-def load_torch(path: str | Path, map_location="cpu", mmap: bool = False):
+def load_torch(path: str | Path, map_location="cpu"):
     """``torch.load(path, weights_only=True)`` after the zip's CRC-32s, which ``torch.load`` does not verify: the one
     way src/ reads a torch file (checkpoints add their own messages, art_diffusion.checkpoints.loading). A file whose
     bytes fail them raises :class:`DamagedFileError` before anything is unpickled."""
@@ -400,8 +406,8 @@ def load_torch(path: str | Path, map_location="cpu", mmap: bool = False):
 
     if damage := zip_damage(path):
         raise DamagedFileError(f"{path}: zip member {damage[0]} fails the CRC-32 checksum the file records (a "
-                               "damaged file: a disk or copy error, or an edit)", *damage)
-    return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+                               "damaged file: a disk or copy error, or an edit)")
+    return torch.load(path, map_location=map_location, weights_only=True)
 
 
 def save_torch(obj, path: str | Path) -> None:

