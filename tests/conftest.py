@@ -57,6 +57,20 @@ def tiny_run(tmp_path_factory, demo_root) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def ddpm_checkpoint(tmp_path_factory, demo_root) -> Path:
+    """The last.ckpt of a conditional demo DDPM (7 classes, 20-step chain) after one epoch: fast, but a real
+    checkpoint; trained once per session, for the tests that only read it."""
+    from art_diffusion.run.train import train
+
+    out = tmp_path_factory.mktemp("ddpm") / "train"
+    train(compose_train_cfg(out, f"data.root={demo_root}", "model=ddpm", "model.schedule.timesteps=20",
+                            "model.num_classes=7", "callbacks.samples.num_images=2", "callbacks.samples.steps=2",
+                            "test=false"))
+    GlobalHydra.instance().clear()
+    return out / "checkpoints" / "last.ckpt"
+
+
 @pytest.fixture
 def one_thread():
     """Tiny convolutions on one thread: extra threads only spin, on a shared 2-core machine most of all."""

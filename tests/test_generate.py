@@ -8,7 +8,6 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
-from art_diffusion.run.train import train
 from art_diffusion.tools.generate import generate
 from tests.helpers.config import CONF_DIR, compose_train_cfg
 from tests.helpers.scripts import run_script
@@ -17,18 +16,6 @@ pytestmark = [
     pytest.mark.usefixtures("one_thread"),
     pytest.mark.filterwarnings("ignore:.*random.*", "ignore:.*num_workers.*"),
 ]
-
-
-@pytest.fixture(scope="module")
-def ddpm_checkpoint(tmp_path_factory, demo_root):
-    """A conditional demo model (7 classes, 20-step chain) after one epoch: fast, but a real checkpoint; trained
-    once for the tests of this file, which only read it."""
-    out = tmp_path_factory.mktemp("ddpm") / "train"
-    train(compose_train_cfg(out, f"data.root={demo_root}", "model=ddpm", "model.schedule.timesteps=20",
-                            "model.num_classes=7", "callbacks.samples.num_images=2", "callbacks.samples.steps=2",
-                            "test=false"))
-    GlobalHydra.instance().clear()
-    return out / "checkpoints" / "last.ckpt"
 
 
 def test_the_metrics_a_ddpm_run_is_said_to_log_are_the_ones_it_logs(ddpm_checkpoint, tmp_path):

@@ -27,7 +27,7 @@ from art_diffusion.tools.generate import generate
 from art_diffusion.tools.reconstruct import reconstruct
 from tests.helpers.config import CONF_DIR, REPO
 from tests.helpers.scripts import run_script
-from tests.test_generate import ddpm_checkpoint, generate_cfg  # noqa: F401  (the tiny conditional DDPM fixture)
+from tests.test_generate import generate_cfg
 
 pytestmark = [
     pytest.mark.usefixtures("one_thread"),
@@ -95,8 +95,8 @@ def test_a_tensor_batch_is_reconstructed_at_its_own_size(tiny_run):
 
 
 def test_exported_folder_loads_back_without_torch_load(tiny_run, exported, inputs, monkeypatch):
-    assert sorted(p.name for p in exported.iterdir()) == ["README.md", "config.json", "model.safetensors",
-                                                          "reconstructions.png"]
+    assert sorted(p.name for p in exported.iterdir()) == [".art-diffusion-outputs.json", "README.md", "config.json",
+                                                          "model.safetensors", "reconstructions.png"]
     config = json.loads((exported / "config.json").read_text())
     assert config["net"] == {"_target_": "art_diffusion.nets.ConvDiffusionModel", "in_channels": 3,
                              "base_channels": 4, "fused": True}

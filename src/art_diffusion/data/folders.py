@@ -50,6 +50,10 @@ def list_checked_folder(root: str, key: str = "data.root") -> Listing:
                                                                   listing.empty_classes))
     for link in listing.broken_links:
         log.warning("Skipping %s: a broken symbolic link (to %s)", printable(link), printable(os.readlink(link)))
+    for folder in listing.outputs:
+        log.warning("Not reading %s: a folder this project's commands wrote (a run dir or a tool's output_dir), "
+                    "whose images are outputs, not data; move it out of %s, or name it as %s to train on it",
+                    printable(folder), key, key)
     for folder in listing.loops:
         log.warning("Not following %s: it links to a folder already listed (a symlink loop or a duplicate)",
                     printable(folder))
@@ -87,6 +91,9 @@ def describe_oddities(listings: list[Listing]) -> str:
     broken = [printable(p) for listing in listings for p in listing.broken_links]
     if broken:
         text += f"; broken symbolic links skipped: {', '.join(broken[:3])}{', ...' if len(broken) > 3 else ''}"
+    outputs = [printable(p) for listing in listings for p in listing.outputs]
+    if outputs:
+        text += f"; folders this project's commands wrote (not data): {', '.join(outputs[:3])}"
     loops = [printable(p) for listing in listings for p in listing.loops + listing.unreadable]
     if loops:
         text += f"; folders not followed (symlink loops, duplicate links, unreadable): {', '.join(loops[:3])}"

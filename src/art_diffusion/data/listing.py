@@ -1,9 +1,12 @@
 """The project's one image lister: an ImageFolder (class sub-folders) or any folder of images, by names and stat()
 only (no file is opened, so start-up costs one directory walk). Hidden entries are skipped, extensions match in any
-case, symlinks are followed with each folder walked once (a loop is reported, not recursed into)."""
+case, symlinks are followed with each folder walked once (a loop is reported, not recursed into), and a folder this
+project's commands wrote (a training run's dir, a tool's ``output_dir``) below the folder given is not walked: its
+progress grids and reconstructions never become training data or inputs because they were written inside them."""
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from dataclasses import dataclass, field
@@ -11,6 +14,13 @@ from pathlib import Path
 from typing import NamedTuple
 
 from art_diffusion.data.images import LISTED_EXTENSIONS
+from art_diffusion.run.run_dir import OWNER_LOCK
+from art_diffusion.storage.outputs import RECORD_FILE
+
+log = logging.getLogger(__name__)
+
+#: A file that marks a folder one of this project's commands wrote: a training run's lock, a tool's output record
+OUTPUT_MARKERS = frozenset({OWNER_LOCK, RECORD_FILE})
 
 
 class SourceFile(NamedTuple):  # a tuple, not a dataclass: a million of them are made at start-up
@@ -31,6 +41,7 @@ class Listing:
     broken_links: list[str] = field(default_factory=list)  # symlinks to nothing (a class folder among them)
     loops: list[str] = field(default_factory=list)  # linked folders already listed (a symlink loop or a duplicate)
     unreadable: list[str] = field(default_factory=list)  # folders that could not be listed (permissions)
+    outputs: list[str] = field(default_factory=list)  # folders a command of this project wrote (OUTPUT_MARKERS)
 
 
 def _dir_key(path: str) -> tuple[int, int] | None:
@@ -41,8 +52,9 @@ def _dir_key(path: str) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def _walk(folder: str, label: int, listing: Listing, seen: set[tuple[int, int]]) -> None:
-    """Add the image files under ``folder`` (recursively, hidden entries skipped), in file-system order.
+def _walk(folder: str, label: int, listing: Listing, seen: set[tuple[int, int]], given: bool = False) -> None:
+    """Add the image files under ``folder`` (recursively, hidden entries skipped), in file-system order; a folder
+    holding one of :data:`OUTPUT_MARKERS` is recorded in ``listing.outputs`` instead, unless it is the one ``given``.
 
     Symlinks are followed, each folder once: ``seen`` holds the (st_dev, st_ino) of every folder walked, so a link
     back up the tree (a loop) or a second link to a folder is recorded in ``listing.loops`` instead of recursing.
@@ -52,6 +64,9 @@ def _walk(folder: str, label: int, listing: Listing, seen: set[tuple[int, int]])
         entries = list(os.scandir(folder))
     except OSError:
         listing.unreadable.append(folder)
+        return
+    if not given and any(entry.name in OUTPUT_MARKERS for entry in entries):
+        listing.outputs.append(folder)
         return
     for entry in entries:
         name = entry.name
@@ -118,5 +133,8 @@ def list_image_folder(root: str | Path) -> Listing:
 def list_images(folder: str | Path) -> list[Path]:
     """Every image file under ``folder``, at any depth and whatever the layout, sorted (the same walk as above)."""
     listing = Listing(files=[], classes=[])
-    _walk(str(folder), 0, listing, {_dir_key(str(folder))})
+    _walk(str(folder), 0, listing, {_dir_key(str(folder))}, given=True)
+    for output in listing.outputs:
+        log.warning("Not reading %s: this project's commands wrote it (outputs are not inputs); name it to read it",
+                    output)
     return sorted(Path(f.path) for f in listing.files)

@@ -29,7 +29,8 @@ from art_diffusion.pretrained.folder import (
 )
 from art_diffusion.run.run_dir import BEST_CHECKPOINT, METRICS_FILE
 from art_diffusion.run.validate import check_values
-from art_diffusion.storage import atomic_path, atomic_write
+from art_diffusion.storage import atomic_path, atomic_write, output_folder
+from art_diffusion.storage.outputs import RECORD_FILE
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +86,8 @@ def _class_counts(root) -> dict[str, int] | None:
     return counts
 
 
-def _reconstruction_grid(run_dir: Path, out: Path) -> str | None:
-    """The newest ``reconstructions/epoch_XXX.png`` of the run, decoded and written again as reconstructions.png."""
+def _reconstruction_grid(run_dir: Path, path: Path) -> str | None:
+    """The newest ``reconstructions/epoch_XXX.png`` of the run, decoded and written again as ``path``; its name."""
     from PIL import Image
 
     from art_diffusion.data.images import BadImage, load_rgb
@@ -98,13 +99,13 @@ def _reconstruction_grid(run_dir: Path, out: Path) -> str | None:
         pixels = load_rgb(grids[-1], None)
     except BadImage:
         return None
-    with atomic_path(out / "reconstructions.png") as tmp:
+    with atomic_path(path) as tmp:
         Image.fromarray(pixels).save(tmp, format="png")
-    return "reconstructions.png"
+    return path.name
 
 
-def _sample_grid(module: DiffusionModule, count: int, out: Path) -> str | None:
-    """``count`` samples (seed 0, generate.py's sampler and steps), as samples.png."""
+def _sample_grid(module: DiffusionModule, count: int, path: Path) -> str | None:
+    """``count`` samples (seed 0, generate.py's sampler and steps), as ``path``; its name."""
     from torchvision.utils import make_grid
 
     from art_diffusion.tools.generate import to_pil
@@ -114,9 +115,9 @@ def _sample_grid(module: DiffusionModule, count: int, out: Path) -> str | None:
     images = module.sample(count, sampler="dpm++2m", steps=min(20, module.schedule.timesteps),
                                  generator=torch.Generator().manual_seed(0), guidance_scale=3.0, batch_size=16)
     grid = make_grid(images.cpu(), nrow=math.ceil(math.sqrt(count)), padding=2, pad_value=1.0)
-    with atomic_path(out / "samples.png") as tmp:
+    with atomic_path(path) as tmp:
         to_pil(grid).save(tmp, format="png")
-    return "samples.png"
+    return path.name
 
 
 def export_onnx(net: nn.Module, path: Path, image_size: int) -> float | None:
@@ -160,26 +161,26 @@ def export(cfg: DictConfig) -> Path:
     if cfg.format == "onnx" and task == "generate":
         raise ConfigError(NO_DDPM_ONNX)
     run_dir, out = _run_dir(ckpt), Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     counts = _class_counts(run_config.get("data", {}).get("root"))
     if task == "reconstruct" and counts:
         class_names = list(counts)
     config = folder_config(task, run_config, class_names)
-
-    config[SHA256_KEY] = write_weights(net, out / WEIGHTS_FILE)  # read_net checks the file against it
-    write_config(config, out / CONFIG_FILE)
-    if task == "reconstruct":
-        grid = _reconstruction_grid(run_dir, out)
-    else:
-        grid = _sample_grid(module, cfg.card_samples, out)
-    onnx = None
-    if cfg.format == "onnx":
-        difference = export_onnx(net, out / ONNX_FILE, config["image_size"])
-        onnx = ONNX_FILE
-        log.info("Wrote %s; %s", out / ONNX_FILE, "onnxruntime not installed: not compared with PyTorch"
-                 if difference is None else f"largest difference to PyTorch on a 2x3x40x56 batch: {difference:.2e}")
-    card = model_card(task, config, run_config, read_metrics(run_dir / METRICS_FILE), counts, grid, str(ckpt), onnx)
-    atomic_write(out / CARD_FILE, card)
-    files = sorted(p.name for p in out.iterdir() if not p.name.endswith(".tmp"))
+    grid_name = "reconstructions.png" if task == "reconstruct" else "samples.png"
+    onnx = ONNX_FILE if cfg.format == "onnx" else None
+    with output_folder(out, inputs=[Path(ckpt)]) as folder:
+        folder.claim(WEIGHTS_FILE, CONFIG_FILE, CARD_FILE, grid_name, *([onnx] if onnx else []))
+        config[SHA256_KEY] = write_weights(net, out / WEIGHTS_FILE)  # read_net checks the file against it
+        write_config(config, out / CONFIG_FILE)
+        if task == "reconstruct":
+            grid = _reconstruction_grid(run_dir, out / grid_name)
+        else:
+            grid = _sample_grid(module, cfg.card_samples, out / grid_name)
+        if onnx:
+            difference = export_onnx(net, out / onnx, config["image_size"])
+            log.info("Wrote %s; %s", out / onnx, "onnxruntime not installed: not compared with PyTorch"
+                     if difference is None else f"largest difference to PyTorch on a 2x3x40x56 batch: {difference:.2e}")
+        metrics = read_metrics(run_dir / METRICS_FILE)
+        atomic_write(out / CARD_FILE, model_card(task, config, run_config, metrics, counts, grid, str(ckpt), onnx))
+    files = sorted(p.name for p in out.iterdir() if not p.name.endswith(".tmp") and p.name != RECORD_FILE)
     print(f"Exported {ckpt} to {out}: {', '.join(files)}")
     return out

@@ -253,8 +253,8 @@ def _written_before_the_task(entry: Path) -> bool:
 def discard_empty_output_dir() -> None:
     """Remove the output dir Hydra made for this call if it holds nothing but empty logs and Hydra's own record of
     the call (the call failed before writing anything), and the parents under the working directory that this
-    leaves empty. A dir holding anything else (another run's files, a resumed run's ``.hydra/resume-*``) is left
-    alone."""
+    leaves empty. A dir holding anything else (another run's files, a resumed run's ``.hydra/resume-*``, the user's
+    files in a tool's ``output_dir``) is left alone, but for this call's own log while it is still empty."""
     if not HydraConfig.initialized():
         return
     from art_diffusion.run.run_dir_owner import release_all
@@ -263,6 +263,9 @@ def discard_empty_output_dir() -> None:
     out, cwd = Path(HydraConfig.get().runtime.output_dir).resolve(), Path.cwd().resolve()
     entries = list(out.iterdir()) if out.is_dir() else []
     if not out.is_dir() or not all(_written_before_the_task(entry) for entry in entries):
+        own_log = out / f"{HydraConfig.get().job.name}.log"  # a folder that was there before: its files stay
+        if own_log.is_file() and own_log.stat().st_size == 0:
+            own_log.unlink()
         return
     for entry in entries:
         if entry.is_dir():

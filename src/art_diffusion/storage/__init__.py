@@ -10,6 +10,9 @@ and the record of who holds it.
   :func:`file_sha256` (every hash of a file), :func:`optional_write` (a cache's write: a full disk is one warning),
   :func:`write_json` (strict JSON), :func:`inside` / :func:`safe_name` (a path built from names that came from data or a
   file, always under its root).
+- :mod:`~art_diffusion.storage.outputs`: :func:`output_folder` (a tool's ``output_dir``: it never replaces a file no
+  tool wrote there, nor one of the call's inputs; :class:`ForeignFileError`), :func:`is_output_folder` (what listers
+  skip, so outputs never become inputs).
 - :mod:`~art_diffusion.storage.locks`: :func:`file_lock` (the kernel's flock, never stale), :func:`claim` (hold a
   lock or refuse naming the holder: a run dir's one owner), :func:`register` / :func:`in_use` (live readers).
 """
@@ -56,8 +59,10 @@ from art_diffusion.storage.locks import (
     register,
     registration_path,
 )
+from art_diffusion.storage.outputs import ForeignFileError, OutputFolder, is_output_folder, output_folder
 
-__all__ = ["CACHE_ENV", "CacheUnusableError", "DamagedFileError", "DiskFullError", "InUseError", "atomic_path",
+__all__ = ["CACHE_ENV", "CacheUnusableError", "DamagedFileError", "DiskFullError", "ForeignFileError", "InUseError",
+           "OutputFolder", "atomic_path", "is_output_folder", "output_folder",
            "atomic_write", "cache_dir", "cache_root", "claim", "describe", "disk_full_error", "ensure_room",
            "file_lock", "file_sha256", "holder", "in_use", "inside", "is_disk_full", "json_text", "load_torch",
            "megabytes", "optional_cache_dir", "optional_write", "quiet_full_disk_reports", "record_path", "register",

@@ -22,7 +22,7 @@ import socket
 import uuid
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from art_diffusion import UserError
@@ -227,6 +227,11 @@ def _fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
+#: Checks every atomic write passes before anything is written: an open output folder's (storage.outputs), which
+#: refuses to replace a file no tool wrote there
+WRITE_CHECKS: list[Callable[[Path], None]] = []
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yields a temporary path beside ``path``; when the block succeeds it is fsynced and renamed to ``path``.
@@ -236,8 +241,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     would hide a shared cache from other users. The temporary file is in the destination directory, so the rename
     never crosses file systems (a copy could be killed half-way under the final name). Its name carries the writer's
     pid and host: the next write of ``path`` removes what a killed writer left (:func:`remove_dead_temporaries`).
+    Every check in :data:`WRITE_CHECKS` sees ``path`` first.
     """
     path = Path(path)
+    for check in tuple(WRITE_CHECKS):
+        check(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_dead_temporaries(path)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.{_HOST_TAG}{uuid.uuid4().hex[:4]}.tmp")

@@ -34,7 +34,7 @@ from art_diffusion.metrics.scores import scores
 from art_diffusion.nets.vgg import ImageNetNormalize
 from art_diffusion.run.run_dir import BEST_CHECKPOINT, JOB_FILE, OVERRIDES_FILE
 from art_diffusion.run.validate import check_steps, check_values
-from art_diffusion.storage import write_json
+from art_diffusion.storage import output_folder, write_json
 from art_diffusion.tools.inputs import find_inputs, literal_prefix, resolve_device
 from art_diffusion.tools.reconstruct import Reconstructor
 
@@ -258,13 +258,14 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     """Scores of every checkpoint in ``cfg.ckpt_path``; writes ``output_dir/metrics.json`` and prints a table."""
     check_values(cfg, "evaluate")
     device = resolve_device(cfg.device)
-    results = {path: evaluate_checkpoint(path, cfg, device) for path in checkpoint_list(cfg.ckpt_path)}
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    data = cfg.data.root or "the test split stored in each checkpoint's config"
-    report = {"data": str(data), "lpips_backbone": cfg.lpips.vgg_weights if cfg.lpips.enabled else None,
-              "checkpoints": results}
-    write_json(out / "metrics.json", report)
+    checkpoints, out = checkpoint_list(cfg.ckpt_path), Path(cfg.output_dir)
+    with output_folder(out, inputs=map(Path, checkpoints)) as folder:
+        folder.claim("metrics.json")  # before the scoring: a run dir's own metrics.json is not replaced
+        results = {path: evaluate_checkpoint(path, cfg, device) for path in checkpoints}
+        data = cfg.data.root or "the test split stored in each checkpoint's config"
+        report = {"data": str(data), "lpips_backbone": cfg.lpips.vgg_weights if cfg.lpips.enabled else None,
+                  "checkpoints": results}
+        write_json(out / "metrics.json", report)
     print(f"Evaluated on {data}\n" + format_table(results))
     log.info("Metrics written to %s", out / "metrics.json")
     return results

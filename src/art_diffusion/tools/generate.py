@@ -14,7 +14,7 @@ from torchvision.utils import make_grid, save_image
 from art_diffusion.checkpoints import load_module
 from art_diffusion.lightning import DiffusionModule
 from art_diffusion.run.validate import check_class_name, check_steps, check_values
-from art_diffusion.storage import atomic_path, inside
+from art_diffusion.storage import atomic_path, inside, output_folder
 from art_diffusion.tools.inputs import resolve_device
 
 log = logging.getLogger(__name__)
@@ -38,16 +38,24 @@ def generate(cfg: DictConfig) -> list[Path]:
     if cfg.class_name is not None:
         check_class_name("class_name", cfg.class_name, module.class_names, module.num_classes)
     if cfg.class_name == ALL_CLASSES:
-        paths = []
-        for label, name in enumerate(module.class_names or [str(i) for i in range(module.num_classes)]):
-            # class names come from the checkpoint: inside() keeps every file under output_dir
-            paths += _sample_set(cfg, module, label, generator, inside(out / "images", name),
-                                 inside(out, f"grid_{name}.png"))
-        return paths
-    label = None if cfg.class_name is None else module.class_index(cfg.class_name)
-    if label is None and module.num_classes:
-        log.info("Conditional model and no class_name: sampling unconditionally (classes: %s).", module.class_names)
-    return _sample_set(cfg, module, label, generator, out / "images", out / "grid.png")
+        # class names come from the checkpoint: inside() keeps every file under output_dir
+        sets = [(label, inside(out / "images", name), inside(out, f"grid_{name}.png")) for label, name
+                in enumerate(module.class_names or [str(i) for i in range(module.num_classes)])]
+    else:
+        sets = [(None if cfg.class_name is None else module.class_index(cfg.class_name), out / "images",
+                 out / "grid.png")]
+    with output_folder(out, inputs=[Path(cfg.ckpt_path)]) as folder:
+        folder.claim(*(path.relative_to(out) for _, images_dir, grid_path in sets
+                       for path in (grid_path, *_image_paths(images_dir, cfg.num_images))))
+        if cfg.class_name is None and module.num_classes:
+            log.info("Conditional model and no class_name: sampling unconditionally (classes: %s).",
+                     module.class_names)
+        return [path for label, images_dir, grid_path in sets
+                for path in _sample_set(cfg, module, label, generator, images_dir, grid_path)]
+
+
+def _image_paths(images_dir: Path, count: int) -> list[Path]:
+    return [images_dir / f"{i:05d}.png" for i in range(count)]
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:
@@ -68,11 +76,10 @@ def _sample_set(cfg: DictConfig, module: DiffusionModule, label: int | None, gen
         from tqdm.auto import tqdm
 
         batches = tqdm(batches, desc="batches", unit="batch", total=math.ceil(cfg.num_images / cfg.batch_size))
-    images, paths = [], []
+    images, paths = [], _image_paths(images_dir, cfg.num_images)
     for batch in batches:
         for image in batch.cpu():
-            paths.append(images_dir / f"{len(paths):05d}.png")
-            with atomic_path(paths[-1]) as tmp:
+            with atomic_path(paths[len(images)]) as tmp:
                 to_pil(image).save(tmp, format="png")
             images.append(image)
     grid = make_grid(torch.stack(images), nrow=math.ceil(math.sqrt(cfg.num_images)), padding=2, pad_value=1.0)

@@ -31,7 +31,7 @@ from art_diffusion.lightning import ReconstructionModule
 from art_diffusion.metrics.pixel import pixel_metrics
 from art_diffusion.nets import DOWNSAMPLING_FACTOR
 from art_diffusion.run.validate import check_values
-from art_diffusion.storage import atomic_path, atomic_write
+from art_diffusion.storage import atomic_path, atomic_write, output_folder
 from art_diffusion.tools.inputs import InputFile, find_inputs, resolve_device
 
 log = logging.getLogger(__name__)
@@ -245,26 +245,28 @@ def reconstruct(cfg: DictConfig) -> list[dict]:
     out = Path(cfg.output_dir)
     reconstructor = Reconstructor(module.net, run_config["data"]["image_size"], cfg.size, cfg.pad_mode, device,
                                   cfg.get("tile_size"), cfg.get("tile_overlap", 64))
-    log.info("Reconstructing %d file(s) with %s (size=%s) into %s", len(files), cfg.ckpt_path, cfg.size, out)
+    with output_folder(out, inputs=[item.path for item in files]) as folder:
+        folders = ("reconstructions", "side_by_side") if cfg.side_by_side else ("reconstructions",)
+        folder.claim("results.csv", *(f"{sub}/{item.name}.png" for item in files for sub in folders))
+        log.info("Reconstructing %d file(s) with %s (size=%s) into %s", len(files), cfg.ckpt_path, cfg.size, out)
+        rows = []
+        for item in reconstructor.run(files, cfg.batch_size):
+            output = None
+            if item.error is None:
+                output = out / "reconstructions" / f"{item.file.name}.png"
+                save_png(item.reconstruction, output)
+                if cfg.side_by_side:
+                    comparison = side_by_side(item.image, item.reconstruction, cfg.gap)
+                    save_png(comparison, out / "side_by_side" / f"{item.file.name}.png")
+            rows.append(_row(item, output))
 
-    rows = []
-    for item in reconstructor.run(files, cfg.batch_size):
-        output = None
-        if item.error is None:
-            output = out / "reconstructions" / f"{item.file.name}.png"
-            save_png(item.reconstruction, output)
-            if cfg.side_by_side:
-                comparison = side_by_side(item.image, item.reconstruction, cfg.gap)
-                save_png(comparison, out / "side_by_side" / f"{item.file.name}.png")
-        rows.append(_row(item, output))
-
-    mean = {"psnr": _mean(rows, "psnr"), "ssim": _mean(rows, "ssim")}
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=CSV_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    writer.writerow({"input": "mean", **mean, "error": ""})
-    atomic_write(out / "results.csv", text.getvalue())
+        mean = {"psnr": _mean(rows, "psnr"), "ssim": _mean(rows, "ssim")}
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=CSV_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        writer.writerow({"input": "mean", **mean, "error": ""})
+        atomic_write(out / "results.csv", text.getvalue())
     _print_table(rows, mean)
     skipped = sum(bool(row.get("error")) for row in rows)
     if skipped == len(rows):
