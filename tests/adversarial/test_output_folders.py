@@ -20,7 +20,7 @@ from PIL import Image
 
 from art_diffusion.data.listing import list_image_folder, list_images
 from art_diffusion.storage import ForeignFileError, atomic_write, output_folder
-from art_diffusion.storage.outputs import RECORD_FILE
+from art_diffusion.storage.outputs import MAX_RECORD_BYTES, RECORD_FILE
 from tests.helpers.scripts import run_script
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -134,10 +134,15 @@ def test_an_input_is_never_an_output_whatever_the_path_to_it(tmp_path, link):
     assert source.read_bytes() == (tmp_path / "photos" / "a.png").read_bytes() and Image.open(source).size == (40, 40)
 
 
-@pytest.mark.parametrize("record", ['{"files": "README.md"}', "not json", '{"files": [1]}', "[]", ""])
+@pytest.mark.parametrize("record", ['{"files": "README.md"}', "not json", '{"files": [1]}', "[]", "", b"\xff\xfe",
+                                    "[" * 100_000, "oversize"])
 def test_a_record_that_cannot_be_read_claims_nothing(tmp_path, record, caplog):
     (tmp_path / "README.md").write_text("mine")
-    (tmp_path / RECORD_FILE).write_text(record)
+    if record == "oversize":  # a sparse file larger than any record: never read into memory
+        with open(tmp_path / RECORD_FILE, "wb") as fh:
+            fh.truncate(MAX_RECORD_BYTES + 1)
+    else:
+        (tmp_path / RECORD_FILE).write_bytes(record if isinstance(record, bytes) else record.encode())
     with caplog.at_level(logging.WARNING), output_folder(tmp_path) as folder:
         with pytest.raises(ForeignFileError):
             folder.claim("README.md")

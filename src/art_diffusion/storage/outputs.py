@@ -33,6 +33,7 @@ from art_diffusion.storage import files
 log = logging.getLogger(__name__)
 
 RECORD_FILE = ".art-diffusion-outputs.json"  # {"files": [relative paths a tool wrote here]}; marks an output folder
+MAX_RECORD_BYTES = 64 << 20  # a million names of generate.py's images is ~30 MB: a larger record is not read
 _SHOWN = 3  # clashing files named in a message
 
 
@@ -54,12 +55,14 @@ class OutputFolder:
     def _read_record(self) -> set[str]:
         path = self.root / RECORD_FILE
         try:
-            names = json.loads(path.read_text())["files"]
+            if path.stat().st_size > MAX_RECORD_BYTES:
+                raise ValueError(f"{path.stat().st_size} bytes, more than {MAX_RECORD_BYTES}")
+            names = json.loads(path.read_text(encoding="utf-8"))["files"]
             if not (isinstance(names, list) and all(isinstance(name, str) for name in names)):
                 raise ValueError("not a list of names")
         except FileNotFoundError:
             return set()
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
             log.warning("%s cannot be read (%s): no file in %s is taken for a tool's output.", path, exc, self.root)
             return set()
         return set(names)
