@@ -87,6 +87,28 @@ def test_val_root_with_a_class_that_root_lacks_is_refused(tmp_path):
         _dm(root, tmp_path, val_root=str(val)).setup()
 
 
+@pytest.mark.parametrize("how", ["the same folder", "a symlink to it", "hard links", "a linked class folder"])
+def test_a_validation_folder_sharing_files_with_data_root_is_refused(tmp_path, how):
+    """Held-out scores of training images measure memory: the same files reached by any path are refused."""
+    root = _folder(tmp_path / "train")
+    val = tmp_path / "val"
+    if how == "the same folder":
+        val = root
+    elif how == "a symlink to it":
+        val.symlink_to(root, target_is_directory=True)
+    elif how == "hard links":
+        _folder(val, per_class=1)
+        os.unlink(val / "painting" / "0.jpg")
+        os.link(root / "painting" / "3.jpg", val / "painting" / "0.jpg")  # one shared file among distinct ones
+    else:
+        val.mkdir()
+        (val / "painting").symlink_to(root / "painting", target_is_directory=True)
+    with pytest.raises(UserError, match=r"data.val_root: \d+ of its \d+ image files are data.root's too"):
+        _dm(root, tmp_path, val_root=str(val)).setup()
+    distinct = _folder(tmp_path / "distinct", per_class=1)
+    _dm(root, tmp_path, val_root=str(distinct)).setup()  # byte-equal copies are other files: contents are not compared
+
+
 @pytest.mark.parametrize(("name", "head", "known"), [
     ("photo.jpg", b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic", "HEIC"),
     ("photo.heic", b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic", "HEIC"),

@@ -22,7 +22,7 @@ from art_diffusion import DataError
 from art_diffusion.data import feature_store, header_check, pixel_cache, row_store
 from art_diffusion.data.dataset import CachedImages, DecodedImages, collate
 from art_diffusion.data.epoch_sampler import EpochShuffleSampler
-from art_diffusion.data.folders import describe_oddities, list_checked_folder, map_classes
+from art_diffusion.data.folders import check_held_out, describe_oddities, list_checked_folder, map_classes
 from art_diffusion.data.listing import Listing, SourceFile
 from art_diffusion.data.pool import cores
 from art_diffusion.data.report import BadFileReport, printable
@@ -165,6 +165,7 @@ class ArtDataModule(L.LightningDataModule):
         listings = [self._list(hp.root)]
         if hp.val_root:
             listings.append(map_classes(self._list(hp.val_root, "data.val_root"), self.classes, "data.val_root"))
+            check_held_out(*listings, "data.val_root")
         roots = [hp.root] + ([hp.val_root] if hp.val_root else [])
         files = [f for listing in listings for f in listing.files]
         bad, how = self._find_bad(files, roots)

@@ -10,6 +10,7 @@ from pathlib import Path
 from art_diffusion import DataError, MissingPathError
 from art_diffusion.data.listing import Listing, list_image_folder
 from art_diffusion.data.report import printable
+from art_diffusion.storage import file_identity
 
 log = logging.getLogger(__name__)
 EXPECTED_LAYOUT = """\
@@ -76,6 +77,19 @@ def map_classes(listing: Listing, classes: list[str], key: str) -> Listing:
     label = {name: classes.index(name) for name in listing.classes}
     listing.files = [f._replace(label=label[listing.classes[f.label]]) for f in listing.files]
     return listing
+
+
+def check_held_out(train: Listing, held_out: Listing, key: str) -> None:
+    """Refuse a held-out folder (``key``) holding data.root's own files: the same folder, one inside the other, links
+    or hard links to the same files. Its scores would measure how well the model remembers its training images."""
+    training = {file_identity(f.path) for f in train.files} - {None}
+    shared = [f.path for f in held_out.files if file_identity(f.path) in training]
+    if shared:
+        raise DataError(
+            f"{key}: {len(shared)} of its {len(held_out.files)} image files are data.root's too (e.g. "
+            f"{printable(shared[0])}, by path or by link), so validation would score images the model trains on. "
+            f"Pass a {key} that shares no file with data.root, or leave it unset to hold out a split of data.root."
+        )
 
 
 def describe_oddities(listings: list[Listing]) -> str:

@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 from art_diffusion.data.images import LISTED_EXTENSIONS
 from art_diffusion.run.run_dir import OWNER_LOCK
+from art_diffusion.storage.files import file_identity
 from art_diffusion.storage.outputs import RECORD_FILE
 
 log = logging.getLogger(__name__)
@@ -44,14 +45,6 @@ class Listing:
     outputs: list[str] = field(default_factory=list)  # folders a command of this project wrote (OUTPUT_MARKERS)
 
 
-def _dir_key(path: str) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
-
-
 def _walk(folder: str, label: int, listing: Listing, seen: set[tuple[int, int]], given: bool = False) -> None:
     """Add the image files under ``folder`` (recursively, hidden entries skipped), in file-system order; a folder
     holding one of :data:`OUTPUT_MARKERS` is recorded in ``listing.outputs`` instead, unless it is the one ``given``.
@@ -73,7 +66,7 @@ def _walk(folder: str, label: int, listing: Listing, seen: set[tuple[int, int]],
         if name.startswith("."):
             continue
         if entry.is_dir():
-            key = _dir_key(entry.path)
+            key = file_identity(entry.path)
             if key in seen:
                 listing.loops.append(entry.path)
                 continue
@@ -109,10 +102,10 @@ def list_image_folder(root: str | Path) -> Listing:
     classes = sorted(entry.name for entry in entries if entry.is_dir())
     listing = Listing(files=[], classes=classes)
     listing.broken_links = sorted(entry.path for entry in entries if _is_broken_link(entry))
-    seen = {_dir_key(str(root))}
+    seen = {file_identity(str(root))}
     for label, name in enumerate(classes):
         before = len(listing.files)
-        key = _dir_key(str(root / name))
+        key = file_identity(str(root / name))
         if key in seen:  # a class folder linked to another one (or to root itself)
             listing.loops.append(str(root / name))
         else:
@@ -133,7 +126,7 @@ def list_image_folder(root: str | Path) -> Listing:
 def list_images(folder: str | Path) -> list[Path]:
     """Every image file under ``folder``, at any depth and whatever the layout, sorted (the same walk as above)."""
     listing = Listing(files=[], classes=[])
-    _walk(str(folder), 0, listing, {_dir_key(str(folder))}, given=True)
+    _walk(str(folder), 0, listing, {file_identity(str(folder))}, given=True)
     for output in listing.outputs:
         log.warning("Not reading %s: this project's commands wrote it (outputs are not inputs); name it to read it",
                     output)

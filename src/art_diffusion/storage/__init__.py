@@ -7,12 +7,12 @@ and the record of who holds it.
   one :class:`DiskFullError`, whatever exception type carried it: :func:`is_disk_full`; a killed writer's temporary is
   removed by the next write, :func:`remove_dead_temporaries`), :func:`save_torch` (every ``torch.save``) and
   :func:`load_torch` (every ``torch.load`` of a file, its zip's CRC-32s checked first: :class:`DamagedFileError`),
-  :func:`file_sha256` (every hash of a file), :func:`optional_write` (a cache's write: a full disk is one warning),
-  :func:`write_json` (strict JSON), :func:`inside` / :func:`safe_name` (a path built from names that came from data or a
-  file, always under its root).
+  :func:`file_sha256` (every hash of a file), :func:`file_identity` (device and inode: the same file by any path),
+  :func:`optional_write` (a cache's write: a full disk is one warning), :func:`write_json` (strict JSON),
+  :func:`inside` / :func:`safe_name` (a path built from names that came from data or a file, always under its root).
 - :mod:`~art_diffusion.storage.outputs`: :func:`output_folder` (a tool's ``output_dir``: it never replaces a file no
-  tool wrote there, nor one of the call's inputs; :class:`ForeignFileError`), :func:`is_output_folder` (what listers
-  skip, so outputs never become inputs).
+  tool wrote there, nor one of the call's inputs: :class:`ForeignFileError`); its record marks the folder, so the
+  lister skips it (outputs never become inputs).
 - :mod:`~art_diffusion.storage.locks`: :func:`file_lock` (the kernel's flock, never stale), :func:`claim` (hold a
   lock or refuse naming the holder: a run dir's one owner), :func:`register` / :func:`in_use` (live readers).
 """
@@ -28,6 +28,7 @@ from art_diffusion.storage.files import (
     cache_root,
     disk_full_error,
     ensure_room,
+    file_identity,
     file_sha256,
     inside,
     is_disk_full,
@@ -59,12 +60,12 @@ from art_diffusion.storage.locks import (
     register,
     registration_path,
 )
-from art_diffusion.storage.outputs import ForeignFileError, OutputFolder, is_output_folder, output_folder
+from art_diffusion.storage.outputs import ForeignFileError, OutputFolder, output_folder
 
 __all__ = ["CACHE_ENV", "CacheUnusableError", "DamagedFileError", "DiskFullError", "ForeignFileError", "InUseError",
-           "OutputFolder", "atomic_path", "is_output_folder", "output_folder",
-           "atomic_write", "cache_dir", "cache_root", "claim", "describe", "disk_full_error", "ensure_room",
-           "file_lock", "file_sha256", "holder", "in_use", "inside", "is_disk_full", "json_text", "load_torch",
-           "megabytes", "optional_cache_dir", "optional_write", "quiet_full_disk_reports", "record_path", "register",
+           "OutputFolder", "atomic_path", "atomic_write", "cache_dir", "cache_root", "claim", "describe",
+           "disk_full_error", "ensure_room", "file_identity", "file_lock", "file_sha256", "holder", "in_use",
+           "inside", "is_disk_full", "json_text", "load_torch", "megabytes", "optional_cache_dir",
+           "optional_write", "output_folder", "quiet_full_disk_reports", "record_path", "register",
            "registration_path", "remove_dead_temporaries", "reserve", "safe_name", "save_torch", "stale_temporaries",
            "temporaries_under", "temporary_name", "unwritable", "write_json", "zip_damage"]

@@ -435,6 +435,15 @@ _UNSAFE = frozenset({"/", "\\", "%", ":"} | {chr(c) for c in range(32)} | {chr(1
 _MAX_NAME_BYTES = 200  # file systems allow 255; room for a prefix, a suffix and a temporary extension
 
 
+def file_identity(path: str | Path) -> tuple[int, int] | None:
+    """The file or folder ``path`` is, through any symlink or hard link: (device, inode); None if there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def safe_name(name: str) -> str:
     """``name`` (a class folder's name, an input's stem: text that came from data or a file) as one harmless file
     name component: separators, control characters, ``%`` and a leading ``.`` are percent-encoded (so ``..``, ``a/b``

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -48,7 +47,7 @@ class OutputFolder:
     def __init__(self, root: Path, key: str, inputs: Iterable[Path] = ()):
         self.root, self.key = Path(root), key
         self._resolved = self.root.resolve()
-        self._inputs = {identity for identity in map(_identity, inputs) if identity is not None}
+        self._inputs = {identity for identity in map(files.file_identity, inputs) if identity is not None}
         self._ours = self._read_record()
         self._claimed: set[str] = set()
 
@@ -76,7 +75,7 @@ class OutputFolder:
         inputs, foreign = [], []
         for name in sorted(relative):
             path = self.root / name
-            identity = _identity(path)
+            identity = files.file_identity(path)
             if identity is None:
                 continue
             if identity in self._inputs:
@@ -119,15 +118,6 @@ def _relative_name(name: str | Path) -> str:
     return relative.as_posix()
 
 
-def _identity(path: Path) -> tuple[int, int] | None:
-    """The file ``path`` is (device, inode), through any symlink; None if there is none."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
-
-
 def _listed(paths: list[Path]) -> str:
     shown = ", ".join(str(path) for path in paths[:_SHOWN])
     return shown + (f" and {len(paths) - _SHOWN} more" if len(paths) > _SHOWN else "")
@@ -145,8 +135,3 @@ def output_folder(root: str | Path, key: str = "output_dir", inputs: Iterable[Pa
     finally:
         files.WRITE_CHECKS.remove(folder.check_write)
 
-
-def is_output_folder(directory: str | Path) -> bool:
-    """A folder a tool wrote (it holds the record): what listers skip below their root, so outputs never become
-    inputs."""
-    return os.path.isfile(os.path.join(directory, RECORD_FILE))
