@@ -20,7 +20,7 @@ from art_diffusion.data import row_store
 from art_diffusion.data.images import REASONS, BadImage, check_header
 from art_diffusion.data.listing import SourceFile
 from art_diffusion.data.pool import parallel_map
-from art_diffusion.storage import atomic_write, optional_write
+from art_diffusion.storage import atomic_write, optional_write, read_text
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,8 @@ def _load(path: Path) -> dict[str, list]:
     """The cache's ``{path: [size, mtime_ns, verdict]}``, or {} when there is none; a cache that is not as
     check_headers wrote it (unreadable, of another form, or edited: the seal) is logged once and not used."""
     try:
-        cache, seal_wrong = row_store.unsealed(path.name, path.read_text(errors="surrogateescape"))
+        cache, seal_wrong = row_store.unsealed(path.name, read_text(path, row_store.MAX_MANIFEST_BYTES,
+                                                                       errors="surrogateescape"))
     except FileNotFoundError:
         return {}
     except OSError as exc:

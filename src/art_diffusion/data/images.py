@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from art_diffusion.storage.files import open_regular
+
 IMAGE_EXTENSIONS = (
     ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm",
 )
@@ -82,7 +84,7 @@ def open_image(path: str | Path, max_pixels: int, min_size: int) -> Iterator[Ima
     try:
         if os.stat(path).st_size == 0:
             raise BadImage("empty file", "0 bytes")
-        handle = open(path, "rb")
+        handle = open_regular(path)
     except OSError as exc:  # permissions, a dangling link, a file removed after listing
         raise BadImage("unreadable", exc.strerror or str(exc)) from None
     with handle:

@@ -50,6 +50,8 @@ from art_diffusion.storage import (
     file_lock,
     file_sha256,
     megabytes,
+    open_regular,
+    read_text,
     reserve,
     stale_temporaries,
     unwritable,
@@ -59,6 +61,7 @@ from art_diffusion.storage.locks import in_use, register, registration_path
 log = logging.getLogger(__name__)
 
 _DISK_MARGIN = 1.1  # refuse to start a build that would fill the disk
+MAX_MANIFEST_BYTES = 1 << 30  # a manifest lists every file of its data (~150 bytes each): a larger one is not read
 
 
 def digest(obj) -> str:
@@ -135,7 +138,7 @@ def unsealed(name: str, text: str, header: bytes = b"") -> tuple[dict | None, st
 
 def _header(path: Path) -> tuple[bytes, tuple[int, ...], bool, np.dtype]:
     """The raw bytes of the .npy header at ``path`` and what they say: shape, fortran_order, dtype."""
-    with open(path, "rb") as fh, warnings.catch_warnings():
+    with open_regular(path) as fh, warnings.catch_warnings():
         warnings.simplefilter("ignore", SyntaxWarning)  # numpy parses the header as a Python literal
         try:
             version = np.lib.format.read_magic(fh)
@@ -157,7 +160,7 @@ def read_manifest(path: Path, shape: tuple[int, ...], dtype, check: Check) -> tu
     if not path.with_suffix(".json").exists():
         return None, None  # a build never finished (or never began): the manifest is written last
     try:
-        text = path.with_suffix(".json").read_text(errors="surrogateescape")
+        text = read_text(path.with_suffix(".json"), MAX_MANIFEST_BYTES, errors="surrogateescape")
         header, found_shape, fortran_order, found_dtype = _header(path)
         length = path.stat().st_size
     except (OSError, ValueError, EOFError) as exc:  # unreadable, no .npy header

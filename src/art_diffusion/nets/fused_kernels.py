@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from art_diffusion.storage.files import atomic_path, optional_cache_dir, optional_write
+from art_diffusion.storage.files import atomic_path, optional_cache_dir, optional_write, read_bytes, read_text
 
 log = logging.getLogger(__name__)
 
@@ -55,15 +55,17 @@ def compiler() -> str | None:
 
 
 def _cpu() -> str:
-    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-        lines = [line for line in fh if line.startswith(("model name", "flags", "vendor_id"))]
+    with contextlib.suppress(OSError):
+        text = read_text("/proc/cpuinfo", errors="replace")
+        wanted = ("model name", "flags", "vendor_id")
+        lines = [line for line in text.splitlines(keepends=True) if line.startswith(wanted)]
         return "".join(sorted(set(lines)))
     return platform.processor() or platform.machine()
 
 
 def build_key(cc: str) -> str:
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=60).stdout
-    parts = [SOURCE.read_bytes(), version.encode(), " ".join(FLAGS).encode(), _cpu().encode()]
+    parts = [read_bytes(SOURCE), version.encode(), " ".join(FLAGS).encode(), _cpu().encode()]
     return hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
 
 

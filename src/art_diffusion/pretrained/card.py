@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 
 from art_diffusion import __version__
 from art_diffusion.data.report import printable
+from art_diffusion.storage import read_text
 
 #: The run config's groups shown under "Training config" (paths, loggers and callbacks say nothing about the model).
 CONFIG_GROUPS = ("model", "loss", "optim", "scheduler", "data", "trainer", "seed")
@@ -28,7 +29,7 @@ WHAT = {
 def read_metrics(path: Path) -> dict[str, float]:
     """The numbers of a run's metrics.json (untrusted: anything but a name and a finite number is left out)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text(path))
     except (OSError, UnicodeDecodeError, ValueError):
         return {}
     if not isinstance(data, dict):

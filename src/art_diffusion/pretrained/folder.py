@@ -29,7 +29,7 @@ from art_diffusion.checkpoints.arguments import argument_problems
 from art_diffusion.checkpoints.loading import check_state_dict, check_tensors
 from art_diffusion.checkpoints.registry import check_depth, check_targets
 from art_diffusion.run.validate import NETS, check_stored_values
-from art_diffusion.storage import atomic_write, file_sha256, write_json
+from art_diffusion.storage import atomic_write, file_sha256, read_text, write_json
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -181,11 +181,8 @@ def read_config(folder: Path, trusted_classes: Iterable[str] = ()) -> dict[str, 
     """``folder/config.json``, checked (see the module's docstring); :class:`PretrainedFolderError` otherwise."""
     path = folder / CONFIG_FILE
     origin = str(path)
-    try:
-        if path.stat().st_size > MAX_CONFIG_BYTES:
-            raise PretrainedFolderError(f"Refusing {path}: {path.stat().st_size} bytes, more than a config.json "
-                                        f"of this project ({MAX_CONFIG_BYTES} bytes at most).")
-        config = json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant)
+    try:  # a config.json of this project is a few kB: a larger one, a named pipe or a device is refused unread
+        config = json.loads(read_text(path, MAX_CONFIG_BYTES), parse_constant=_no_constant)
     except RecursionError:
         raise PretrainedFolderError(f"Refusing {path}: it nests deeper than Python's parser goes; a config.json of "
                                     "this project nests 4 levels. Export the folder again.") from None

@@ -23,6 +23,7 @@ from torch.utils.tensorboard.writer import FileWriter
 from art_diffusion.lightning.loggers import readable_tag
 from art_diffusion.run.run_dir import OVERRIDES_FILE
 from art_diffusion.run.sweeps.record import read_sweep
+from art_diffusion.storage import read_text
 
 Scalar = int | float | str | bool
 
@@ -42,7 +43,7 @@ def _command_line(cfg: DictConfig) -> list[str]:
     """The run's command-line overrides; a resumed run's are those it was started with, then the resuming call's."""
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     started = Path(cfg.resume) / OVERRIDES_FILE if cfg.get("resume") else None
-    return [*OmegaConf.load(started), *overrides] if started and started.is_file() else overrides
+    return [*OmegaConf.create(read_text(started)), *overrides] if started and started.is_file() else overrides
 
 
 def _override_hparams(cfg: DictConfig) -> dict[str, Scalar]:

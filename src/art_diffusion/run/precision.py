@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, open_dict
 
+from art_diffusion.storage import read_text
+
 log = logging.getLogger(__name__)
 
 AUTO = "auto"
@@ -24,7 +26,7 @@ CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 def cpu_bf16_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> list[str]:
     """The native-bf16 flags this CPU reports ([] where there is no /proc/cpuinfo, e.g. macOS)."""
     try:
-        text = Path(cpuinfo).read_text()
+        text = read_text(cpuinfo)
     except OSError:
         return []
     flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])

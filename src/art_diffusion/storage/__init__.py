@@ -7,6 +7,8 @@ and the record of who holds it.
   one :class:`DiskFullError`, whatever exception type carried it: :func:`is_disk_full`; a killed writer's temporary is
   removed by the next write, :func:`remove_dead_temporaries`), :func:`save_torch` (every ``torch.save``) and
   :func:`load_torch` (every ``torch.load`` of a file, its zip's CRC-32s checked first: :class:`DamagedFileError`),
+  :func:`open_regular` / :func:`read_bytes` / :func:`read_text` (every file src/ reads: a regular file or an OSError,
+  never a wait on a named pipe; a small file read whole is bounded),
   :func:`file_sha256` (every hash of a file), :func:`file_identity` (device and inode: the same file by any path),
   :func:`optional_write` (a cache's write: a full disk is one warning), :func:`write_json` (strict JSON),
   :func:`inside` / :func:`safe_name` (a path built from names that came from data or a file, always under its root).
@@ -35,9 +37,12 @@ from art_diffusion.storage.files import (
     json_text,
     load_torch,
     megabytes,
+    open_regular,
     optional_cache_dir,
     optional_write,
     quiet_full_disk_reports,
+    read_bytes,
+    read_text,
     remove_dead_temporaries,
     reserve,
     safe_name,
@@ -65,7 +70,7 @@ from art_diffusion.storage.outputs import ForeignFileError, OutputFolder, output
 __all__ = ["CACHE_ENV", "CacheUnusableError", "DamagedFileError", "DiskFullError", "ForeignFileError", "InUseError",
            "OutputFolder", "atomic_path", "atomic_write", "cache_dir", "cache_root", "claim", "describe",
            "disk_full_error", "ensure_room", "file_identity", "file_lock", "file_sha256", "holder", "in_use",
-           "inside", "is_disk_full", "json_text", "load_torch", "megabytes", "optional_cache_dir",
-           "optional_write", "output_folder", "quiet_full_disk_reports", "record_path", "register",
-           "registration_path", "remove_dead_temporaries", "reserve", "safe_name", "save_torch", "stale_temporaries",
-           "temporaries_under", "temporary_name", "unwritable", "write_json", "zip_damage"]
+           "inside", "is_disk_full", "json_text", "load_torch", "megabytes", "open_regular", "optional_cache_dir",
+           "optional_write", "output_folder", "quiet_full_disk_reports", "read_bytes", "read_text", "record_path",
+           "register", "registration_path", "remove_dead_temporaries", "reserve", "safe_name", "save_torch",
+           "stale_temporaries", "temporaries_under", "temporary_name", "unwritable", "write_json", "zip_damage"]

@@ -19,11 +19,13 @@ import os
 import re
 import shutil
 import socket
+import stat
 import uuid
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from art_diffusion import UserError
 
@@ -360,49 +362,93 @@ class DamagedFileError(ValueError):
     """A file whose bytes fail the checksum it records (a flipped bit, a torn copy); the message names the part."""
 
 
+SMALL_FILE_BYTES = 16 << 20  # a record, marker, report or config this project writes is far smaller
+
+
+def open_regular(path: str | Path) -> BinaryIO:
+    """``path`` opened for reading if it is a regular file (through any symlink), else an ``OSError`` naming it: the
+    one way src/ opens a file to read it. It is opened without blocking and checked on the open descriptor, so a
+    named pipe (which would wait for ever for a writer) or a device (``/dev/zero`` never ends) put where a file is
+    expected is refused at once, and cannot be swapped in between a check and the read."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a folder" if stat.S_ISDIR(mode) else "a named pipe" if stat.S_ISFIFO(mode) else "a device or socket"
+            raise OSError(errno.EINVAL, f"not a regular file but {kind}", os.fspath(path))
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_bytes(path: str | Path, limit: int = SMALL_FILE_BYTES) -> bytes:
+    """The bytes of a small file (:func:`open_regular`), or an ``OSError`` naming it if it holds more than ``limit``:
+    a sparse file of 100 GB put in a record's place is not read into memory."""
+    with open_regular(path) as fh:
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(errno.EFBIG, f"larger than {megabytes(limit)}, more than such a file ever holds", os.fspath(path))
+    return data
+
+
+def read_text(path: str | Path, limit: int = SMALL_FILE_BYTES, errors: str = "strict") -> str:
+    """:func:`read_bytes` as UTF-8 text: the one way src/ reads a record, manifest, marker or config file (a
+    ``UnicodeDecodeError``, a ``ValueError``, for bytes that are not UTF-8 unless ``errors`` says otherwise)."""
+    return read_bytes(path, limit).decode("utf-8", errors)
+
+
 def file_sha256(path: str | Path, offset: int = 0) -> str:
     """The sha256 (hex) of a file's bytes from ``offset`` on, read in blocks (hashlib releases the GIL meanwhile):
     the one file hash of src/ (exported weights, pinned downloads, torch.hub's file, the rows of a store)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         fh.seek(offset)
         while block := fh.read(1 << 23):
             digest.update(block)
     return digest.hexdigest()
 
 
-def zip_damage(path: str | Path) -> tuple[str, int | None] | None:
+def zip_damage(path: str | Path | BinaryIO) -> tuple[str, int | None] | None:
     """The first member of a zip-format torch file (its name, the CRC-32 of its bytes) whose bytes fail the CRC-32
     the zip records for them (``torch.load`` reads without checking), else None; None too for torch's legacy format
-    (no checksums) and for a file too broken to open as a zip (``torch.load`` then says why)."""
-    try:
-        archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError):
-        return None
-    with archive, open(path, "rb") as raw:
-        for info in archive.infolist():
-            if info.compress_type != zipfile.ZIP_STORED:  # torch stores members uncompressed; zipfile checks others
-                try:
-                    with archive.open(info) as member:
-                        while member.read(1 << 24):
-                            pass
-                except (zipfile.BadZipFile, EOFError, zlib.error):
-                    return info.filename, None
-                continue
-            raw.seek(info.header_offset)
-            header = raw.read(30)  # the local file header, then its name and extra field, then the bytes
-            if len(header) < 30 or header[:4] != b"PK\x03\x04":
+    (no checksums) and for a file too broken to open as a zip (``torch.load`` then says why). ``path`` may be an
+    open file (:func:`load_torch` checks and loads through one descriptor); a path that is not a regular file is an
+    ``OSError`` (:func:`open_regular`)."""
+    with contextlib.ExitStack() as stack:
+        raw = path if hasattr(path, "read") else stack.enter_context(open_regular(path))
+        try:
+            archive = stack.enter_context(zipfile.ZipFile(raw))
+        except (zipfile.BadZipFile, OSError):
+            return None
+        return _first_damaged_member(archive, raw)
+
+
+def _first_damaged_member(archive: zipfile.ZipFile, raw: BinaryIO) -> tuple[str, int | None] | None:
+    for info in archive.infolist():
+        if info.compress_type != zipfile.ZIP_STORED:  # torch stores members uncompressed; zipfile checks others
+            try:
+                with archive.open(info) as member:
+                    while member.read(1 << 24):
+                        pass
+            except (zipfile.BadZipFile, EOFError, zlib.error):
                 return info.filename, None
-            raw.seek(info.header_offset + 30 + int.from_bytes(header[26:28], "little")
-                     + int.from_bytes(header[28:30], "little"))
-            crc, left = 0, info.compress_size
-            while left > 0:
-                chunk = raw.read(min(left, 1 << 24))
-                if not chunk:
-                    return info.filename, None
-                crc, left = zlib.crc32(chunk, crc), left - len(chunk)
-            if crc != info.CRC:
-                return info.filename, crc
+            continue
+        raw.seek(info.header_offset)
+        header = raw.read(30)  # the local file header, then its name and extra field, then the bytes
+        if len(header) < 30 or header[:4] != b"PK\x03\x04":
+            return info.filename, None
+        raw.seek(info.header_offset + 30 + int.from_bytes(header[26:28], "little")
+                 + int.from_bytes(header[28:30], "little"))
+        crc, left = 0, info.compress_size
+        while left > 0:
+            chunk = raw.read(min(left, 1 << 24))
+            if not chunk:
+                return info.filename, None
+            crc, left = zlib.crc32(chunk, crc), left - len(chunk)
+        if crc != info.CRC:
+            return info.filename, crc
     return None
 
 
@@ -412,10 +458,12 @@ def load_torch(path: str | Path, map_location="cpu"):
     bytes fail them raises :class:`DamagedFileError` before anything is unpickled."""
     import torch  # storage is imported by tools that never need torch's start-up time
 
-    if damage := zip_damage(path):
-        raise DamagedFileError(f"{path}: zip member {damage[0]} fails the CRC-32 checksum the file records (a "
-                               "damaged file: a disk or copy error, or an edit)")
-    return torch.load(path, map_location=map_location, weights_only=True)
+    with open_regular(path) as fh:
+        if damage := zip_damage(fh):
+            raise DamagedFileError(f"{path}: zip member {damage[0]} fails the CRC-32 checksum the file records (a "
+                                   "damaged file: a disk or copy error, or an edit)")
+        fh.seek(0)
+        return torch.load(fh, map_location=map_location, weights_only=True)
 
 
 def save_torch(obj, path: str | Path) -> None:

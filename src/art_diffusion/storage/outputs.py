@@ -54,9 +54,7 @@ class OutputFolder:
     def _read_record(self) -> set[str]:
         path = self.root / RECORD_FILE
         try:
-            if path.stat().st_size > MAX_RECORD_BYTES:
-                raise ValueError(f"{path.stat().st_size} bytes, more than {MAX_RECORD_BYTES}")
-            names = json.loads(path.read_text(encoding="utf-8"))["files"]
+            names = json.loads(files.read_text(path, MAX_RECORD_BYTES))["files"]
             if not (isinstance(names, list) and all(isinstance(name, str) for name in names)):
                 raise ValueError("not a list of names")
         except FileNotFoundError:

@@ -34,7 +34,7 @@ from art_diffusion.metrics.scores import scores
 from art_diffusion.nets.vgg import ImageNetNormalize
 from art_diffusion.run.run_dir import BEST_CHECKPOINT, JOB_FILE, OVERRIDES_FILE
 from art_diffusion.run.validate import check_steps, check_values
-from art_diffusion.storage import output_folder, write_json
+from art_diffusion.storage import output_folder, read_text, write_json
 from art_diffusion.tools.inputs import find_inputs, literal_prefix, resolve_device
 from art_diffusion.tools.reconstruct import Reconstructor
 
@@ -70,7 +70,7 @@ def _expand(spec: str) -> list[str]:
 def _why_no_checkpoint(job: Path) -> str:
     """Why a sweep job has no best.ckpt, from its job.json: failed (with the error), still running, or unknown."""
     try:
-        record = json.loads((job / JOB_FILE).read_text())
+        record = json.loads(read_text(job / JOB_FILE))
     except (OSError, ValueError):
         record = {}
     if not isinstance(record, dict):

