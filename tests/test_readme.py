@@ -5,9 +5,10 @@ The commands are read from the pages, not copied here, so a command added later 
 its real script (``tests/helpers/readme_runner.py``: one Python process runs them in order, each as
 ``python scripts/X.py`` would) with tiny-size overrides appended, in a scratch directory laid out like a user's:
 ``my_art/`` and ``../shared/data/art-dev`` exist there, ``/data/...`` folders are replaced by a tiny Kaggle-like
-ImageFolder, and a placeholder checkpoint (``outputs/<date>/<time>/checkpoints/best.ckpt``, ``CKPT``, ``...``) is
-the one an earlier README command of the right kind trained. A command with something this file does not know how
-to stand in for fails loudly with the command named: teach :func:`adapt` about it.
+ImageFolder (a validation_set by one of its own: a shared one is refused), and a placeholder checkpoint
+(``outputs/<date>/<time>/checkpoints/best.ckpt``, ``CKPT``, ``...``) is the one an earlier README command of the
+right kind trained. A command with something this file does not know how to stand in for fails loudly with the
+command named: teach :func:`adapt` about it.
 
 A few user mistakes run through the same scripts and must end in one ``error:`` line and exit status 2.
 """
@@ -137,8 +138,8 @@ def adapt(commands: list[str], index: int, paths: dict[str, Path]) -> dict:
             overrides[key] = checkpoint(value)
         elif key == "resume" and value not in ("latest", "auto"):  # auto: a run in its own dir, started or continued
             overrides[key] = _producers(commands, index, "recon")[0]
-        elif value.startswith("/data/"):
-            overrides[key] = str(paths["art"])
+        elif value.startswith("/data/"):  # the article's training_set, or its validation_set: a folder of its own
+            overrides[key] = str(paths["art_validation" if "validation" in value else "art"])
         elif key.startswith("hydra.launcher") or (key == "hydra/launcher" and value == "slurm"):
             del overrides[key]  # no SLURM cluster here: the sweep runs with the local launcher
     if overrides.get("resume", "auto") != "auto":
@@ -182,6 +183,7 @@ def readme_run(tmp_path_factory):
     base = tmp_path_factory.mktemp("readme")
     work = base / "work"
     paths = {"art": _image_folder(base / "art", KAGGLE_CLASSES, 4),
+             "art_validation": _image_folder(base / "art_validation", KAGGLE_CLASSES, 1),
              "demo": write_demo_dataset(base / "demo", images_per_class=4, image_size=48, seed=42)}
     _image_folder(base / "shared" / "data" / "art-dev", KAGGLE_CLASSES[:2], 5)  # ../shared/data/art-dev: 2 test images
     _image_folder(work / "my_art", ("",), 2)
