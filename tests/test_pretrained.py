@@ -184,8 +184,8 @@ def test_a_broken_folder_says_what_is_wrong(exported, tmp_path):
         art_diffusion.load_pretrained(tmp_path / "missing")
 
 
-@pytest.mark.slow  # trains its own tiny DDPM (the fixture of test_generate.py, module-scoped)
-def test_ddpm_generate_equals_generate_script_from_checkpoint_and_folder(ddpm_checkpoint, tmp_path):  # noqa: F811
+@pytest.mark.slow  # trains its own tiny DDPM (conftest.py's fixture, once per session)
+def test_ddpm_generate_equals_generate_script_from_checkpoint_and_folder(ddpm_checkpoint, tmp_path):
     settings = {"num_images": 3, "class_name": "geometric", "steps": 3, "seed": 1, "batch_size": 2}
     generate(generate_cfg(f"ckpt_path={ddpm_checkpoint}", f"output_dir={tmp_path / 'gen'}",
                           *[f"{key}={value}" for key, value in settings.items()]))
@@ -203,6 +203,60 @@ def test_ddpm_generate_equals_generate_script_from_checkpoint_and_folder(ddpm_ch
         model.generate(1, class_name="portraits")
     with pytest.raises(ValueError, match="reconstructor only"):
         export(entry_cfg("export", f"ckpt_path={ddpm_checkpoint}", f"output_dir={tmp_path / 'x'}", "format=onnx"))
+
+
+#: Values a caller may pass by mistake: what the scripts' rules say of each is what the Python API must say
+HOSTILE = [float("nan"), float("inf"), -1, 0, True, 10**12, "3", 2.5, None, "bogus"]
+
+
+def _script_refuses(tool: str, argument: str, value) -> bool:
+    from omegaconf import OmegaConf
+
+    from art_diffusion.run.validate import _problems
+
+    return bool(_problems(OmegaConf.create({argument: value}), tool))
+
+
+@pytest.mark.parametrize("argument", ["num_images", "batch_size", "steps", "seed", "guidance_scale", "eta", "sampler",
+                                      "progress"])
+def test_generate_takes_exactly_the_values_generate_py_takes(compose_cfg, argument):
+    """The class: every argument, against the command line's own rule for it, not a list of cases."""
+    from hydra.utils import instantiate
+
+    model = PretrainedGenerator(instantiate(compose_cfg("model=ddpm", "model.schedule.timesteps=4",
+                                                        "model.image_size=8").model))
+    for value in HOSTILE:
+        call = {"num_images": 1, "steps": 1, "batch_size": 1, argument: value}
+        if _script_refuses("generate", argument, value):
+            with pytest.raises(ValueError, match=argument):
+                model.generate(**call)
+        elif not (argument == "num_images" and isinstance(value, int) and value > 4):
+            assert len(model.generate(**call)) == call["num_images"], (argument, value)
+
+
+@pytest.mark.parametrize("argument", ["batch_size", "size", "pad_mode"])
+def test_reconstruct_takes_exactly_the_values_reconstruct_py_takes(tiny_run, argument):
+    model = art_diffusion.load_pretrained(tiny_run / "checkpoints" / "best.ckpt")
+    image = Image.new("RGB", (20, 12), "red")
+    for value in HOSTILE + ["train", "native", "replicate"]:
+        if _script_refuses("reconstruct", argument, value):
+            with pytest.raises(ValueError, match=argument):
+                model.reconstruct(image, **{argument: value})
+        else:
+            assert isinstance(model.reconstruct(image, **{argument: value}), Image.Image), (argument, value)
+
+
+@pytest.mark.parametrize(("pixels", "message"), [
+    (lambda x: x * 255, "0-255 values"), (lambda x: (x - 0.5) / 0.25, "normalised"),
+    (lambda x: x.index_fill(0, torch.tensor([1]), float("nan")), "NaN or inf"),
+    (lambda x: x.index_fill(0, torch.tensor([0]), float("inf")), "NaN or inf")])
+def test_a_tensor_that_is_not_images_in_0_1_is_refused(tiny_run, pixels, message):
+    """Pixels of another range would come back as images that look like a result."""
+    model = art_diffusion.load_pretrained(tiny_run / "checkpoints" / "best.ckpt")
+    batch = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=message):
+        model.reconstruct(pixels(batch))
+    assert model.reconstruct(batch.clamp(0, 1)).shape == batch.shape
 
 
 def test_generate_defaults_are_generate_yaml_ones():

@@ -8,6 +8,7 @@ same image (or seed) gives the same pixels as the scripts.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,14 +19,12 @@ from torch import Tensor, nn
 
 from art_diffusion import DataError, MissingPathError, UserError
 from art_diffusion.checkpoints import load_module
-from art_diffusion.diffusion.samplers import SAMPLERS
 from art_diffusion.run.run_dir import BEST_CHECKPOINT
-from art_diffusion.run.validate import CHOICES, check_class_name, check_steps
+from art_diffusion.run.validate import check_call, check_class_name, check_steps
 from art_diffusion.tools.inputs import resolve_device
 
 ImageInput = Image.Image | str | Path
-PAD_MODES = CHOICES["reconstruct"]["pad_mode"]  # reconstruct.py's
-
+PIXEL_SLACK = 1e-3  # a batch computed in float (resized, blended) may pass 0 or 1 by rounding
 
 class PretrainedReconstructor:
     """The art reconstructor (a ConvDiffusionModel): ``reconstruct(images)``, the same pixels as reconstruct.py."""
@@ -58,15 +57,13 @@ class PretrainedReconstructor:
         """
         from art_diffusion.tools.reconstruct import Reconstruction, Reconstructor, to_pil
 
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
-        if pad_mode not in PAD_MODES:
-            raise ValueError(f"pad_mode={pad_mode!r} must be one of {', '.join(PAD_MODES)}.")
+        check_call("reconstruct", {"batch_size": batch_size, "size": size, "pad_mode": pad_mode})
         reconstructor = Reconstructor(self.net, self.image_size, size, pad_mode, self.device)
         if isinstance(images, Tensor):
             if images.ndim != 4 or images.shape[1] != 3 or not images.is_floating_point():
                 raise ValueError(f"A tensor input must be an NCHW float batch of RGB images in [0, 1], got shape "
                                  f"{tuple(images.shape)} ({images.dtype}).")
+            check_pixels(images)
             if size != "native":
                 raise ValueError("A tensor batch is reconstructed at its own size: resize it first, or pass PIL "
                                  "images with size='train'.")
@@ -127,11 +124,9 @@ class PretrainedGenerator:
         seeded with ``seed`` for the whole call, so the same arguments give the same images on any device."""
         from art_diffusion.tools.generate import to_pil
 
-        for name, value in (("num_images", num_images), ("batch_size", batch_size), ("steps", steps)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-        if sampler not in SAMPLERS:
-            raise ValueError(f"sampler={sampler!r} must be one of {', '.join(SAMPLERS)}.")
+        check_call("generate", {"num_images": num_images, "batch_size": batch_size, "steps": steps, "seed": seed,
+                                "sampler": sampler, "guidance_scale": guidance_scale, "eta": eta,
+                                "progress": progress})
         check_steps("steps", steps, sampler, self.module.schedule.timesteps)
         labels = None
         if class_name is not None:
@@ -147,6 +142,19 @@ class PretrainedGenerator:
 
 
 Pretrained = PretrainedReconstructor | PretrainedGenerator
+
+
+def check_pixels(images: Tensor) -> None:
+    """A batch holding NaN or inf, or pixels outside [0, 1] (0-255 values, a normalised batch): refused, since the
+    network would turn it into images that look like a result."""
+    if images.numel() == 0:
+        return
+    low, high = images.min().item(), images.max().item()
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ValueError("A tensor input holds NaN or inf: pass RGB images in [0, 1].")
+    if low < -PIXEL_SLACK or high > 1 + PIXEL_SLACK:
+        hint = " (0-255 values? divide by 255)" if high > 2 else " (a normalised batch? undo the normalisation)"
+        raise ValueError(f"A tensor input must hold pixels in [0, 1], got values from {low:.4g} to {high:.4g}{hint}.")
 
 
 def _from_folder(folder: Path, trusted_classes: Iterable[str]) -> Pretrained:

@@ -462,6 +462,16 @@ def check_values(cfg: DictConfig, tool: str = "train") -> None:
         _check_paths(cfg)
 
 
+def check_call(tool: str, values: dict) -> None:
+    """The arguments of a Python call (``load_pretrained``'s models) by the rules of the script it stands for: one
+    :class:`ConfigError` (a ``ValueError``) naming each value the command line would refuse."""
+    try:
+        cfg = OmegaConf.create(values)
+    except Exception as exc:  # a value OmegaConf cannot hold (a numpy scalar, an object): not one of ours
+        raise ConfigError(f"Invalid argument: {exc}".splitlines()[0]) from None
+    _raise(_problems(cfg, tool))
+
+
 #: The sections of a run config, and those a stored one must have to rebuild its model.
 SECTIONS, REQUIRED_SECTIONS = ("model", "data", "loss", "optim", "scheduler", "trainer", "callbacks", "paths"), \
     ("model", "data")
