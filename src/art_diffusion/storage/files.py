@@ -386,9 +386,9 @@ def open_regular(path: str | Path) -> BinaryIO:
 def read_bytes(path: str | Path, limit: int = SMALL_FILE_BYTES) -> bytes:
     """The bytes of a small file (:func:`open_regular`), or an ``OSError`` naming it if it holds more than ``limit``:
     a sparse file of 100 GB put in a record's place is not read into memory."""
-    with open_regular(path) as fh:
-        data = fh.read(limit + 1)
-    if len(data) > limit:
+    with open_regular(path) as fh:  # its size first (then nothing is read), and a bounded read: /proc's files say 0
+        data = None if os.fstat(fh.fileno()).st_size > limit else fh.read(limit + 1)
+    if data is None or len(data) > limit:
         raise OSError(errno.EFBIG, f"larger than {megabytes(limit)}, more than such a file ever holds", os.fspath(path))
     return data
 
