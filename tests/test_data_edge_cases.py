@@ -10,7 +10,8 @@ import pytest
 
 from art_diffusion import UserError
 from art_diffusion.data import ArtDataModule
-from art_diffusion.data.listing import list_image_folder
+from art_diffusion.data.listing import list_image_folder, list_images
+from art_diffusion.tools.inputs import find_inputs
 from tests.helpers.messy_folder import jpeg_bytes, pattern
 
 RAW_NAME = b"caf\xe9_\xff.jpg"  # Latin-1 bytes: not valid UTF-8
@@ -46,6 +47,26 @@ def test_a_symlink_loop_is_walked_once_and_reported(tmp_path, caplog):
         _dm(root, tmp_path, val_fraction=0.25, test_fraction=0.25).setup()
     summary = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("Data: "))
     assert "8 of 8 image files used" in summary and "symlink loops" in summary and "loop" in summary
+
+
+def test_a_tree_nested_deeper_than_pythons_recursion_is_listed(tmp_path):
+    """1,200 folders deep (far below PATH_MAX): a recursive walk ends in RecursionError, a traceback at start-up."""
+    root = _folder(tmp_path / "art", classes=("drawings",), per_class=1)
+    chain = [root / "drawings"]
+    for _ in range(1200):
+        chain.append(chain[-1] / "a")
+        chain[-1].mkdir()
+    (chain[-1] / "deep.jpg").write_bytes((root / "drawings" / "0.jpg").read_bytes())
+    try:
+        listing = list_image_folder(root)
+        assert [os.path.basename(f.path) for f in listing.files] == ["0.jpg", "deep.jpg"]
+        assert len(list_images(root)) == 2 and len(find_inputs(str(root))) == 2  # reconstruct.py input=DIR
+        with pytest.raises(UserError, match="nest too deep for Python's glob"):  # input='DIR/**/*.jpg'
+            find_inputs(str(root / "**" / "*.jpg"))
+    finally:  # bottom up, without recursion: Python 3.11's shutil.rmtree (pytest's clean-up) recurses
+        (chain[-1] / "deep.jpg").unlink()
+        for folder in reversed(chain[1:]):
+            folder.rmdir()
 
 
 def test_a_name_that_is_not_utf8_is_written_to_the_report(tmp_path):

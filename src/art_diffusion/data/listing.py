@@ -46,43 +46,52 @@ class Listing:
 
 
 def _walk(folder: str, label: int, listing: Listing, seen: set[tuple[int, int]], given: bool = False) -> None:
-    """Add the image files under ``folder`` (recursively, hidden entries skipped), in file-system order; a folder
-    holding one of :data:`OUTPUT_MARKERS` is recorded in ``listing.outputs`` instead, unless it is the one ``given``.
+    """Add the image files under ``folder`` (at any depth, hidden entries skipped); a folder holding one of
+    :data:`OUTPUT_MARKERS` is recorded in ``listing.outputs`` instead, unless it is the one ``given``.
 
     Symlinks are followed, each folder once: ``seen`` holds the (st_dev, st_ino) of every folder walked, so a link
-    back up the tree (a loop) or a second link to a folder is recorded in ``listing.loops`` instead of recursing.
-    Written for speed (it is most of a second run's start-up): one scandir per folder, one stat per file.
+    back up the tree (a loop) or a second link to a folder is recorded in ``listing.loops`` instead of walked again.
+    A stack, not recursion: a tree nested thousands of folders deep is walked like any other. Written for speed (it
+    is most of a second run's start-up): one scandir per folder, one stat per file.
     """
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:
-        listing.unreadable.append(folder)
-        return
-    if not given and any(entry.name in OUTPUT_MARKERS for entry in entries):
-        listing.outputs.append(folder)
-        return
-    for entry in entries:
-        name = entry.name
-        if name.startswith("."):
+    folders = [(folder, given)]
+    while folders:
+        current, named = folders.pop()
+        try:
+            entries = list(os.scandir(current))
+        except OSError:
+            listing.unreadable.append(current)
             continue
-        if entry.is_dir():
-            key = file_identity(entry.path)
-            if key in seen:
-                listing.loops.append(entry.path)
+        if not named and any(entry.name in OUTPUT_MARKERS for entry in entries):
+            listing.outputs.append(current)
+            continue
+        for entry in entries:
+            name = entry.name
+            if name.startswith("."):
                 continue
-            seen.add(key)
-            _walk(entry.path, label, listing, seen)
-        elif not name.lower().endswith(LISTED_EXTENSIONS):
-            (listing.broken_links if _is_broken_link(entry) else listing.ignored).append(entry.path)
-        else:
-            try:
-                st = entry.stat()  # follows links, like the decoder will
-                if not stat.S_ISREG(st.st_mode):  # a named pipe (opening it would wait forever), socket, device
-                    listing.ignored.append(entry.path)
-                else:
-                    listing.files.append(SourceFile(entry.path, label, st.st_size, st.st_mtime_ns))
-            except OSError:  # a dangling link: listed anyway, so decoding reports it as unreadable
-                listing.files.append(SourceFile(entry.path, label, -1, 0))
+            if entry.is_dir():
+                key = file_identity(entry.path)
+                if key in seen:
+                    listing.loops.append(entry.path)
+                    continue
+                seen.add(key)
+                folders.append((entry.path, False))
+            elif not name.lower().endswith(LISTED_EXTENSIONS):
+                (listing.broken_links if _is_broken_link(entry) else listing.ignored).append(entry.path)
+            else:
+                _add_file(entry, label, listing)
+
+
+def _add_file(entry: os.DirEntry, label: int, listing: Listing) -> None:
+    try:
+        st = entry.stat()  # follows links, like the decoder will
+    except OSError:  # a dangling link: listed anyway, so decoding reports it as unreadable
+        listing.files.append(SourceFile(entry.path, label, -1, 0))
+        return
+    if not stat.S_ISREG(st.st_mode):  # a named pipe (opening it would wait forever), socket, device
+        listing.ignored.append(entry.path)
+    else:
+        listing.files.append(SourceFile(entry.path, label, st.st_size, st.st_mtime_ns))
 
 
 def _is_broken_link(entry: os.DirEntry) -> bool:

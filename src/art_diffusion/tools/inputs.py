@@ -62,7 +62,11 @@ def find_inputs(spec: str) -> list[InputFile]:
         files = list_images(path)
         base = path
     elif glob.has_magic(spec):
-        files = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
+        try:
+            files = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
+        except RecursionError:  # Python's glob recurses into each folder: a tree thousands of folders deep
+            raise ConfigError(f"input={spec}: the folders under the glob nest too deep for Python's glob to search. "
+                              "Pass the folder itself (input=DIR): it is walked at any depth.") from None
         base = Path(*literal_prefix(path.parts))  # output names are relative to the glob's fixed prefix
     else:
         raise MissingPathError(
