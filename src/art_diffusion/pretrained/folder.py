@@ -14,7 +14,6 @@ network of the task, the constructor arguments must be the class's own, and the 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import re
 from collections.abc import Iterable, Mapping
@@ -29,7 +28,7 @@ from art_diffusion.checkpoints.arguments import argument_problems
 from art_diffusion.checkpoints.loading import check_state_dict, check_tensors
 from art_diffusion.checkpoints.registry import check_depth, check_targets
 from art_diffusion.run.validate import NETS, check_stored_values
-from art_diffusion.storage import atomic_write, file_sha256, read_text, write_json
+from art_diffusion.storage import atomic_write, file_sha256, read_json, write_json
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -182,10 +181,7 @@ def read_config(folder: Path, trusted_classes: Iterable[str] = ()) -> dict[str, 
     path = folder / CONFIG_FILE
     origin = str(path)
     try:  # a config.json of this project is a few kB: a larger one, a named pipe or a device is refused unread
-        config = json.loads(read_text(path, MAX_CONFIG_BYTES), parse_constant=_no_constant)
-    except RecursionError:
-        raise PretrainedFolderError(f"Refusing {path}: it nests deeper than Python's parser goes; a config.json of "
-                                    "this project nests 4 levels. Export the folder again.") from None
+        config = read_json(path, MAX_CONFIG_BYTES, parse_constant=_no_constant)
     except (OSError, UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
         raise PretrainedFolderError(f"Cannot read {path}: {exc}. Export the folder again with "
                                     "`python scripts/export.py ckpt_path=... output_dir=...`.") from None

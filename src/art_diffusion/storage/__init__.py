@@ -7,8 +7,9 @@ and the record of who holds it.
   one :class:`DiskFullError`, whatever exception type carried it: :func:`is_disk_full`; a killed writer's temporary is
   removed by the next write, :func:`remove_dead_temporaries`), :func:`save_torch` (every ``torch.save``) and
   :func:`load_torch` (every ``torch.load`` of a file, its zip's CRC-32s checked first: :class:`DamagedFileError`),
-  :func:`open_regular` / :func:`read_bytes` / :func:`read_text` (every file src/ reads: a regular file or an OSError,
-  never a wait on a named pipe; a small file read whole is bounded),
+  :func:`open_regular` and :func:`read_bytes` / :func:`read_text` / :func:`read_json` / :func:`read_yaml` (every file
+  src/ reads: a regular file or an OSError, never a wait on a named pipe; a small file read whole is bounded; bad
+  content is a ValueError, JSON or YAML nested too deep included; :func:`parse_json` for text),
   :func:`file_sha256` (every hash of a file), :func:`file_identity` (device and inode: the same file by any path),
   :func:`optional_write` (a cache's write: a full disk is one warning), :func:`write_json` (strict JSON),
   :func:`inside` / :func:`safe_name` (a path built from names that came from data or a file, always under its root).
@@ -40,9 +41,12 @@ from art_diffusion.storage.files import (
     open_regular,
     optional_cache_dir,
     optional_write,
+    parse_json,
     quiet_full_disk_reports,
     read_bytes,
+    read_json,
     read_text,
+    read_yaml,
     remove_dead_temporaries,
     reserve,
     safe_name,
@@ -71,6 +75,7 @@ __all__ = ["CACHE_ENV", "CacheUnusableError", "DamagedFileError", "DiskFullError
            "OutputFolder", "atomic_path", "atomic_write", "cache_dir", "cache_root", "claim", "describe",
            "disk_full_error", "ensure_room", "file_identity", "file_lock", "file_sha256", "holder", "in_use",
            "inside", "is_disk_full", "json_text", "load_torch", "megabytes", "open_regular", "optional_cache_dir",
-           "optional_write", "output_folder", "quiet_full_disk_reports", "read_bytes", "read_text", "record_path",
-           "register", "registration_path", "remove_dead_temporaries", "reserve", "safe_name", "save_torch",
-           "stale_temporaries", "temporaries_under", "temporary_name", "unwritable", "write_json", "zip_damage"]
+           "optional_write", "output_folder", "parse_json", "quiet_full_disk_reports", "read_bytes", "read_json",
+           "read_text", "read_yaml", "record_path", "register", "registration_path", "remove_dead_temporaries",
+           "reserve", "safe_name", "save_torch", "stale_temporaries", "temporaries_under", "temporary_name",
+           "unwritable", "write_json", "zip_damage"]

@@ -399,6 +399,34 @@ def read_text(path: str | Path, limit: int = SMALL_FILE_BYTES, errors: str = "st
     return read_bytes(path, limit).decode("utf-8", errors)
 
 
+def parse_json(text: str | bytes, **options):
+    """``json.loads`` for text from a file a user did not write: one that nests deeper than Python's parser goes
+    (``[[[[...``) is a ``ValueError`` like any other bad JSON, not a ``RecursionError`` its readers do not expect."""
+    try:
+        return json.loads(text, **options)
+    except RecursionError:
+        raise ValueError("it nests deeper than Python's JSON parser goes (no file of this project does)") from None
+
+
+def read_json(path: str | Path, limit: int = SMALL_FILE_BYTES, **options):
+    """The JSON of a small file (:func:`read_text`, :func:`parse_json`): an ``OSError`` or a ``ValueError`` when it
+    cannot be used, whatever is wrong with it."""
+    return parse_json(read_text(path, limit), **options)
+
+
+def read_yaml(path: str | Path, limit: int = SMALL_FILE_BYTES):
+    """The YAML of a small file (a run's ``.hydra/overrides.yaml``, a sweep's record) as plain data, read as Hydra
+    and OmegaConf read it (interpolations stay text): an ``OSError`` or a ``ValueError`` when it cannot be used,
+    whatever is wrong with it."""
+    from omegaconf import OmegaConf
+
+    text = read_text(path, limit)
+    try:
+        return OmegaConf.to_container(OmegaConf.create(text), resolve=False)
+    except Exception as exc:  # the YAML parser's and OmegaConf's errors, a RecursionError: all about the text
+        raise ValueError(f"not YAML this project writes: {type(exc).__name__}: {str(exc)[:80]}") from None
+
+
 def file_sha256(path: str | Path, offset: int = 0) -> str:
     """The sha256 (hex) of a file's bytes from ``offset`` on, read in blocks (hashlib releases the GIL meanwhile):
     the one file hash of src/ (exported weights, pinned downloads, torch.hub's file, the rows of a store)."""

@@ -37,7 +37,7 @@ from pathlib import Path
 import filelock
 
 from art_diffusion import UserError
-from art_diffusion.storage.files import DiskFullError, atomic_write, read_text
+from art_diffusion.storage.files import DiskFullError, atomic_write, read_json
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def record_path(lock_path: Path) -> Path:
 def holder(lock_path: Path) -> dict | None:
     """The last record written beside ``lock_path`` (pid, host, since), or None."""
     try:
-        return json.loads(read_text(record_path(lock_path)))
+        return read_json(record_path(lock_path))
     except (OSError, ValueError):
         return None
 

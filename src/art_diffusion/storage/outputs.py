@@ -54,12 +54,12 @@ class OutputFolder:
     def _read_record(self) -> set[str]:
         path = self.root / RECORD_FILE
         try:
-            names = json.loads(files.read_text(path, MAX_RECORD_BYTES))["files"]
+            names = files.read_json(path, MAX_RECORD_BYTES)["files"]
             if not (isinstance(names, list) and all(isinstance(name, str) for name in names)):
                 raise ValueError("not a list of names")
         except FileNotFoundError:
             return set()
-        except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("%s cannot be read (%s): no file in %s is taken for a tool's output.", path, exc, self.root)
             return set()
         return set(names)

@@ -10,7 +10,6 @@ they generate and real ones (not FID: see art_diffusion.metrics.fd_vgg).
 from __future__ import annotations
 
 import glob
-import json
 import logging
 import math
 from collections.abc import Iterator, Mapping
@@ -34,7 +33,7 @@ from art_diffusion.metrics.scores import scores
 from art_diffusion.nets.vgg import ImageNetNormalize
 from art_diffusion.run.run_dir import BEST_CHECKPOINT, JOB_FILE, OVERRIDES_FILE
 from art_diffusion.run.validate import check_steps, check_values
-from art_diffusion.storage import output_folder, read_text, write_json
+from art_diffusion.storage import output_folder, read_json, write_json
 from art_diffusion.tools.inputs import find_inputs, literal_prefix, resolve_device
 from art_diffusion.tools.reconstruct import Reconstructor
 
@@ -70,7 +69,7 @@ def _expand(spec: str) -> list[str]:
 def _why_no_checkpoint(job: Path) -> str:
     """Why a sweep job has no best.ckpt, from its job.json: failed (with the error), still running, or unknown."""
     try:
-        record = json.loads(read_text(job / JOB_FILE))
+        record = read_json(job / JOB_FILE)
     except (OSError, ValueError):
         record = {}
     if not isinstance(record, dict):

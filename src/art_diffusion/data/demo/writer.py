@@ -43,7 +43,7 @@ def _params(images_per_class: int, image_size: int, seed: int) -> dict:
 
 def _is_complete(root: Path, params: dict) -> bool:
     try:
-        return json.loads(storage.read_text(root / _MARKER)) == params
+        return storage.read_json(root / _MARKER) == params
     except (OSError, ValueError):
         return False
 

@@ -20,10 +20,11 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from art_diffusion import UserError
-from art_diffusion.storage import atomic_write, read_text
+from art_diffusion.storage import atomic_write, read_yaml
 
 log = logging.getLogger(__name__)
 
+RECORD_KEYS = ("swept", "integer", "fixed")  # what describe_sweep writes, each a list of names
 SWEEP_FILE = "sweep.yaml"  # in the sweep dir: {swept: [keys], integer: [swept keys of whole numbers], fixed: [...]}
 MAX_DIRNAME = 200  # bytes; most filesystems allow 255 for one path component
 
@@ -90,9 +91,21 @@ def job_dirname(swept: list[str] | None, overrides: list[str], num: int) -> str:
 
 
 def read_sweep(sweep_dir: str | Path) -> dict[str, list[str]] | None:
-    """The record :func:`describe_sweep` wrote to ``sweep_dir``; None when the sweep has no record."""
+    """The record :func:`describe_sweep` wrote to ``sweep_dir``; None when the sweep has no record, or one that is not
+    of that form (unreadable, edited: one warning naming it)."""
     path = Path(sweep_dir) / SWEEP_FILE
-    return OmegaConf.to_container(OmegaConf.create(read_text(path))) if path.is_file() else None
+    if not path.exists():
+        return None
+    try:
+        record = read_yaml(path)
+    except (OSError, ValueError) as exc:
+        record = exc
+    if not (isinstance(record, dict) and set(record) == set(RECORD_KEYS)
+            and all(isinstance(v, list) and all(isinstance(i, str) for i in v) for v in record.values())):
+        log.warning("Ignoring the sweep record %s: %s", path, record if isinstance(record, Exception) else
+                    f"not {{{', '.join(RECORD_KEYS)}: [names]}}")
+        return None
+    return record
 
 
 class SweepRecord(Callback):
