@@ -87,6 +87,7 @@ def test_every_target_in_conf_is_in_the_registry(tmp_path):
     ({"m": {"_target_": "art_diffusion.nets.ConvDenoiser", "_recursive_": False}}, "m._recursive_"),
     ({"m": {"_target_": "${oc.env:EVIL}"}}, "m._target_"),  # an interpolation would pick the target later
     ({"m": {"_target_": "art_diffusion.nets.ConvDenoiser", "x": "${oc.env:HOME}"}}, "m.x"),
+    ({"m": {"_target_": "art_diffusion.nets.ConvDenoiser", "x": "${0"}}, "m.x"),  # one OmegaConf cannot even parse
     ({"m": {"_target_": ["art_diffusion.nets.ConvDenoiser"]}}, "m._target_"),
     ({"m": {"_target_": "art_diffusion.nets.ConvDenoiser", "x": torch.zeros(1)}}, "m.x"),
 ])

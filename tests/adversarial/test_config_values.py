@@ -24,7 +24,9 @@ VALUES = st.one_of(
     st.integers(min_value=-(10**20), max_value=10**20),
     st.booleans(),
     st.none(),
-    st.text(max_size=6),
+    # "${..." is an interpolation OmegaConf parses on assignment: Hydra's override parser refuses a broken one on the
+    # command line, and the class registry any "${" in a stored config (test_registry.py)
+    st.text(max_size=6).filter(lambda text: "${" not in text),
     st.sampled_from(["inf", "nan", "1e400", "-0", "0x10", "1_000", " 1", "one"]),
 )
 TOOL_KEYS = [(tool, key) for tool, rules in TOOL_RULES.items() if tool != "train" for key in rules]
