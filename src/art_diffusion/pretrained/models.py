@@ -26,6 +26,7 @@ from art_diffusion.tools.inputs import resolve_device
 ImageInput = Image.Image | str | Path
 PIXEL_SLACK = 1e-3  # a batch computed in float (resized, blended) may pass 0 or 1 by rounding
 
+
 class PretrainedReconstructor:
     """The art reconstructor (a ConvDiffusionModel): ``reconstruct(images)``, the same pixels as reconstruct.py."""
 
@@ -149,7 +150,7 @@ def check_pixels(images: Tensor) -> None:
     network would turn it into images that look like a result."""
     if images.numel() == 0:
         return
-    low, high = images.min().item(), images.max().item()
+    low, high = (value.item() for value in torch.aminmax(images))
     if not (math.isfinite(low) and math.isfinite(high)):
         raise ValueError("A tensor input holds NaN or inf: pass RGB images in [0, 1].")
     if low < -PIXEL_SLACK or high > 1 + PIXEL_SLACK:

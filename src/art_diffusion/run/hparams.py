@@ -8,7 +8,6 @@ the first summary of a tag it reads: a resumed run's row shows its resumed confi
 
 from __future__ import annotations
 
-import logging
 import time
 from pathlib import Path
 
@@ -22,13 +21,10 @@ from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 from torch.utils.tensorboard.writer import FileWriter
 
 from art_diffusion.lightning.loggers import readable_tag
-from art_diffusion.run.run_dir import OVERRIDES_FILE
+from art_diffusion.run.run_dir import read_overrides
 from art_diffusion.run.sweeps.record import read_sweep
-from art_diffusion.storage import read_yaml
 
 Scalar = int | float | str | bool
-
-log = logging.getLogger(__name__)
 
 #: Shown first in the HPARAMS table (the tab shows the first five metrics and the first five hparams by default).
 FIRST_METRICS = tuple(map(readable_tag, ("val/psnr", "test/psnr", "best_epoch", "val/ssim", "test/ssim", "val/loss",
@@ -45,18 +41,8 @@ def _scalar(value) -> Scalar:
 def _command_line(cfg: DictConfig) -> list[str]:
     """The run's command-line overrides; a resumed run's are those it was started with, then the resuming call's."""
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-    started = Path(cfg.resume) / OVERRIDES_FILE if cfg.get("resume") else None
-    if not (started and started.exists()):
-        return overrides
-    try:
-        first = read_yaml(started)
-    except (OSError, ValueError) as exc:
-        first = exc
-    if not (isinstance(first, list) and all(isinstance(item, str) for item in first)):  # an edited or broken file
-        log.warning("Ignoring %s (%s): the run's hparams list only this call's overrides", started,
-                    first if isinstance(first, Exception) else "not a list of overrides")
-        return overrides
-    return [*first, *overrides]
+    started = read_overrides(cfg.resume) if cfg.get("resume") else None
+    return [*(started or []), *overrides]
 
 
 def _override_hparams(cfg: DictConfig) -> dict[str, Scalar]:

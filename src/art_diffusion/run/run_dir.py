@@ -11,6 +11,18 @@ LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"  # the newest state, where r
 BEST_CHECKPOINT = Path("checkpoints") / "best.ckpt"  # the best validation epoch: what a run dir means to inference
 
 
+def read_overrides(run_dir: str | Path) -> list[str] | None:
+    """The command-line overrides the run (or sweep job) in ``run_dir`` started with; None when it has none, or one
+    that is not a list of overrides (one warning naming it)."""
+    from art_diffusion.storage import read_valid, read_yaml
+
+    return read_valid(Path(run_dir) / OVERRIDES_FILE, read_yaml, _strings, "a list of overrides")
+
+
+def _strings(data) -> bool:
+    return isinstance(data, list) and all(isinstance(item, str) for item in data)
+
+
 def has_checkpoint(run_dir: str | Path) -> bool:
     """A run to continue (resume=) and not to start afresh in: its last.ckpt, or any checkpoint (a run stopped
     between saving best.ckpt and last.ckpt, by a kill or a full disk, is continued from the newest that loads)."""

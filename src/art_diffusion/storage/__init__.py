@@ -9,7 +9,8 @@ and the record of who holds it.
   :func:`load_torch` (every ``torch.load`` of a file, its zip's CRC-32s checked first: :class:`DamagedFileError`),
   :func:`open_regular` and :func:`read_bytes` / :func:`read_text` / :func:`read_json` / :func:`read_yaml` (every file
   src/ reads: a regular file or an OSError, never a wait on a named pipe; a small file read whole is bounded; bad
-  content is a ValueError, JSON or YAML nested too deep included; :func:`parse_json` for text),
+  content is a ValueError, JSON or YAML nested too deep included; :func:`parse_json` for text; :func:`read_valid`:
+  a record read back, or None and one warning),
   :func:`file_sha256` (every hash of a file), :func:`file_identity` (device and inode: the same file by any path),
   :func:`optional_write` (a cache's write: a full disk is one warning), :func:`write_json` (strict JSON),
   :func:`inside` / :func:`safe_name` (a path built from names that came from data or a file, always under its root).
@@ -46,6 +47,7 @@ from art_diffusion.storage.files import (
     read_bytes,
     read_json,
     read_text,
+    read_valid,
     read_yaml,
     remove_dead_temporaries,
     reserve,
@@ -76,6 +78,6 @@ __all__ = ["CACHE_ENV", "CacheUnusableError", "DamagedFileError", "DiskFullError
            "disk_full_error", "ensure_room", "file_identity", "file_lock", "file_sha256", "holder", "in_use",
            "inside", "is_disk_full", "json_text", "load_torch", "megabytes", "open_regular", "optional_cache_dir",
            "optional_write", "output_folder", "parse_json", "quiet_full_disk_reports", "read_bytes", "read_json",
-           "read_text", "read_yaml", "record_path", "register", "registration_path", "remove_dead_temporaries",
-           "reserve", "safe_name", "save_torch", "stale_temporaries", "temporaries_under", "temporary_name",
-           "unwritable", "write_json", "zip_damage"]
+           "read_text", "read_valid", "read_yaml", "record_path", "register", "registration_path",
+           "remove_dead_temporaries", "reserve", "safe_name", "save_torch", "stale_temporaries", "temporaries_under",
+           "temporary_name", "unwritable", "write_json", "zip_damage"]

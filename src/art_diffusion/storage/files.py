@@ -427,6 +427,23 @@ def read_yaml(path: str | Path, limit: int = SMALL_FILE_BYTES):
         raise ValueError(f"not YAML this project writes: {type(exc).__name__}: {str(exc)[:80]}") from None
 
 
+def read_valid(path: str | Path, read: Callable, valid: Callable[[object], bool], form: str):
+    """``read(path)`` (:func:`read_json`, :func:`read_yaml`) if the file exists and holds ``valid`` data; else None,
+    with one warning naming the file and what is wrong (unreadable, or not ``form``): a run's records read back by a
+    summary, a resume or a sweep never stop them for one edited or broken file."""
+    if not os.path.lexists(path):
+        return None
+    try:
+        data = read(path)
+    except (OSError, ValueError) as exc:
+        log.warning("Ignoring %s: %s", path, exc)
+        return None
+    if not valid(data):
+        log.warning("Ignoring %s: not %s", path, form)
+        return None
+    return data
+
+
 def file_sha256(path: str | Path, offset: int = 0) -> str:
     """The sha256 (hex) of a file's bytes from ``offset`` on, read in blocks (hashlib releases the GIL meanwhile):
     the one file hash of src/ (exported weights, pinned downloads, torch.hub's file, the rows of a store)."""

@@ -20,7 +20,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from art_diffusion import UserError
-from art_diffusion.storage import atomic_write, read_yaml
+from art_diffusion.storage import atomic_write, read_valid, read_yaml
 
 log = logging.getLogger(__name__)
 
@@ -93,19 +93,13 @@ def job_dirname(swept: list[str] | None, overrides: list[str], num: int) -> str:
 def read_sweep(sweep_dir: str | Path) -> dict[str, list[str]] | None:
     """The record :func:`describe_sweep` wrote to ``sweep_dir``; None when the sweep has no record, or one that is not
     of that form (unreadable, edited: one warning naming it)."""
-    path = Path(sweep_dir) / SWEEP_FILE
-    if not path.exists():
-        return None
-    try:
-        record = read_yaml(path)
-    except (OSError, ValueError) as exc:
-        record = exc
-    if not (isinstance(record, dict) and set(record) == set(RECORD_KEYS)
-            and all(isinstance(v, list) and all(isinstance(i, str) for i in v) for v in record.values())):
-        log.warning("Ignoring the sweep record %s: %s", path, record if isinstance(record, Exception) else
-                    f"not {{{', '.join(RECORD_KEYS)}: [names]}}")
-        return None
-    return record
+    return read_valid(Path(sweep_dir) / SWEEP_FILE, read_yaml, _is_record,
+                      f"{{{', '.join(RECORD_KEYS)}: [names]}}")
+
+
+def _is_record(data) -> bool:
+    return (isinstance(data, dict) and set(data) == set(RECORD_KEYS)
+            and all(isinstance(v, list) and all(isinstance(i, str) for i in v) for v in data.values()))
 
 
 class SweepRecord(Callback):

@@ -18,8 +18,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from art_diffusion.run.run_dir import JOB_FILE, METRICS_FILE, OVERRIDES_FILE
-from art_diffusion.storage import atomic_path, atomic_write, read_json, read_yaml
+from art_diffusion.run.run_dir import JOB_FILE, METRICS_FILE, OVERRIDES_FILE, read_overrides
+from art_diffusion.storage import atomic_path, atomic_write, read_json, read_valid
 
 log = logging.getLogger(__name__)
 
@@ -35,27 +35,11 @@ def _job_dirs(sweep_dir: Path) -> list[Path]:
 
 def _read_json(path: Path) -> dict:
     """A job's JSON record; {} (the job then shows as unfinished) when there is none or it cannot be read."""
-    found = _read(path, read_json)
-    return found if isinstance(found, dict) else {}
+    return read_valid(path, read_json, lambda data: isinstance(data, dict), "a JSON object") or {}
 
 
 def _overrides(job_dir: Path) -> dict[str, str]:
-    items = _read(job_dir / OVERRIDES_FILE, read_yaml)
-    if not (isinstance(items, list) and all(isinstance(item, str) for item in items)):
-        return {}
-    return dict(item.partition("=")[::2] for item in items)
-
-
-def _read(path: Path, read):
-    """``read(path)`` of a job's file; None, with one warning naming it, when it is unreadable or damaged: a summary
-    of hours of jobs is never lost to one edited or broken file."""
-    if not path.exists():
-        return None
-    try:
-        return read(path)
-    except (OSError, ValueError) as exc:
-        log.warning("Sweep summary: ignoring %s (%s: %s)", path, type(exc).__name__, exc)
-        return None
+    return dict(item.partition("=")[::2] for item in read_overrides(job_dir) or [])
 
 
 def swept_keys(overrides: list[dict[str, str]]) -> list[str]:
